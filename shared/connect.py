@@ -1,0 +1,79 @@
+"""Connecting to RabbitMQ and PostgreSQL: wait with back-off until they answer, logging each attempt.
+
+A worker started before its dependencies never exits because of them (the price-monitor crash loop of
+`001_646fd6323acf08fa.txt` is the failure this avoids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+
+from shared.store.pool import create_pool
+
+log = structlog.get_logger("shared.connect")
+T = TypeVar("T")
+
+
+def backoff(attempt: int, cap_sec: float, rand: float) -> float:
+    """0.5 s doubling per attempt up to the cap, with +-25 % jitter so restarted replicas do not stampede."""
+    return min(cap_sec, 0.5 * 2 ** min(attempt - 1, 20)) * (0.75 + rand / 2)
+
+
+async def wait_for(
+    dependency: str,
+    where: str,
+    attempt_fn: Callable[[], Awaitable[T]],
+    cap_sec: float = 30.0,
+    on_attempt: Callable[[bool], None] | None = None,
+) -> T:
+    """Call `attempt_fn` until it succeeds. Each failure is logged with the redacted address and the delay."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = await attempt_fn()
+        except (
+            OSError,
+            asyncio.TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            aio_pika.exceptions.AMQPException,
+            ConnectionError,
+        ) as exc:
+            if on_attempt:
+                on_attempt(False)
+            delay = backoff(attempt, cap_sec, random.random())
+            log.warning(
+                "dependency.waiting",
+                dependency=dependency,
+                at=where,
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                retry_in_sec=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+            continue
+        if on_attempt:
+            on_attempt(True)
+        if attempt > 1:
+            log.info("dependency.up", dependency=dependency, at=where, attempts=attempt)
+        return result
+
+
+async def rabbitmq(url: str, where: str, cap_sec: float = 30.0, **kw: object) -> AbstractRobustConnection:
+    """A robust connection (it reconnects and redeclares by itself once established)."""
+    return await wait_for("rabbitmq", where, lambda: aio_pika.connect_robust(url, timeout=10), cap_sec, **kw)  # type: ignore[arg-type]
+
+
+async def postgres_pool(dsn: str, where: str, max_size: int, cap_sec: float = 30.0, **kw: object) -> asyncpg.Pool:
+    return await wait_for(
+        "postgres", where, lambda: create_pool(dsn, min_size=1, max_size=max_size, timeout=10), cap_sec, **kw
+    )  # type: ignore[arg-type]

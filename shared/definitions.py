@@ -1,0 +1,153 @@
+"""The job definition (DESIGN section 5): what a jobs file declares and `scheduler.jobs` stores.
+
+Validation happens here, at the boundary, with messages an operator can act on: which job, which field, why.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared import schedule
+from shared.errors import ConfigError
+from shared.messages import MAX_PARAMS_BYTES
+from shared.names import check_ident
+
+DAY = 86400
+
+
+class Overlap(StrEnum):
+    """What a message does when every `max_parallel` lock slot of its job (or lock group) is taken."""
+
+    SKIP = "skip"  # record skipped_locked, keep the chain going
+    BUFFER_ONE = "buffer_one"  # wait through the retry queue (one waiter at most) until free or past the grace
+    ALLOW_ALL = "allow_all"  # take no lock at all: runs may overlap freely
+
+
+class RescheduleMode(StrEnum):
+    QUEUE = "queue"  # the worker posts the next slot (the chain)
+    NONE = "none"  # manual/event only: no chain
+
+
+class QueueType(StrEnum):
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+class JobDefinition(BaseModel):
+    """One job as an operator declares it. Extra keys are refused so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    description: str = Field(default="", max_length=500)
+    queue: str | None = None
+    cron_expr: str | None = None
+    timezone: str = "UTC"
+    interval_seconds: int | None = Field(default=None, ge=1, le=366 * DAY)
+    align: bool = False
+    enabled: bool = True
+    default_params: dict[str, Any] = Field(default_factory=dict)
+    timeout_sec: float = Field(default=300.0, gt=0, le=7 * DAY)
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    retry_backoff_sec: float = Field(default=5.0, gt=0, le=DAY)
+    retry_backoff_max_sec: float = Field(default=300.0, gt=0, le=7 * DAY)
+    max_parallel: int = Field(default=1, ge=1, le=1000)
+    overlap: Overlap = Overlap.SKIP
+    jitter_sec: float = Field(default=0.0, ge=0, le=DAY)
+    lock_group: str | None = None
+    misfire_grace_sec: float = Field(default=300.0, ge=0, le=30 * DAY)
+    run_on_startup: bool = False
+    reschedule_mode: RescheduleMode = RescheduleMode.QUEUE
+    on_success: tuple[str, ...] = ()
+    queue_type: QueueType = QueueType.CLASSIC
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return check_ident(value, "job_id")
+
+    @field_validator("queue", "lock_group")
+    @classmethod
+    def _optional_ident(cls, value: str | None) -> str | None:
+        return None if value is None else check_ident(value, "name")
+
+    @field_validator("on_success")
+    @classmethod
+    def _downstream(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_ident(v, "on_success job id") for v in value)
+
+    @field_validator("cron_expr")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else schedule.validate_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return schedule.validate_timezone(value)
+
+    @field_validator("default_params")
+    @classmethod
+    def _params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"default_params are {size} bytes; the limit is {MAX_PARAMS_BYTES}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.reschedule_mode is RescheduleMode.QUEUE and (self.cron_expr is None) == (self.interval_seconds is None):
+            raise ValueError("set exactly one of cron_expr or interval_seconds")
+        if self.cron_expr is not None and self.interval_seconds is not None:
+            raise ValueError("set exactly one of cron_expr or interval_seconds, not both")
+        if self.queue_name == "dead":
+            raise ValueError("the work queue name 'dead' is reserved for parking: set another queue")
+        if self.job_id in self.on_success:
+            raise ValueError("on_success cannot name the job itself")
+        if self.retry_backoff_max_sec < self.retry_backoff_sec:
+            raise ValueError("retry_backoff_max_sec must be >= retry_backoff_sec")
+        return self
+
+    @property
+    def queue_name(self) -> str:
+        """The work queue short name: `queue`, or the job id."""
+        return self.queue or self.job_id
+
+    @property
+    def lock_name(self) -> str:
+        """What the run lock is taken on: the lock group, or the job itself."""
+        return f"group:{self.lock_group}" if self.lock_group else f"job:{self.job_id}"
+
+    @property
+    def has_chain(self) -> bool:
+        return self.reschedule_mode is RescheduleMode.QUEUE
+
+    def schedule(self) -> schedule.Schedule | None:
+        """The pure schedule of this job; None for jobs that only run by hand or on events."""
+        if self.cron_expr is None and self.interval_seconds is None:
+            return None
+        return schedule.make_schedule(
+            cron_expr=self.cron_expr,
+            timezone=self.timezone,
+            interval_seconds=self.interval_seconds,
+            job_id=self.job_id,
+            align=self.align,
+        )
+
+
+def load_definition(data: dict[str, Any], *, source: str = "") -> JobDefinition:
+    """Validate one job table; raises ConfigError with one line per problem, naming the job and the field."""
+    job = data.get("job_id", "?")
+    try:
+        return JobDefinition.model_validate(data)
+    except ValidationError as exc:
+        where = f"{source}: " if source else ""
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in error["loc"]) or "definition"
+            problems.append(f"{where}job {job!r}: {field}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(problems)) from None

@@ -1,0 +1,55 @@
+"""Advisory lock keys and the lock operations of the run protocol.
+
+Keys are 64-bit integers derived from readable names with blake2b, the same on every machine, so a lock
+taken by one process is the lock any other process asks for. Session locks (held on one connection for the
+whole run) are released by PostgreSQL when the holder dies; transaction locks (the chain lock) at commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import asyncpg
+
+
+def lock_key(*parts: str | int) -> int:
+    """A signed 64-bit advisory lock key for a name made of `parts`."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def run_lock_keys(scope: str, lock_name: str, max_parallel: int) -> list[int]:
+    """One key per parallel slot of a job or lock group."""
+    return [lock_key("run", scope, lock_name, slot) for slot in range(max_parallel)]
+
+
+def chain_lock_key(scope: str, job_id: str) -> int:
+    """Taken (transaction-scoped) by every path that replaces or extends a job's chain."""
+    return lock_key("chain", scope, job_id)
+
+
+def watchdog_lock_key(scope: str) -> int:
+    return lock_key("watchdog", scope)
+
+
+def worker_lock_key(worker_id: str) -> int:
+    return lock_key("worker", worker_id)
+
+
+def startup_lock_key(scope: str, queue: str) -> int:
+    return lock_key("startup", scope, queue)
+
+
+async def try_lock_any(conn: asyncpg.Connection, keys: list[int]) -> int | None:
+    """Take the first free session lock among `keys` in one round trip; returns the key taken or None."""
+    key: int | None = await conn.fetchval("SELECT scheduler.try_lock_any($1::bigint[])", keys)
+    return key
+
+
+async def unlock(conn: asyncpg.Connection, key: int) -> bool:
+    return bool(await conn.fetchval("SELECT pg_advisory_unlock($1)", key))
+
+
+async def chain_lock(conn: asyncpg.Connection, scope: str, job_id: str) -> None:
+    """Take the chain lock for the current transaction (waits; held only for a publish and an update)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", chain_lock_key(scope, job_id))

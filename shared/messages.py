@@ -1,0 +1,169 @@
+"""The job message (DESIGN section 4): the JSON body every queue of the framework carries.
+
+A person can publish `{"job_id": "buy-scanner"}` by hand: every other field has a default. Unknown fields are
+tolerated (a newer publisher may add some) and never reach the handler; `parse_message` reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import SchedulerError
+from shared.names import check_ident
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_PARAMS_BYTES = 64 * 1024
+SCHEMA_VERSION = 1
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class TriggerSource(StrEnum):
+    SCHEDULER = "scheduler"
+    MANUAL = "manual"
+    RETRY = "retry"
+    STARTUP = "startup"
+    EVENT = "event"
+
+
+class BadMessage(SchedulerError):
+    """A body that cannot become a JobMessage. `reason` is a short code for metrics and the parking header."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail[:2000]
+        super().__init__(f"{reason}: {self.detail}")
+
+
+def _utc(value: datetime) -> datetime:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    aware = aware.astimezone(UTC)
+    if not _EARLIEST <= aware < _LATEST:
+        raise ValueError(f"{aware.isoformat()} is outside the years 2000-2199")
+    return aware
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobMessage(BaseModel):
+    """One request to run a job once. Chain messages carry the job's epoch; manual ones carry none."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    job_id: str
+    trigger_source: TriggerSource = TriggerSource.MANUAL
+    params: dict[str, Any] = Field(default_factory=dict)
+    run_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    scope: str | None = None
+    scheduled_for: datetime = Field(default_factory=_now)
+    epoch: int | None = Field(default=None, ge=0)
+    attempt: int = Field(default=1, ge=1, le=1000)
+    timeout_sec: float | None = Field(default=None, gt=0, le=7 * 86400)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    next_delay_sec: float | None = Field(default=None, ge=0, le=366 * 86400)
+    published_at: datetime | None = None
+    expires_at: datetime | None = None
+    upstream_run_id: uuid.UUID | None = None
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return check_ident(value, "job_id")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        return None if value is None else check_ident(value, "scope")
+
+    @field_validator("scheduled_for", "published_at", "expires_at")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    @field_validator("params")
+    @classmethod
+    def _params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"params are {size} bytes; the limit is {MAX_PARAMS_BYTES}")
+        return value
+
+    @property
+    def is_chain(self) -> bool:
+        """A scheduler message that belongs to the job's chain: only these post the next slot."""
+        return self.trigger_source is TriggerSource.SCHEDULER and self.epoch is not None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def to_body(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    def next_attempt(self, run_id: uuid.UUID, now: datetime) -> JobMessage:
+        """The retry message for this message's slot: same slot and epoch, attempt + 1."""
+        return self.model_copy(
+            update={
+                "attempt": self.attempt + 1,
+                "trigger_source": TriggerSource.RETRY,
+                "run_id": run_id,
+                "published_at": now,
+            }
+        )
+
+
+def parse_message(body: bytes) -> tuple[JobMessage, list[str]]:
+    """Validate a raw body. Returns the message and the names of ignored unknown fields; raises BadMessage."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadMessage("too_large", f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadMessage("encoding", f"body is not UTF-8: {exc}") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise BadMessage("not_json", "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise BadMessage("not_json", f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage("schema", f"body must be a JSON object, got {type(data).__name__}")
+    try:
+        message = JobMessage.model_validate(data)
+    except ValidationError as exc:
+        raise BadMessage("schema", describe_validation_error(exc)) from None
+    except RecursionError:
+        raise BadMessage("schema", "params nested too deeply") from None
+    unknown = sorted(set(data) - set(JobMessage.model_fields))
+    return message, unknown
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line: `field: reason; field: reason`."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def manual_message(
+    job_id: str, params: dict[str, Any] | None, now: datetime, ttl: timedelta | None = None
+) -> JobMessage:
+    """A run-now message: not part of the chain, optionally expiring if no worker takes it in time."""
+    return JobMessage(
+        job_id=job_id,
+        trigger_source=TriggerSource.MANUAL,
+        params=params or {},
+        scheduled_for=now,
+        published_at=now,
+        expires_at=None if ttl is None else now + ttl,
+    )

@@ -1,0 +1,419 @@
+"""The run protocol (DESIGN section 6): what a worker does with one message, one named step per function.
+
+    1 parse_or_park   2 lookup_job   3 handle_misfire   4 take_lock   5 claim_slot
+    6 post_next       7 ack          8 execution.run_and_record       9 execution.retry_if_due
+    10 release + execution.trigger_downstream
+
+`handle_delivery` strings them together and is the only entry point. It never raises: the consumer never
+dies on input, and a dependency that is down makes the message come back later, never vanish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+import structlog
+
+from shared import chain, execution, schedule
+from shared.locks import run_lock_keys, try_lock_any, unlock
+from shared.messages import BadMessage, JobMessage, TriggerSource, parse_message
+from shared.metrics import Metrics
+from shared.publisher import Publisher
+from shared.registry import Handler, Registry
+from shared.store import jobs as jobs_store
+from shared.store import runs
+from shared.store.jobs import JobRow
+from shared.store.runs import NewRun, RunRow, RunStatus
+
+log = structlog.get_logger("shared.protocol")
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+AMQP_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+    ConnectionError,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Env:
+    """Everything the protocol touches, passed in (no globals): one per worker process."""
+
+    scope: str
+    worker_id: str
+    pool: asyncpg.Pool
+    publisher: Publisher
+    registry: Registry
+    metrics: Metrics
+    executor: ThreadPoolExecutor
+    clock: Callable[[], datetime] = utcnow
+    rng: Callable[[], float] = random.random
+    inflight: set[uuid.UUID] = field(default_factory=set)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    dependency_backoff_sec: float = 1.0
+
+
+class Delivery:
+    """One consumed message and whether it has been settled (acked or nacked) yet."""
+
+    def __init__(self, message: aio_pika.abc.AbstractIncomingMessage, queue: str) -> None:
+        self.message = message
+        self.queue = queue  # the work queue short name it was consumed from
+        self.settled = False
+
+    async def ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.message.ack()
+
+    async def nack_requeue(self) -> None:
+        if not self.settled:
+            self.settled = True
+            with contextlib.suppress(*AMQP_ERRORS, RuntimeError):
+                await self.message.nack(requeue=True)
+
+
+class Verdict(StrEnum):
+    RUN = "run"
+    SKIPPED = "skipped"  # every lock slot taken, overlap=skip: recorded, chain goes on
+    BUFFERED = "buffered"  # every lock slot taken, overlap=buffer_one: waits in the retry queue
+    DROP = "drop"  # duplicate or redelivery: nothing to run
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    verdict: Verdict
+    run: NewRun
+    reason: str = ""
+    existing: RunRow | None = None
+
+
+# -- 1. parse ---------------------------------------------------------------------------------------------------
+
+
+async def parse_or_park(env: Env, delivery: Delivery) -> JobMessage | None:
+    """A body that is not a valid job message goes to parking with the reason; the consumer goes on."""
+    try:
+        message, unknown = parse_message(delivery.message.body)
+    except BadMessage as exc:
+        await park(env, delivery, exc.reason, exc.detail)
+        return None
+    if message.scope is not None and message.scope != env.scope:
+        await park(env, delivery, "wrong_scope", f"message scope {message.scope!r}, worker scope {env.scope!r}")
+        return None
+    if unknown:
+        log.debug("message.unknown_fields_ignored", job_id=message.job_id, fields=unknown[:20])
+    return message
+
+
+async def park(env: Env, delivery: Delivery, reason: str, detail: str) -> None:
+    headers = dict(delivery.message.headers or {})
+    await env.publisher.park(delivery.message.body, reason, detail, delivery.queue, headers)
+    env.metrics.parked.labels(env.scope, reason).inc()
+    log.warning("message.parked", reason=reason, detail=detail[:300], queue=delivery.queue)
+    await delivery.ack()
+
+
+async def drop(env: Env, delivery: Delivery, reason: str, **kw: Any) -> None:
+    env.metrics.dropped.labels(env.scope, reason).inc()
+    log.info("message.dropped", reason=reason, **kw)
+    await delivery.ack()
+
+
+# -- 2. look up ------------------------------------------------------------------------------------------------
+
+
+async def lookup_job(env: Env, conn: asyncpg.Connection, delivery: Delivery, msg: JobMessage) -> JobRow | None:
+    """The job row, or None after parking (unknown job, wrong queue) or dropping (disabled, stale, expired)."""
+    job = await jobs_store.get_job(conn, env.scope, msg.job_id)
+    if job is None:
+        await park(env, delivery, "unknown_job", f"no job {msg.job_id!r} in scope {env.scope!r}")
+        return None
+    if job.queue != delivery.queue:
+        await park(env, delivery, "wrong_queue", f"job {job.job_id!r} is served by queue {job.queue!r}")
+        return None
+    if not job.enabled and msg.trigger_source is not TriggerSource.MANUAL:
+        await drop(env, delivery, "disabled", job_id=job.job_id)  # the chain ends here; resume reseeds
+        return None
+    if msg.epoch is not None and msg.epoch != job.epoch:
+        await drop(env, delivery, "stale_epoch", job_id=job.job_id, epoch=msg.epoch, current=job.epoch)
+        return None
+    if msg.is_expired(env.clock()):
+        await runs.claim(conn, new_run(env, job, msg), RunStatus.EXPIRED, env.worker_id)
+        await drop(env, delivery, "expired", job_id=job.job_id)
+        return None
+    return job
+
+
+def new_run(env: Env, job: JobRow, msg: JobMessage) -> NewRun:
+    """The run a message asks for. Slot messages (they carry an epoch) get a run_id derived from the slot, so
+    every copy of one slot claims the same row; other messages bring their own run_id."""
+    if msg.epoch is not None:
+        run_id = schedule.derive_run_id(env.scope, job.job_id, msg.epoch, msg.scheduled_for, msg.attempt)
+    else:
+        run_id = msg.run_id
+    return NewRun(
+        run_id=run_id,
+        scope=env.scope,
+        job_id=job.job_id,
+        epoch=msg.epoch,
+        trigger_source=msg.trigger_source.value,
+        scheduled_for=msg.scheduled_for,
+        attempt=msg.attempt,
+        params=msg.params,
+        upstream_run_id=msg.upstream_run_id,
+    )
+
+
+# -- 3. misfire ------------------------------------------------------------------------------------------------
+
+
+async def handle_misfire(env: Env, conn: asyncpg.Connection, delivery: Delivery, job: JobRow, msg: JobMessage) -> bool:
+    """A chain message later than the grace: record skipped_misfire and post the next slot counted from now
+    (no burst of catch-up runs). True when the message was handled here."""
+    now = env.clock()
+    if not msg.is_chain or not schedule.is_misfire(msg.scheduled_for, now, job.misfire_grace_sec + job.jitter_sec):
+        return False
+    run = new_run(env, job, msg)
+    if await runs.claim(conn, run, RunStatus.SKIPPED_MISFIRE, env.worker_id):
+        env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_MISFIRE, msg.trigger_source).inc()
+        log.warning("run.skipped_misfire", late_sec=round((now - msg.scheduled_for).total_seconds(), 3))
+        await post_next(env, conn, job, msg, run.run_id)
+    await drop(env, delivery, "misfire", job_id=job.job_id)
+    return True
+
+
+# -- 4. lock ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    key: int | None  # the session advisory lock held on the run's connection, if any
+    needed: bool  # False for overlap=allow_all
+
+    @property
+    def free(self) -> bool:
+        return self.key is not None or not self.needed
+
+
+async def take_lock(conn: asyncpg.Connection, job: JobRow) -> Lock:
+    """One of the job's (or lock group's) `max_parallel` slots, held on `conn` for the whole run."""
+    if job.overlap == "allow_all":
+        return Lock(key=None, needed=False)
+    key = await try_lock_any(conn, run_lock_keys(job.scope, job.lock_name, job.max_parallel))
+    return Lock(key=key, needed=True)
+
+
+async def release(conn: asyncpg.Connection, lock: Lock) -> None:
+    if lock.key is not None:
+        with contextlib.suppress(*DB_ERRORS):
+            await unlock(conn, lock.key)
+
+
+# -- 5. claim --------------------------------------------------------------------------------------------------
+
+
+async def claim_slot(env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, lock: Lock) -> Claim:
+    """Insert the run row with a deterministic id; decide what an existing row means."""
+    run = new_run(env, job, msg)
+    if lock.free:
+        status = RunStatus.CLAIMED
+    elif job.overlap == "buffer_one" and not await runs.has_waiter(conn, env.scope, job.job_id):
+        status = RunStatus.BUFFERED
+    else:
+        status = RunStatus.SKIPPED_LOCKED
+    if await runs.claim(conn, run, status, env.worker_id):
+        verdict = {RunStatus.CLAIMED: Verdict.RUN, RunStatus.BUFFERED: Verdict.BUFFERED}.get(status, Verdict.SKIPPED)
+        return Claim(verdict, run)
+    existing = await runs.existing(conn, run)
+    if existing is None:  # the conflicting row vanished (pruned): treat as a duplicate
+        return Claim(Verdict.DROP, run, "duplicate")
+    return await _claim_existing(env, conn, job, run, existing, lock)
+
+
+async def _claim_existing(
+    env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun, row: RunRow, lock: Lock
+) -> Claim:
+    run = NewRun(**{**_fields(run), "run_id": row.run_id})
+    if row.status.terminal:
+        return Claim(Verdict.DROP, run, "already_done", row)
+    if row.status is RunStatus.BUFFERED:
+        return await _claim_buffered(env, conn, job, run, row, lock)
+    # claimed or running: a copy of a slot someone else is on, unless that someone is gone
+    mine_left_over = row.worker == env.worker_id and row.run_id not in env.inflight
+    if not mine_left_over and await runs.worker_alive(conn, row.worker):
+        return Claim(Verdict.DROP, run, "duplicate", row)
+    if lock.free and await runs.take_over(conn, row.run_id, row.worker, env.worker_id):
+        log.warning("run.taken_over", run_id=str(row.run_id), dead_worker=row.worker)
+        return Claim(Verdict.RUN, run, "taken_over", row)
+    return Claim(Verdict.DROP, run, "owner_dead_lock_busy", row)  # the watchdog marks it abandoned
+
+
+async def _claim_buffered(
+    env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun, row: RunRow, lock: Lock
+) -> Claim:
+    if lock.free:
+        if await runs.promote_buffered(conn, row.run_id, env.worker_id):
+            return Claim(Verdict.RUN, run, "buffered_ran", row)
+        return Claim(Verdict.DROP, run, "duplicate", row)
+    if schedule.is_misfire(row.scheduled_for, env.clock(), job.misfire_grace_sec):
+        if await runs.resolve_buffered(conn, row.run_id, RunStatus.SKIPPED_LOCKED, "lock still taken after the grace"):
+            env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, run.trigger_source).inc()
+        return Claim(Verdict.DROP, run, "buffer_gave_up", row)
+    return Claim(Verdict.BUFFERED, run, "still_locked", row)
+
+
+def _fields(run: NewRun) -> dict[str, Any]:
+    return {name: getattr(run, name) for name in NewRun.__slots__}  # type: ignore[attr-defined]
+
+
+# -- 6. post next ----------------------------------------------------------------------------------------------
+
+
+async def post_next(
+    env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, run_id: uuid.UUID
+) -> chain.Slot | None:
+    """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
+    depend on the run's length and the chain survives a crash of the run."""
+    if not msg.is_chain or not job.has_chain:
+        return None
+    now = env.clock()
+    slot = await chain.extend(conn, env.publisher, job, job.epoch, max(msg.scheduled_for, now), now, run_id)
+    if slot is None:
+        log.info("chain.not_extended", reason="epoch_changed")
+    return slot
+
+
+# -- the whole protocol ----------------------------------------------------------------------------------------
+
+
+async def handle_delivery(env: Env, delivery: Delivery) -> None:
+    """Steps 1-10 for one message. Never raises."""
+    structlog.contextvars.clear_contextvars()
+    try:
+        await _protocol(env, delivery)
+    except DB_ERRORS as exc:
+        await _dependency_down(env, delivery, "postgres", exc)
+    except AMQP_ERRORS as exc:
+        await _dependency_down(env, delivery, "rabbitmq", exc)
+    except asyncio.CancelledError:
+        await delivery.nack_requeue()
+        raise
+    except Exception as exc:
+        log.exception("message.internal_error", error=repr(exc)[:300])
+        if not delivery.settled:
+            with contextlib.suppress(Exception):
+                await park(env, delivery, "internal_error", repr(exc))
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+async def _dependency_down(env: Env, delivery: Delivery, dependency: str, exc: BaseException) -> None:
+    """Not acked yet: wait (holding the message, so prefetch throttles intake) and hand it back to the broker."""
+    env.metrics.dependency_up.labels(dependency).set(0)
+    log.warning("dependency.unavailable", dependency=dependency, error=repr(exc)[:300], settled=delivery.settled)
+    if not delivery.settled:
+        await asyncio.sleep(env.dependency_backoff_sec * (0.5 + env.rng()))
+        await delivery.nack_requeue()
+
+
+async def _protocol(env: Env, delivery: Delivery) -> None:
+    msg = await parse_or_park(env, delivery)
+    if msg is None:
+        return
+    structlog.contextvars.bind_contextvars(
+        scope=env.scope, job_id=msg.job_id, trigger_source=msg.trigger_source.value, attempt=msg.attempt
+    )
+    async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
+        job = await lookup_job(env, conn, delivery, msg)
+        if job is None or await handle_misfire(env, conn, delivery, job, msg):
+            return
+        handler = env.registry.resolve(job.job_id, job.queue)
+        if handler is None:
+            await park(env, delivery, "no_handler", f"this worker has no handler for queue {job.queue!r}")
+            return
+        lock = await take_lock(conn, job)
+        try:
+            await _claimed(env, conn, delivery, job, msg, lock, handler)
+        finally:
+            await release(conn, lock)
+
+
+async def _claimed(
+    env: Env, conn: asyncpg.Connection, delivery: Delivery, job: JobRow, msg: JobMessage, lock: Lock, handler: Handler
+) -> None:
+    claim = await claim_slot(env, conn, job, msg, lock)
+    structlog.contextvars.bind_contextvars(run_id=str(claim.run.run_id))
+    if claim.verdict is Verdict.DROP:
+        await _ensure_chain_after(env, conn, job, msg, claim)
+        await drop(env, delivery, claim.reason, job_id=job.job_id)
+        return
+    if claim.verdict is not Verdict.RUN:
+        await _not_now(env, conn, delivery, job, msg, claim)
+        return
+    env.inflight.add(claim.run.run_id)
+    try:
+        if claim.existing is None or claim.existing.next_posted_for is None:
+            await post_next(env, conn, job, msg, claim.run.run_id)
+        await delivery.ack()  # 7: before running, so a long run never meets the consumer timeout
+        result = await execution.run_and_record(env, conn, job, msg, claim.run, handler, lock.key is not None)
+    finally:
+        env.inflight.discard(claim.run.run_id)
+    await execution.retry_if_due(env, job, msg, claim.run, result)
+    await execution.trigger_downstream(env, job, claim.run, result)
+
+
+async def _not_now(
+    env: Env, conn: asyncpg.Connection, delivery: Delivery, job: JobRow, msg: JobMessage, claim: Claim
+) -> None:
+    """Every lock slot is taken: the slot is skipped (recorded) or buffered; either way the chain goes on."""
+    outcome = "buffered" if claim.verdict is Verdict.BUFFERED else "skipped"
+    env.metrics.lock_contention.labels(env.scope, job.job_id, outcome).inc()
+    if claim.existing is None:
+        await post_next(env, conn, job, msg, claim.run.run_id)
+    if claim.verdict is Verdict.SKIPPED:
+        env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, msg.trigger_source).inc()
+        log.info("run.skipped_locked")
+    else:
+        delay = buffer_poll_delay(job, env.rng())
+        await env.publisher.to_retry(msg, delay)
+        log.info("run.buffered", retry_in_sec=round(delay, 3))
+    await delivery.ack()
+
+
+def buffer_poll_delay(job: JobRow, rand: float) -> float:
+    """How long a buffered slot waits before asking for the lock again: a fifth of the period, 0.2-2 s."""
+    plan = job.schedule
+    period = schedule.period_estimate(plan).total_seconds() if plan is not None else 10.0
+    return min(2.0, max(0.2, period / 5)) * (0.75 + rand / 2)
+
+
+async def _ensure_chain_after(env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, claim: Claim) -> None:
+    """A copy of a finished slot: if the run died before posting the next slot (abandoned), post it now."""
+    row = claim.existing
+    if row is None or not row.status.terminal or row.next_posted_for is not None:
+        return
+    if msg.is_chain and row.epoch == job.epoch:
+        await post_next(env, conn, job, msg, row.run_id)

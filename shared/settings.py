@@ -1,0 +1,96 @@
+"""Process configuration from the environment (DESIGN section 9), validated once at start-up.
+
+Connection strings are `SecretStr`: neither `repr(settings)` nor a log line ever shows a password.
+Use `redact_url` when a URL has to be named in a message.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.names import check_ident
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+ServiceMode = Literal["mock", "real"]
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by `***` (user, host, port and path kept for diagnosis)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """Everything a worker or the CLI reads from the environment. Field names are the env var names."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+
+    amqp_url: SecretStr = Field(default=SecretStr(DEFAULT_AMQP_URL), description="RabbitMQ URL (amqp:// or amqps://)")
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL), description="PostgreSQL DSN (sslmode=require is passed through)"
+    )
+    scheduler_scope: str = Field(default="mock", description="isolates queues and rows: mock, real or any slug")
+    service_mode: ServiceMode | None = Field(
+        default=None, description="mock|real: what the example services do; default mock in scope mock, else real"
+    )
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it")
+    loki_url: str | None = Field(default=None, description="Loki base URL; logs are pushed there when set")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    worker_prefetch: int = Field(default=32, ge=1, le=10_000, description="unacked messages per worker")
+    worker_concurrency: int = Field(default=16, ge=1, le=10_000, description="handlers running at once per worker")
+    db_pool_max: int = Field(default=0, ge=0, le=1000, description="PostgreSQL pool size; 0 = concurrency + 4")
+    shutdown_grace_sec: float = Field(default=30.0, ge=0, le=3600, description="SIGTERM: wait this long for runs")
+    heartbeat_sec: float = Field(default=5.0, gt=0, le=300, description="worker heartbeat period")
+    watchdog_interval_sec: float = Field(default=5.0, gt=0, le=3600, description="watchdog pass period")
+    run_retention_days: float = Field(default=30.0, gt=0, description="job_runs older than this are pruned")
+    chain_lost_after_sec: float = Field(
+        default=60.0, gt=0, description="watchdog reseeds a chain whose next message is this overdue"
+    )
+    dependency_retry_max_sec: float = Field(default=30.0, gt=0, description="cap of the reconnect back-off")
+
+    @field_validator("scheduler_scope")
+    @classmethod
+    def _scope_is_ident(cls, value: str) -> str:
+        return check_ident(value, "SCHEDULER_SCOPE")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL {value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @cached_property
+    def mode(self) -> ServiceMode:
+        """The effective service mode: SERVICE_MODE, else mock in scope `mock` and real elsewhere."""
+        if self.service_mode is not None:
+            return self.service_mode
+        return "mock" if self.scheduler_scope == "mock" else "real"
+
+    @property
+    def amqp_url_redacted(self) -> str:
+        return redact_url(self.amqp_url.get_secret_value())
+
+    @property
+    def database_url_redacted(self) -> str:
+        return redact_url(self.database_url.get_secret_value())
+
+    @property
+    def pool_size(self) -> int:
+        return self.db_pool_max or self.worker_concurrency + 4

@@ -1,0 +1,1 @@
+"""PostgreSQL: the record (jobs, runs, workers, idempotency keys) and the lock (advisory locks)."""

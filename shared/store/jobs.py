@@ -1,0 +1,192 @@
+"""Repository functions for `scheduler.jobs`: definitions in, job rows out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from shared import schedule
+from shared.definitions import JobDefinition
+
+# Columns an operator declares (the jobs file / `set`); everything else is state the framework keeps.
+DEFINITION_COLUMNS = (
+    "description", "queue", "cron_expr", "timezone", "interval_seconds", "align", "enabled", "default_params",
+    "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
+    "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
+    "queue_type",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _cached_schedule(
+    job_id: str, cron_expr: str | None, timezone: str, interval_seconds: int | None, align: bool
+) -> schedule.Schedule | None:
+    if cron_expr is None and interval_seconds is None:
+        return None
+    return schedule.make_schedule(
+        cron_expr=cron_expr, timezone=timezone, interval_seconds=interval_seconds, job_id=job_id, align=align
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as stored: its definition plus the state the framework keeps. Built from trusted rows only."""
+
+    scope: str
+    job_id: str
+    description: str
+    queue: str
+    cron_expr: str | None
+    timezone: str
+    interval_seconds: int | None
+    align: bool
+    enabled: bool
+    default_params: dict[str, Any]
+    timeout_sec: float
+    max_attempts: int
+    retry_backoff_sec: float
+    retry_backoff_max_sec: float
+    max_parallel: int
+    overlap: str
+    jitter_sec: float
+    lock_group: str | None
+    misfire_grace_sec: float
+    run_on_startup: bool
+    reschedule_mode: str
+    on_success: list[str]
+    queue_type: str
+    epoch: int
+    pause_note: str | None
+    next_due_at: datetime | None
+    last_run_at: datetime | None
+    last_status: str | None
+    last_error: str | None
+    last_duration_ms: int | None
+    last_lateness_ms: int | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> JobRow:
+        return cls(**{name: record[name] for name in cls.__slots__})  # type: ignore[attr-defined]
+
+    @property
+    def schedule(self) -> schedule.Schedule | None:
+        return _cached_schedule(self.job_id, self.cron_expr, self.timezone, self.interval_seconds, self.align)
+
+    @property
+    def has_chain(self) -> bool:
+        return self.reschedule_mode == "queue" and self.schedule is not None
+
+    @property
+    def lock_name(self) -> str:
+        return f"group:{self.lock_group}" if self.lock_group else f"job:{self.job_id}"
+
+    def definition(self) -> JobDefinition:
+        """The declared part of the row, validated again (used by `set` to merge changes)."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in DEFINITION_COLUMNS}
+        data["on_success"] = tuple(self.on_success)
+        return JobDefinition.model_validate({"job_id": self.job_id, **data})
+
+
+_SELECT = "SELECT * FROM scheduler.jobs"
+
+
+def definition_values(definition: JobDefinition) -> list[Any]:
+    """The definition in DEFINITION_COLUMNS order, ready for SQL parameters."""
+    data = definition.model_dump(mode="json")
+    data["queue"] = definition.queue_name
+    data["on_success"] = list(definition.on_success)
+    return [data[name] for name in DEFINITION_COLUMNS]
+
+
+async def get_job(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str) -> JobRow | None:
+    record = await conn.fetchrow(f"{_SELECT} WHERE scope = $1 AND job_id = $2", scope, job_id)
+    return None if record is None else JobRow.from_record(record)
+
+
+async def list_jobs(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> list[JobRow]:
+    records = await conn.fetch(f"{_SELECT} WHERE scope = $1 ORDER BY job_id", scope)
+    return [JobRow.from_record(r) for r in records]
+
+
+async def jobs_for_queues(conn: asyncpg.Connection | asyncpg.Pool, scope: str, queues: list[str]) -> list[JobRow]:
+    records = await conn.fetch(f"{_SELECT} WHERE scope = $1 AND queue = ANY($2::text[]) ORDER BY job_id", scope, queues)
+    return [JobRow.from_record(r) for r in records]
+
+
+async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefinition) -> tuple[JobRow, bool]:
+    """Insert or update the declared columns (state columns untouched). Returns the row and whether it changed."""
+    cols = ", ".join(DEFINITION_COLUMNS)
+    params = ", ".join(f"${i + 3}" for i in range(len(DEFINITION_COLUMNS)))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
+    differs = " OR ".join(f"scheduler.jobs.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
+    before = await conn.fetchrow(f"{_SELECT} WHERE scope = $1 AND job_id = $2", scope, definition.job_id)
+    record = await conn.fetchrow(
+        f"INSERT INTO scheduler.jobs (scope, job_id, {cols}) VALUES ($1, $2, {params}) "
+        f"ON CONFLICT (scope, job_id) DO UPDATE SET {updates}, updated_at = now() WHERE {differs} RETURNING *",
+        scope,
+        definition.job_id,
+        *definition_values(definition),
+    )
+    if record is None:  # nothing differed: the row is as it was
+        assert before is not None
+        return JobRow.from_record(before), False
+    return JobRow.from_record(record), True
+
+
+async def bump_epoch(conn: asyncpg.Connection, scope: str, job_id: str) -> int:
+    """New epoch for a job (call under the chain lock): every chain message of older epochs becomes stale."""
+    epoch: int | None = await conn.fetchval(
+        "UPDATE scheduler.jobs SET epoch = epoch + 1, updated_at = now()"
+        " WHERE scope = $1 AND job_id = $2 RETURNING epoch",
+        scope,
+        job_id,
+    )
+    if epoch is None:
+        raise LookupError(job_id)
+    return epoch
+
+
+async def set_enabled(conn: asyncpg.Connection, scope: str, job_id: str, enabled: bool, note: str | None) -> bool:
+    status = await conn.execute(
+        "UPDATE scheduler.jobs SET enabled = $3, pause_note = $4, updated_at = now() WHERE scope = $1 AND job_id = $2",
+        scope,
+        job_id,
+        enabled,
+        note,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def set_next_due(conn: asyncpg.Connection, scope: str, job_id: str, next_due_at: datetime | None) -> None:
+    await conn.execute(
+        "UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2", scope, job_id, next_due_at
+    )
+
+
+async def chain_state(conn: asyncpg.Connection, scope: str, job_id: str) -> tuple[int, bool] | None:
+    """(epoch, enabled) as of now: re-read under the chain lock before extending a chain."""
+    record = await conn.fetchrow(
+        "SELECT epoch, enabled FROM scheduler.jobs WHERE scope = $1 AND job_id = $2", scope, job_id
+    )
+    return None if record is None else (record["epoch"], record["enabled"])
+
+
+async def queues_of(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_ids: list[str]) -> dict[str, str]:
+    records = await conn.fetch(
+        "SELECT job_id, queue FROM scheduler.jobs WHERE scope = $1 AND job_id = ANY($2::text[])", scope, job_ids
+    )
+    return {r["job_id"]: r["queue"] for r in records}
+
+
+async def delete_scope(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> None:
+    """Remove every row of a scope (tests and `make clean-scope`)."""
+    for table in ("job_runs", "idempotency_keys", "jobs", "workers"):
+        await conn.execute(f"DELETE FROM scheduler.{table} WHERE scope = $1", scope)

@@ -1,0 +1,283 @@
+"""Repository functions for `scheduler.job_runs`: claim, start, finish, take over, and the watchdog's sweeps."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+
+class RunStatus(StrEnum):
+    CLAIMED = "claimed"  # the slot is ours; the handler has not started
+    BUFFERED = "buffered"  # overlap=buffer_one: waiting in the retry queue for the lock
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED_LOCKED = "skipped_locked"
+    SKIPPED_MISFIRE = "skipped_misfire"
+    ABANDONED = "abandoned"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in ACTIVE
+
+
+ACTIVE = frozenset({RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.RUNNING})
+EXECUTED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+ERROR_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: uuid.UUID
+    scope: str
+    job_id: str
+    epoch: int | None
+    trigger_source: str
+    scheduled_for: datetime
+    attempt: int
+    status: RunStatus
+    worker: str | None
+    next_posted_for: datetime | None
+    params: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> RunRow:
+        return cls(
+            run_id=r["run_id"],
+            scope=r["scope"],
+            job_id=r["job_id"],
+            epoch=r["epoch"],
+            trigger_source=r["trigger_source"],
+            scheduled_for=r["scheduled_for"],
+            attempt=r["attempt"],
+            status=RunStatus(r["status"]),
+            worker=r["worker"],
+            next_posted_for=r["next_posted_for"],
+            params=r["params"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What a claim inserts."""
+
+    run_id: uuid.UUID
+    scope: str
+    job_id: str
+    epoch: int | None
+    trigger_source: str
+    scheduled_for: datetime
+    attempt: int
+    params: dict[str, Any]
+    upstream_run_id: uuid.UUID | None = None
+    origin_run_id: uuid.UUID | None = None
+
+
+_RUN_COLUMNS = (
+    "run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status, worker, next_posted_for, params"
+)
+
+
+async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker: str) -> bool:
+    """Insert the run row; False when the run_id or the chain slot is already taken (a duplicate or redelivery)."""
+    terminal = status.terminal
+    inserted = await conn.fetchval(
+        "INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt,"
+        " status, worker, params, upstream_run_id, origin_run_id, finished_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        run.run_id,
+        run.scope,
+        run.job_id,
+        run.epoch,
+        run.trigger_source,
+        run.scheduled_for,
+        run.attempt,
+        status.value,
+        worker,
+        run.params,
+        run.upstream_run_id,
+        run.origin_run_id,
+        terminal,
+    )
+    return bool(inserted)
+
+
+async def existing(conn: asyncpg.Connection, run: NewRun) -> RunRow | None:
+    """The row that made a claim conflict: the same chain slot (any epoch), else the same run_id."""
+    if run.epoch is not None:
+        record = await conn.fetchrow(
+            f"SELECT {_RUN_COLUMNS} FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND scheduled_for = $3"
+            " AND attempt = $4 AND epoch IS NOT NULL",
+            run.scope,
+            run.job_id,
+            run.scheduled_for,
+            run.attempt,
+        )
+        if record is not None:
+            return RunRow.from_record(record)
+    record = await conn.fetchrow(f"SELECT {_RUN_COLUMNS} FROM scheduler.job_runs WHERE run_id = $1", run.run_id)
+    return None if record is None else RunRow.from_record(record)
+
+
+async def worker_alive(conn: asyncpg.Connection, worker_id: str | None) -> bool:
+    """True while the worker holds its liveness lock (PostgreSQL drops it the moment the process dies)."""
+    if worker_id is None:
+        return False
+    alive = await conn.fetchval(
+        "SELECT scheduler.advisory_lock_held(lock_key) FROM scheduler.workers WHERE worker_id = $1", worker_id
+    )
+    return bool(alive)
+
+
+async def take_over(conn: asyncpg.Connection, run_id: uuid.UUID, dead_worker: str | None, worker: str) -> bool:
+    """Adopt a claimed/running row whose owner died (redelivery after a crash). Exactly one taker wins."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs SET worker = $3, status = 'claimed', claimed_at = now()"
+        " WHERE run_id = $1 AND worker IS NOT DISTINCT FROM $2 AND status IN ('claimed', 'running')",
+        run_id,
+        dead_worker,
+        worker,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def promote_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
+    """A buffered slot whose lock came free: it becomes ours to run. Exactly one taker wins."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = 'claimed', worker = $2 WHERE run_id = $1 AND status = 'buffered'",
+        run_id,
+        worker,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def resolve_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str) -> bool:
+    done = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = $2, error = $3, finished_at = now()"
+        " WHERE run_id = $1 AND status = 'buffered'",
+        run_id,
+        status.value,
+        error,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def has_waiter(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
+    """overlap=buffer_one keeps at most one buffered slot per job."""
+    found = await conn.fetchval(
+        "SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = 'buffered' LIMIT 1",
+        scope,
+        job_id,
+    )
+    return bool(found)
+
+
+async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> datetime:
+    """claimed -> running, stamping started_at and the lateness (start minus slot)."""
+    started: datetime = await conn.fetchval(
+        "UPDATE scheduler.job_runs SET status = 'running', worker = $2, started_at = clock_timestamp(),"
+        " lateness_ms = (extract(epoch FROM clock_timestamp() - scheduled_for) * 1000)::integer"
+        " WHERE run_id = $1 RETURNING started_at",
+        run_id,
+        worker,
+    )
+    return started
+
+
+async def finish(
+    conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str | None, duration_ms: int
+) -> None:
+    """Record the outcome on the run and, for executed runs, on the job's last_* columns, in one statement."""
+    await conn.execute(
+        """
+        WITH run AS (
+            UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = clock_timestamp()
+            WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
+        )
+        UPDATE scheduler.jobs j SET
+            last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
+            last_lateness_ms = run.lateness_ms,
+            last_success_at = CASE WHEN $2 = 'succeeded' THEN clock_timestamp() ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0 ELSE j.consecutive_failures + 1 END
+        FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
+        """,
+        run_id,
+        status.value,
+        None if error is None else error[:ERROR_LIMIT],
+        duration_ms,
+    )
+
+
+async def set_next_posted(conn: asyncpg.Connection, run_id: uuid.UUID, next_slot: datetime) -> None:
+    await conn.execute("UPDATE scheduler.job_runs SET next_posted_for = $2 WHERE run_id = $1", run_id, next_slot)
+
+
+async def recent(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 ORDER BY scheduled_for DESC, attempt DESC"
+        " LIMIT $3",
+        scope,
+        job_id,
+        limit,
+    )
+
+
+async def abandon_orphans(conn: asyncpg.Connection, scope: str) -> list[RunRow]:
+    """Mark claimed/running rows whose worker is dead as abandoned; returns them (the watchdog retries some)."""
+    records = await conn.fetch(
+        f"""
+        WITH dead AS (
+            SELECT r.run_id FROM scheduler.job_runs r
+            LEFT JOIN scheduler.workers w ON w.worker_id = r.worker
+            WHERE r.scope = $1 AND r.status IN ('claimed', 'running')
+              AND (w.worker_id IS NULL OR NOT scheduler.advisory_lock_held(w.lock_key))
+            FOR UPDATE OF r SKIP LOCKED
+        )
+        UPDATE scheduler.job_runs r SET status = 'abandoned', finished_at = clock_timestamp(),
+            error = 'worker ' || coalesce(r.worker, '?') || ' died during the run'
+        FROM dead WHERE r.run_id = dead.run_id AND r.status IN ('claimed', 'running')
+        RETURNING {", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))}
+        """,
+        scope,
+    )
+    rows = [RunRow.from_record(r) for r in records]
+    for row in rows:
+        await conn.execute(
+            "UPDATE scheduler.jobs SET last_status = 'abandoned', last_error = 'worker died during the run',"
+            " consecutive_failures = consecutive_failures + 1 WHERE scope = $1 AND job_id = $2",
+            row.scope,
+            row.job_id,
+        )
+    return rows
+
+
+async def expire_stale_buffers(conn: asyncpg.Connection, scope: str, older_than_sec: float) -> int:
+    """Buffered slots whose retry message never came back (lost while dead-lettering): close them."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs r SET status = 'skipped_locked', finished_at = now(),"
+        " error = 'buffered message did not return' FROM scheduler.jobs j"
+        " WHERE r.scope = $1 AND r.status = 'buffered' AND j.scope = r.scope AND j.job_id = r.job_id"
+        " AND r.claimed_at < now() - make_interval(secs => j.misfire_grace_sec + $2)",
+        scope,
+        older_than_sec,
+    )
+    return int(status.split()[-1])
+
+
+async def prune(conn: asyncpg.Connection | asyncpg.Pool, scope: str, older_than_days: float) -> int:
+    """Delete finished runs older than the retention; returns how many."""
+    status = await conn.execute(
+        "DELETE FROM scheduler.job_runs WHERE scope = $1 AND finished_at < now() - make_interval(secs => $2)"
+        " AND status NOT IN ('claimed', 'buffered', 'running')",
+        scope,
+        older_than_days * 86400,
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,240 @@
+"""The worker: a service registers handlers for its work queues, then `Worker.run()` serves them.
+
+    worker = Worker("buy_scanner")
+
+    @worker.handler("buy-scanner", params=ScanParams)
+    async def scan(ctx: RunContext, params: ScanParams) -> None: ...
+
+    if __name__ == "__main__":
+        worker.run()
+
+Start-up waits for RabbitMQ and PostgreSQL (never exits because they are not up yet), migrates, declares the
+topology of its queues, registers itself as live, posts `run_on_startup` messages once per service boot, then
+consumes with a bounded prefetch and runs the watchdog. SIGTERM/SIGINT: stop consuming, let running handlers
+finish within the grace period, then cancel them and record it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from shared import connect, logs, topology
+from shared.errors import TopologyMismatch
+from shared.liveness import Liveness
+from shared.locks import startup_lock_key
+from shared.messages import JobMessage, TriggerSource
+from shared.metrics import Metrics, serve
+from shared.protocol import Delivery, Env, handle_delivery, utcnow
+from shared.publisher import Publisher
+from shared.registry import HandlerFn, Registry
+from shared.seeding import declare_for
+from shared.settings import Settings
+from shared.store import jobs as jobs_store
+from shared.store import workers
+from shared.store.migrate import migrate
+from shared.watchdog import Watchdog
+
+log = structlog.get_logger("shared.worker")
+VERSION = "0.1.0"
+
+
+class Worker:
+    """One worker process serving the work queues its handlers are registered for."""
+
+    def __init__(self, service: str, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        self.service = service
+        self.settings = settings or Settings()
+        self.registry = Registry()
+        self.metrics = metrics or Metrics()
+        self.worker_id = f"{service}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._env: Env | None = None
+
+    def handler(self, queue: str, params: Any = None, job: str | None = None) -> Any:
+        """Decorator: `@worker.handler("queue-name", params=Model)` (or `job=` for one job of a shared queue)."""
+        return self.registry.handler(queue, params, job)
+
+    def register(self, queue: str, fn: HandlerFn, params: Any = None, job: str | None = None) -> None:
+        self.registry.register(queue, fn, params, job)
+
+    def run(self) -> None:
+        """Blocking entry point for `python -m services.<name>`."""
+        logs.configure(self.settings.log_level, service=self.service, scope=self.settings.scheduler_scope)
+        try:
+            asyncio.run(self.serve(install_signals=True))
+        except TopologyMismatch as exc:
+            log.error("worker.topology_mismatch", error=str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def serve(self, install_signals: bool = False) -> None:
+        """Run until `stop()` (or SIGTERM/SIGINT when `install_signals`)."""
+        s = self.settings
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        if not self.registry.queues:
+            raise RuntimeError(f"service {self.service!r} registered no handlers")
+        serve(s.metrics_port, self.metrics.registry)
+        self.metrics.worker.info(
+            {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
+        )
+        log.info("worker.starting", worker=self.worker_id, queues=self.registry.queues, amqp=s.amqp_url_redacted)
+        async with AsyncExitStack() as stack:
+            await self._start(stack)
+            self.ready.set()
+            await self.stop_event.wait()
+            await self._drain()
+
+    def _up(self, dependency: str) -> Any:
+        return lambda ok: self.metrics.dependency_up.labels(dependency).set(1 if ok else 0)
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        dsn = s.database_url.get_secret_value()
+        cap = s.dependency_retry_max_sec
+        pool = await connect.postgres_pool(dsn, "startup", s.pool_size, cap, on_attempt=self._up("postgres"))
+        stack.push_async_callback(pool.close)
+        await connect.wait_for("postgres", "migrate", lambda: self._migrate(pool), cap)
+        amqp = await connect.rabbitmq(s.amqp_url.get_secret_value(), "startup", cap, on_attempt=self._up("rabbitmq"))
+        stack.push_async_callback(amqp.close)
+        publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+        publisher = Publisher(publish_channel, s.scheduler_scope)
+        await self._declare(amqp, pool)
+
+        executor = ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="handler")
+        stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+        self._env = Env(s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor)
+        self._semaphore = asyncio.Semaphore(s.worker_concurrency)
+
+        liveness = Liveness(
+            dsn, worker_id=self.worker_id, scope=s.scheduler_scope, service=self.service,
+            hostname=socket.gethostname(), pid=os.getpid(), queues=self.registry.queues,
+            period_sec=s.heartbeat_sec, cap_sec=cap,
+        )  # fmt: skip
+        self._background(stack, liveness.run(), "liveness")
+        stack.push_async_callback(liveness.close)
+        await liveness.registered.wait()
+        await self._post_startup_messages(pool, publisher)
+
+        watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+        watchdog = Watchdog(
+            dsn, s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+            interval_sec=s.watchdog_interval_sec, lost_after_sec=s.chain_lost_after_sec,
+            retention_days=s.run_retention_days, clock=utcnow,
+        )  # fmt: skip
+        self._background(stack, watchdog.run(), "watchdog")
+        await self._consume(amqp)
+        log.info("worker.ready", worker=self.worker_id, prefetch=s.worker_prefetch, concurrency=s.worker_concurrency)
+
+    def _background(self, stack: AsyncExitStack, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+        stack.push_async_callback(stop)
+
+    async def _migrate(self, pool: Any) -> None:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+
+    async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> None:
+        """Exchange, parking and work queues of this worker, plus delay/retry queues of the jobs they serve."""
+        scope = self.settings.scheduler_scope
+        channel: AbstractChannel = await amqp.channel()
+        try:
+            await topology.declare_scope(channel, scope)
+            for queue in self.registry.queues:
+                await topology.declare_work_queue(channel, scope, queue)
+            for job in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues):
+                await declare_for(channel, job)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
+        """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only a
+        worker that finds no other live worker on the queue (checked under a per-queue lock) posts it."""
+        scope = self.settings.scheduler_scope
+        jobs = [j for j in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues) if j.run_on_startup]
+        for job in jobs:
+            if not job.enabled:
+                continue
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", startup_lock_key(scope, job.queue))
+                if await workers.others_alive_on(conn, scope, job.queue, self.worker_id):
+                    continue
+                now = utcnow()
+                message = JobMessage(
+                    job_id=job.job_id,
+                    trigger_source=TriggerSource.STARTUP,
+                    scope=scope,
+                    scheduled_for=now,
+                    published_at=now,
+                )
+                await publisher.to_work(job.queue, message)
+                log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
+
+    async def _consume(self, amqp: AbstractRobustConnection) -> None:
+        channel = await amqp.channel()
+        await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
+        self._consumers = []
+        for name in self.registry.queues:
+            queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name)
+            tag = await queue.consume(partial(self._on_message, name))
+            self._consumers.append((queue, tag))
+
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        assert self._env is not None
+        task = asyncio.current_task()
+        assert task is not None
+        delivery = Delivery(message, queue)
+        self._tasks.add(task)
+        try:
+            async with self._semaphore:
+                if self.stop_event.is_set():
+                    await delivery.nack_requeue()  # not started: another worker (or this one, later) takes it
+                    return
+                await handle_delivery(self._env, delivery)
+        finally:
+            self._tasks.discard(task)
+
+    async def _drain(self) -> None:
+        """Stop consuming; give running handlers the grace period; then cancel them (they record it)."""
+        assert self._env is not None
+        self._env.stopping.set()
+        for queue, tag in getattr(self, "_consumers", []):
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        pending = set(self._tasks)
+        log.info("worker.draining", running=len(pending), grace_sec=self.settings.shutdown_grace_sec)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_sec)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=10)
+                log.warning("worker.cancelled_runs", count=len(still))
+        log.info("worker.stopped", worker=self.worker_id)
