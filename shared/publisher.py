@@ -6,6 +6,7 @@ buffered slots), the work queue (run-now, events, startup) and parking.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,11 @@ PUBLISH_TIMEOUT_SEC = 10.0
 
 
 def _message(
-    body: bytes, *, expiration: timedelta | None = None, headers: dict[str, Any] | None = None
+    body: bytes,
+    *,
+    expiration: timedelta | None = None,
+    headers: dict[str, Any] | None = None,
+    message_id: str | None = None,
 ) -> aio_pika.Message:
     return aio_pika.Message(
         body,
@@ -27,6 +32,7 @@ def _message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         expiration=expiration,
         headers=headers,
+        message_id=message_id,
     )
 
 
@@ -66,7 +72,8 @@ class Publisher:
         )
 
     async def park(self, body: bytes, reason: str, detail: str, source_queue: str, headers: dict[str, Any]) -> None:
-        """Poison message to `S.jobs.dead`, with why in its headers. The body is kept byte for byte."""
+        """Poison message to `S.jobs.dead`, with why in its headers and a short message_id to replay it by.
+        The body is kept byte for byte."""
         exchange = await self.channel.get_exchange(topology.dead_name(self.scope), ensure=False)
         parked_headers = {
             **{k: v for k, v in headers.items() if not k.startswith("x-death")},
@@ -74,4 +81,5 @@ class Publisher:
             "x-park-detail": detail[:1000],
             "x-original-queue": source_queue,
         }
-        await exchange.publish(_message(body, headers=parked_headers), routing_key="", timeout=self.timeout)
+        parked = _message(body, headers=parked_headers, message_id=uuid.uuid4().hex[:12])
+        await exchange.publish(parked, routing_key="", timeout=self.timeout)

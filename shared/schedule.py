@@ -22,11 +22,13 @@ Cron schedules
       once, at the first instant after the gap (``30 2 * * *`` in America/New_York on 2026-03-08 fires at
       03:00 EDT = 07:00 UTC). A wall time that happens twice fires at its first occurrence only
       (``30 1 * * *`` on 2026-11-01 fires at 01:30 EDT = 05:30 UTC, not again at 06:30 UTC).
-      Unlike cronie, an hour field such as ``*/2`` counts as specific hours: it does not fire every hour.
+      Only the hour field decides: ``*/2`` (not every hour) is specific hours, and so is ``* 2 * * *``
+      (cronie counts any minute or hour field that starts with ``*`` as frequent; we keep one simple rule).
     * Slots are strictly increasing: several gap wall times that land on the same instant are one slot.
 
-    Offset changes of up to 3 hours are handled exactly (every transition in current tz data is one hour
-    or less; historical date-line moves of a whole day are not modelled).
+    Offset changes of up to 3 hours are handled exactly, which covers every daylight-saving rule in the tz
+    database; historical date-line moves of a whole day are not modelled.
+    ``previous_slot`` looks back at most 400 days and answers None beyond that.
 
 Run ids are uuid5 values under ``RUN_ID_NAMESPACE``, so every worker derives the same id for the same
 (scope, job, epoch, slot, attempt): that is what makes a duplicate chain message collide on the primary key.
@@ -551,6 +553,7 @@ def _scan_backward(plan: _CronPlan, zone: ZoneInfo, at: datetime, margin: timede
     it = plan.iterator(_floor_minute(_wall(at, zone)) + _MINUTE + margin)
     oldest = _wall(at, zone) - _PREVIOUS_HORIZON - margin
     best: datetime | None = None
+    # Unlike the forward scan, running out of steps has an honest answer here: no slot in the horizon.
     for _ in range(_MAX_SCAN_STEPS):
         naive = _step(it, forward=False)
         if naive is None or naive < oldest or (best is not None and naive <= _wall(best, zone) - margin):
