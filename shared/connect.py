@@ -15,6 +15,7 @@ import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from yarl import URL
 
 from shared.store.pool import create_pool
 
@@ -42,7 +43,7 @@ async def wait_for(
             result = await attempt_fn()
         except (
             OSError,
-            asyncio.TimeoutError,
+            TimeoutError,
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
             aio_pika.exceptions.AMQPException,
@@ -68,12 +69,24 @@ async def wait_for(
         return result
 
 
-async def rabbitmq(url: str, where: str, cap_sec: float = 30.0, **kw: object) -> AbstractRobustConnection:
-    """A robust connection (it reconnects and redeclares by itself once established)."""
-    return await wait_for("rabbitmq", where, lambda: aio_pika.connect_robust(url, timeout=10), cap_sec, **kw)  # type: ignore[arg-type]
-
-
-async def postgres_pool(dsn: str, where: str, max_size: int, cap_sec: float = 30.0, **kw: object) -> asyncpg.Pool:
+async def rabbitmq(
+    url: str, where: str, cap_sec: float = 30.0, name: str | None = None, **kw: object
+) -> AbstractRobustConnection:
+    """A robust connection (it reconnects and redeclares by itself once established), named after the worker
+    so an operator sees in the management UI which process it is."""
+    named = str(URL(url).update_query(name=name)) if name else url  # aiormq takes connection_name from ?name=
     return await wait_for(
-        "postgres", where, lambda: create_pool(dsn, min_size=1, max_size=max_size, timeout=10), cap_sec, **kw
+        "rabbitmq", where, lambda: aio_pika.connect_robust(named, timeout=10, reconnect_interval=2), cap_sec, **kw
+    )  # type: ignore[arg-type]
+
+
+async def postgres_pool(
+    dsn: str, where: str, max_size: int, cap_sec: float = 30.0, name: str | None = None, **kw: object
+) -> asyncpg.Pool:
+    return await wait_for(
+        "postgres",
+        where,
+        lambda: create_pool(dsn, min_size=1, max_size=max_size, timeout=10, application_name=name),
+        cap_sec,
+        **kw,
     )  # type: ignore[arg-type]

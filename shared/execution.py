@@ -104,7 +104,7 @@ async def run_and_record(
     leftover: list[asyncio.Future[Any]] = []
     try:
         status, error, retryable = await _invoke(
-            env, conn, job, handler, ctx, {**job.default_params, **msg.params}, locked, leftover
+            env, conn, handler, ctx, {**job.default_params, **msg.params}, locked, leftover
         )
     except asyncio.CancelledError:
         result = RunResult(RunStatus.ABANDONED, "cancelled: the worker shut down before the run finished", _ms(t0))
@@ -126,10 +126,35 @@ def _ms(t0: float) -> int:
     return int((time.monotonic() - t0) * 1000)
 
 
+class LockWatch:
+    """While a locked run executes: if PostgreSQL drops the connection that holds the lock, cancel the run.
+    Without the lock another worker may start the same job, so going on would break "never run twice at once"."""
+
+    def __init__(self, conn: asyncpg.Connection, enabled: bool) -> None:
+        self.conn = conn
+        self.enabled = enabled
+        self.lost = False
+        self._task = asyncio.current_task()
+
+    def _on_terminated(self, _: object) -> None:
+        self.lost = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def __enter__(self) -> LockWatch:
+        if self.enabled:
+            self.conn.add_termination_listener(self._on_terminated)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.enabled:
+            with contextlib.suppress(Exception):
+                self.conn.remove_termination_listener(self._on_terminated)
+
+
 async def _invoke(
     env: Env,
     conn: asyncpg.Connection,
-    job: JobRow,
     handler: Handler,
     ctx: RunContext,
     params: dict[str, Any],
@@ -140,35 +165,21 @@ async def _invoke(
         parsed = handler.parse_params(params)
     except ValidationError as exc:
         return RunStatus.FAILED, f"params invalid: {describe_validation_error(exc)}", False
-    task = asyncio.current_task()
-    lost: list[bool] = []
-
-    def on_lock_lost(_: object) -> None:  # PostgreSQL dropped the connection: the lock is gone, so is the run
-        lost.append(True)
-        if task is not None:
-            task.cancel()
-
-    if locked:
-        conn.add_termination_listener(on_lock_lost)
-    try:
-        async with asyncio.timeout(ctx.timeout_sec):
-            await _call(env, handler, ctx, parsed, leftover)
-        return RunStatus.SUCCEEDED, None, True
-    except TimeoutError:
-        return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s", True
-    except asyncio.CancelledError:
-        if not lost:
-            raise
-        if task is not None:
-            task.uncancel()
-        return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled", True
-    except Exception as exc:
-        ctx.log.warning("run.handler_error", error=error_text(exc))
-        return RunStatus.FAILED, error_text(exc), True
-    finally:
-        if locked:
-            with contextlib.suppress(Exception):
-                conn.remove_termination_listener(on_lock_lost)
+    with LockWatch(conn, locked) as watch:
+        try:
+            async with asyncio.timeout(ctx.timeout_sec):
+                await _call(env, handler, ctx, parsed, leftover)
+            return RunStatus.SUCCEEDED, None, True
+        except TimeoutError:
+            return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s", True
+        except asyncio.CancelledError:
+            if not watch.lost:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled", True
+        except Exception as exc:
+            ctx.log.warning("run.handler_error", error=error_text(exc))
+            return RunStatus.FAILED, error_text(exc), True
 
 
 async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftover: list[asyncio.Future[Any]]) -> None:

@@ -33,7 +33,7 @@ class Liveness:
         self._conn: asyncpg.Connection | None = None
 
     async def _register(self) -> asyncpg.Connection:
-        conn = await pg_connect(self.dsn)
+        conn = await pg_connect(self.dsn, self.worker_id)
         try:
             await workers.register(conn, worker_id=self.worker_id, **self.info)  # type: ignore[arg-type]
         except BaseException:

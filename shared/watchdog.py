@@ -69,6 +69,7 @@ class Watchdog:
         self,
         dsn: str,
         scope: str,
+        worker_id: str,
         channel: AbstractChannel,
         publisher: Publisher,
         metrics: Metrics,
@@ -80,6 +81,7 @@ class Watchdog:
     ) -> None:
         self.dsn = dsn
         self.scope = scope
+        self.worker_id = worker_id
         self.channel = channel
         self.publisher = publisher
         self.metrics = metrics
@@ -93,7 +95,7 @@ class Watchdog:
     async def run(self) -> None:
         """Forever: hold a dedicated connection, try to become the active watchdog, do a pass, sleep."""
         while True:
-            conn = await connect.wait_for("postgres", "watchdog", lambda: pg_connect(self.dsn))
+            conn = await connect.wait_for("postgres", "watchdog", lambda: pg_connect(self.dsn, self.worker_id))
             self.active = False
             try:
                 while True:

@@ -112,10 +112,14 @@ class Worker:
         s = self.settings
         dsn = s.database_url.get_secret_value()
         cap = s.dependency_retry_max_sec
-        pool = await connect.postgres_pool(dsn, "startup", s.pool_size, cap, on_attempt=self._up("postgres"))
+        pool = await connect.postgres_pool(
+            dsn, "startup", s.pool_size, cap, name=self.worker_id, on_attempt=self._up("postgres")
+        )
         stack.push_async_callback(pool.close)
         await connect.wait_for("postgres", "migrate", lambda: self._migrate(pool), cap)
-        amqp = await connect.rabbitmq(s.amqp_url.get_secret_value(), "startup", cap, on_attempt=self._up("rabbitmq"))
+        amqp = await connect.rabbitmq(
+            s.amqp_url.get_secret_value(), "startup", cap, name=self.worker_id, on_attempt=self._up("rabbitmq")
+        )
         stack.push_async_callback(amqp.close)
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         publisher = Publisher(publish_channel, s.scheduler_scope)
@@ -138,7 +142,8 @@ class Worker:
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         watchdog = Watchdog(
-            dsn, s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+            dsn, s.scheduler_scope, self.worker_id, watchdog_channel,
+            Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
             interval_sec=s.watchdog_interval_sec, lost_after_sec=s.chain_lost_after_sec,
             retention_days=s.run_retention_days, clock=utcnow,
         )  # fmt: skip

@@ -13,7 +13,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+def _server_settings(application_name: str | None) -> dict[str, str]:
+    # The worker id as application_name: an operator sees in pg_stat_activity which worker holds which lock.
+    return {"application_name": application_name[:63]} if application_name else {}
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, application_name: str | None = None, **kwargs: Any
+) -> asyncpg.Pool:
     """A pool whose connections speak jsonb as Python dicts. Raises on the first connection failure."""
     pool = await asyncpg.create_pool(
         dsn,
@@ -21,14 +28,17 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwar
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
+        server_settings=_server_settings(application_name),
         **kwargs,
     )
     assert pool is not None
     return pool
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """A single connection with the same codecs (lock holders, LISTEN, the CLI)."""
-    conn = await asyncpg.connect(dsn, command_timeout=60)
+async def connect(dsn: str, application_name: str | None = None, connect_sec: float = 10) -> asyncpg.Connection:
+    """A single connection with the same codecs (lock holders, the CLI)."""
+    conn = await asyncpg.connect(
+        dsn, command_timeout=60, timeout=connect_sec, server_settings=_server_settings(application_name)
+    )
     await _init_connection(conn)
     return conn

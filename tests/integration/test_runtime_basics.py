@@ -122,7 +122,9 @@ async def test_bad_messages_are_parked_with_a_reason_and_the_worker_goes_on(
     await control.seed(job_id="hand", cron_expr="0 0 1 1 *")
     async with running_worker(fast_settings(settings, scope), {"hand": (probe, ProbeParams)}):
         channel = await amqp.channel()
-        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=topology.work_queue_name(scope, "hand"))
+        await channel.default_exchange.publish(
+            aio_pika.Message(body), routing_key=topology.work_queue_name(scope, "hand")
+        )
         dead = await channel.declare_queue(topology.dead_name(scope), durable=True)
         parked = await _get(dead, 10)
         assert parked.body == body and parked.headers["x-park-reason"] == reason

@@ -135,10 +135,13 @@ def spawn_worker(scope: str, queues: list[str], settings: Settings, **env: str) 
         "PROBE_QUEUES": ",".join(queues),
         **env,
     }
-    log = open(f"/tmp/{scope}-worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - kept open for the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.probe_worker"], cwd=ROOT, env=full_env, stdout=log, stderr=log
-    )
+    log_path = Path(f"/tmp/{scope}-worker-{time.monotonic_ns()}.log")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.probe_worker"], cwd=ROOT, env=full_env, stdout=log, stderr=log
+        )
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
