@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCOPE ?= mock
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format preflight demo seed clean
+.PHONY: install test lint format preflight demo seed status clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared
+
+# Runs the system locally: seed the fast mock jobs in scope `mock`, two mock workers, a live status table (Ctrl-C).
+demo: install preflight
+	$(PY) -m scheduler_seed.demo --scope $(SCOPE)
+
+# Post the first message of every job of deploy/jobs/$(SCOPE).toml (idempotent: one chain per job).
+seed: install
+	$(PY) -m scheduler_seed seed --scope $(SCOPE)
+
+status: install
+	$(PY) -m scheduler_seed status --scope $(SCOPE)
 
 format: install
 	$(VENV)/bin/ruff format .

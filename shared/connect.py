@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 def backoff(attempt: int, cap_sec: float, rand: float) -> float:
     """0.5 s doubling per attempt up to the cap, with +-25 % jitter so restarted replicas do not stampede."""
-    return min(cap_sec, 0.5 * 2 ** min(attempt - 1, 20)) * (0.75 + rand / 2)
+    delay: float = min(cap_sec, 0.5 * 2.0 ** min(attempt - 1, 20)) * (0.75 + rand / 2)
+    return delay
 
 
 async def wait_for(
@@ -69,24 +70,27 @@ async def wait_for(
         return result
 
 
+OnAttempt = Callable[[bool], None] | None
+
+
 async def rabbitmq(
-    url: str, where: str, cap_sec: float = 30.0, name: str | None = None, **kw: object
+    url: str, where: str, cap_sec: float = 30.0, name: str | None = None, on_attempt: OnAttempt = None
 ) -> AbstractRobustConnection:
     """A robust connection (it reconnects and redeclares by itself once established), named after the worker
     so an operator sees in the management UI which process it is."""
     named = str(URL(url).update_query(name=name)) if name else url  # aiormq takes connection_name from ?name=
     return await wait_for(
-        "rabbitmq", where, lambda: aio_pika.connect_robust(named, timeout=10, reconnect_interval=2), cap_sec, **kw
-    )  # type: ignore[arg-type]
+        "rabbitmq", where, lambda: aio_pika.connect_robust(named, timeout=10, reconnect_interval=2), cap_sec, on_attempt
+    )
 
 
 async def postgres_pool(
-    dsn: str, where: str, max_size: int, cap_sec: float = 30.0, name: str | None = None, **kw: object
+    dsn: str, where: str, max_size: int, cap_sec: float = 30.0, name: str | None = None, on_attempt: OnAttempt = None
 ) -> asyncpg.Pool:
     return await wait_for(
         "postgres",
         where,
         lambda: create_pool(dsn, min_size=1, max_size=max_size, timeout=10, application_name=name),
         cap_sec,
-        **kw,
-    )  # type: ignore[arg-type]
+        on_attempt,
+    )

@@ -44,17 +44,18 @@ class Liveness:
     async def run(self) -> None:
         """Register, then heartbeat forever; a lost connection is reopened and the lock taken again."""
         while True:
-            self._conn = await connect.wait_for("postgres", "liveness", self._register, self.cap_sec)
+            conn = await connect.wait_for("postgres", "liveness", self._register, self.cap_sec)
+            self._conn = conn
             self.registered.set()
             log.info("worker.registered", worker=self.worker_id)
             try:
                 while True:
                     await asyncio.sleep(self.period_sec)
-                    await workers.heartbeat(self._conn, self.worker_id)
+                    await workers.heartbeat(conn, self.worker_id)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("worker.liveness_lost", error=f"{type(exc).__name__}: {exc}"[:300])
                 with contextlib.suppress(Exception):
-                    await self._conn.close()
+                    await conn.close()
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():

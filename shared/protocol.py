@@ -286,7 +286,7 @@ async def _claim_buffered(
 
 
 def _fields(run: NewRun) -> dict[str, Any]:
-    return {name: getattr(run, name) for name in NewRun.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(run, name) for name in NewRun.__slots__}
 
 
 # -- 6. post next ----------------------------------------------------------------------------------------------

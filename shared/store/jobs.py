@@ -74,7 +74,7 @@ class JobRow:
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
-        return cls(**{name: record[name] for name in cls.__slots__})  # type: ignore[attr-defined]
+        return cls(**{name: record[name] for name in cls.__slots__})
 
     @property
     def schedule(self) -> schedule.Schedule | None:

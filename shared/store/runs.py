@@ -221,13 +221,14 @@ async def set_next_posted(conn: asyncpg.Connection, run_id: uuid.UUID, next_slot
 
 
 async def recent(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    records: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 ORDER BY scheduled_for DESC, attempt DESC"
         " LIMIT $3",
         scope,
         job_id,
         limit,
     )
+    return records
 
 
 async def abandon_orphans(conn: asyncpg.Connection, scope: str) -> list[RunRow]:

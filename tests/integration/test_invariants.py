@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import aio_pika
@@ -182,7 +183,7 @@ async def test_kill_mid_run_marks_abandoned_and_chain_continues(
             stop_process(proc, signal.SIGKILL)
     rows = await control.runs("crash")
     after = [r["scheduled_for"] for r in rows if r["scheduled_for"] > victim["scheduled_for"] and r["attempt"] == 1]
-    gaps = {(b - a).total_seconds() for a, b in zip(after, after[1:], strict=False)}
+    gaps = {(b - a).total_seconds() for a, b in pairwise(after)}
     assert gaps <= {2.0}, f"a slot after the kill was lost: {after}"
     assert after and after[0] - victim["scheduled_for"] == timedelta(seconds=2)
     assert slots_run_more_than_once(rows) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from itertools import pairwise
 
 import aio_pika
 import asyncpg
@@ -27,7 +28,7 @@ async def test_interval_chain_runs_every_slot_once(
         await wait_until(lambda: _count(control, "tick", "succeeded", 4), 15, "4 successful runs")
     rows = await control.runs("tick")
     slots = [r["scheduled_for"] for r in rows if r["status"] == "succeeded"]
-    assert all((b - a).total_seconds() == pytest.approx(1.0) for a, b in zip(slots, slots[1:], strict=False))
+    assert all((b - a).total_seconds() == pytest.approx(1.0) for a, b in pairwise(slots))
     assert slots_run_more_than_once(rows) == []
     assert all(r["started_at"] >= r["scheduled_for"] for r in rows if r["started_at"])
     assert all(r["lateness_ms"] is not None for r in rows if r["status"] == "succeeded")
@@ -55,7 +56,7 @@ async def test_failing_job_retries_with_growing_delays_then_fails(
     rows = await control.runs("flaky")
     assert [r["attempt"] for r in rows] == [1, 2, 3]
     assert {r["trigger_source"] for r in rows[1:]} == {"retry"}
-    gaps = [(b["started_at"] - a["finished_at"]).total_seconds() for a, b in zip(rows, rows[1:], strict=False)]
+    gaps = [(b["started_at"] - a["finished_at"]).total_seconds() for a, b in pairwise(rows)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # equal jitter: at least half of 0.4 s, then of 0.8 s
     job = await control.job("flaky")
     assert job["last_status"] == "failed" and job["consecutive_failures"] == 3

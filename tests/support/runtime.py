@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ def overlaps(rows: list[asyncpg.Record]) -> list[tuple[Any, Any]]:
         (r["started_at"], r["finished_at"] or now(), r["run_id"]) for r in rows if r["started_at"] is not None
     )
     bad = []
-    for (s1, e1, a), (s2, _e2, b) in zip(spans, spans[1:], strict=False):
+    for (_s1, e1, a), (s2, _e2, b) in pairwise(spans):
         if s2 < e1:
             bad.append((a, b))
     return bad

@@ -1,0 +1,98 @@
+"""`python -m scheduler_seed <verb>`: argument parsing, dispatch, and the one place errors become exit codes.
+
+Every verb module has `register(subparsers, common)` and an `execute(args, session) -> int` it sets as the
+parser's default. Whatever goes wrong, the operator gets one readable line on stderr, never a traceback
+(set LOG_LEVEL=DEBUG to see one for an unexpected error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+import aio_pika
+import aiormq
+import asyncpg
+from pydantic import ValidationError
+
+from scheduler_seed import backfill, control, dead, inputs, publish, run_now, runs, seed, status
+from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from scheduler_seed.session import Session
+from shared.errors import ConfigError, SchedulerError, UnknownJob
+from shared.messages import describe_validation_error
+from shared.settings import Settings
+
+PROG = "python -m scheduler_seed"
+VERBS = (seed, status, runs, run_now, control, backfill, dead, publish)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit code 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(default_scope: str | None) -> Parser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--scope",
+        type=inputs.argtype(inputs.scope),
+        default=default_scope,
+        help=f"mock, real or any slug (default: SCHEDULER_SCOPE, now {default_scope!r})",
+    )
+    parser = Parser(prog=PROG, description="Seed and control the self-rescheduling jobs of one scope.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
+    for verb in VERBS:
+        verb.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """Run one command; returns the exit code (0 done, 1 failed, 2 usage or config error, 3 running now)."""
+    try:
+        return asyncio.run(amain(argv, settings))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+async def amain(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """`main` for callers that already run an event loop."""
+    try:
+        settings = settings or Settings()
+    except ValidationError as exc:
+        return fail(EXIT_USAGE, f"configuration: {describe_validation_error(exc)}")
+    args = build_parser(settings.scheduler_scope).parse_args(argv)
+    try:
+        async with Session(settings, args.scope) as session:
+            code: int = await args.execute(args, session)
+            return code
+    except CliError as exc:
+        return fail(exc.exit_code, str(exc))
+    except (ConfigError, UnknownJob) as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except SchedulerError as exc:  # a topology mismatch and the like: the message says what to do
+        return fail(EXIT_FAILED, str(exc))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return fail(EXIT_FAILED, f"PostgreSQL error: {type(exc).__name__}: {exc}")
+    except (aio_pika.exceptions.AMQPException, aiormq.exceptions.AMQPError) as exc:
+        return fail(EXIT_FAILED, f"RabbitMQ error: {type(exc).__name__}: {exc}")
+    except (OSError, TimeoutError) as exc:
+        return fail(EXIT_FAILED, f"connection lost: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (LOG_LEVEL=DEBUG shows where)")
+
+
+def fail(code: int, message: str) -> int:
+    """Print the error (one line per problem; a jobs file may have several) and return the exit code."""
+    for line in message.strip().splitlines() or ["failed"]:
+        print(f"error: {line}", file=sys.stderr)
+    return code

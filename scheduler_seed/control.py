@@ -1,0 +1,95 @@
+"""`pause`, `resume` and `set`: change a job now, without a deploy. Each goes through `shared.seeding`, which
+replaces the chain under the chain lock, so the change takes effect at once and no second chain appears."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_seed import render
+from scheduler_seed.errors import UsageError
+from scheduler_seed.inputs import argtype, json_object, positive_int, seconds, whole_seconds
+from scheduler_seed.jobref import existing_job
+from scheduler_seed.session import Session
+from shared import schedule, seeding
+from shared.seeding import SeedResult
+
+# (flag, column of scheduler.jobs, parser, metavar, help): what `set` can change
+SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("--cron", "cron_expr", str, "EXPR", "cron expression, 5 fields (switches an interval job to cron)"),
+    ("--interval", "interval_seconds", whole_seconds, "SEC", "90, 90s, 5m, 2h (switches a cron job to interval)"),
+    ("--timezone", "timezone", str, "ZONE", "IANA time zone the cron expression is read in (Asia/Seoul)"),
+    ("--params", "default_params", json_object, "JSON", "new default_params, a JSON object (replaces the old)"),
+    ("--timeout", "timeout_sec", seconds, "SEC", "run timeout: 600, 10m"),
+    ("--max-attempts", "max_attempts", positive_int, "N", "attempts per slot, retries included"),
+    ("--jitter", "jitter_sec", seconds, "SEC", "spread each slot's start over [0, SEC)"),
+    ("--misfire-grace", "misfire_grace_sec", seconds, "SEC", "a slot later than this is skipped, not run"),
+    ("--description", "description", str, "TEXT", "free text"),
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("pause", parents=[common], help="stop a job's chain now (a run in progress finishes)")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--note", help="why, shown by status --json")
+    p.set_defaults(execute=pause)
+
+    p = sub.add_parser("resume", parents=[common], help="enable a job and start a fresh chain from now")
+    p.add_argument("job", metavar="JOB")
+    p.set_defaults(execute=resume)
+
+    p = sub.add_parser(
+        "set",
+        parents=[common],
+        help="change a job's schedule or settings, effective now",
+        description="Change the stored definition and restart the chain at once. The jobs file is not edited: "
+        "the next `seed` applies the file again.",
+    )
+    p.add_argument("job", metavar="JOB")
+    for flag, column, parse, metavar, text in SETTABLE:
+        p.add_argument(flag, dest=column, type=argtype(parse), metavar=metavar, help=text)
+    p.set_defaults(execute=set_job)
+
+
+def changes_from(args: argparse.Namespace) -> dict[str, Any]:
+    changes = {column: getattr(args, column) for _, column, *_ in SETTABLE if getattr(args, column) is not None}
+    if not changes:
+        raise UsageError("set: nothing to change: give at least one of " + ", ".join(f for f, *_ in SETTABLE))
+    return changes
+
+
+def effect(result: SeedResult, now: datetime) -> str:
+    if result.first_slot is None:
+        return "no chain (paused, or runs only on events and by hand)"
+    return f"next slot {render.when(result.first_slot)} ({render.upcoming([result.first_slot], now)})"
+
+
+async def pause(args: argparse.Namespace, session: Session) -> int:
+    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
+    now = datetime.now(UTC)
+    await seeding.pause_job(conn, channel, publisher, session.scope, args.job, now, note=args.note)
+    print(f"paused {args.job!r}: its waiting message is gone; a run in progress finishes; `resume` restarts it")
+    return 0
+
+
+async def resume(args: argparse.Namespace, session: Session) -> int:
+    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
+    now = datetime.now(UTC)
+    result = await seeding.resume_job(conn, channel, publisher, session.scope, args.job, now)
+    print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, now)}")
+    return 0
+
+
+async def set_job(args: argparse.Namespace, session: Session) -> int:
+    changes = changes_from(args)
+    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
+    await existing_job(conn, session.scope, args.job)
+    now = datetime.now(UTC)
+    result = await seeding.change_job(conn, channel, publisher, session.scope, args.job, changes, now)
+    row = await existing_job(conn, session.scope, args.job)
+    words = "on event or by hand" if row.schedule is None else schedule.describe(row.schedule)
+    state = "" if row.enabled else " (paused: takes effect on resume)"
+    print(f"set {args.job!r}: {', '.join(sorted(changes))}; {words}; epoch {result.epoch}, {effect(result, now)}{state}")
+    return 0
