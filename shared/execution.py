@@ -8,8 +8,8 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +40,7 @@ class RunResult:
     error: str | None
     duration_ms: int
     retryable: bool = True
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the handler stopped
 
 
 def error_text(exc: BaseException) -> str:
@@ -197,7 +198,7 @@ async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftov
 async def _finish(env: Env, job: JobRow, msg: JobMessage, run: NewRun, result: RunResult) -> None:
     async def write() -> None:
         async with env.pool.acquire() as conn:
-            await runs.finish(conn, run.run_id, result.status, result.error, result.duration_ms)
+            await runs.finish(conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at)
 
     await persist(env, "run.finish", write)
     env.metrics.runs.labels(env.scope, job.job_id, result.status.value, msg.trigger_source.value).inc()

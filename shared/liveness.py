@@ -52,7 +52,7 @@ class Liveness:
                 while True:
                     await asyncio.sleep(self.period_sec)
                     await workers.heartbeat(conn, self.worker_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # reconnect and take the lock again, whatever went wrong
                 log.warning("worker.liveness_lost", error=f"{type(exc).__name__}: {exc}"[:300])
                 with contextlib.suppress(Exception):
                     await conn.close()

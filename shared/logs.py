@@ -1,5 +1,6 @@
 """Structured logs: structlog JSON lines on stdout, each run's lines bound with scope, job_id, run_id,
-trigger_source and attempt. Events go through stdlib logging so further handlers (Loki) see the same events.
+trigger_source and attempt. Events go through stdlib logging so further handlers see the same events: with a
+Loki URL the same lines are also pushed to Loki (shared.loki), without ever blocking the caller.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from typing import Any
 
 import structlog
 
+from shared.loki import LokiQueueHandler, ShipStats
+from shared.metrics import LOG_DROP_REASONS, Metrics
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -18,12 +22,30 @@ _SHARED: list[Any] = [
     structlog.processors.StackInfoRenderer(),
     structlog.processors.format_exc_info,
 ]
+_MARK = "_scheduler_handler"  # handlers this module installed, replaced by the next configure()
+_LINE = "_scheduler_line"  # the rendered line, cached on the record
 
 
-def configure(level: str = "INFO", **static: str) -> None:
+class JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record to its JSON line once; a second handler (Loki) gets the very same line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.__dict__.get(_LINE)
+        if line is None:
+            line = super().format(record)
+            record.__dict__[_LINE] = line
+        return str(line)
+
+
+def configure(
+    level: str = "INFO", *, loki_url: str | None = None, metrics: Metrics | None = None, **static: str
+) -> LokiQueueHandler | None:
     """Route structlog through stdlib logging and render one JSON object per line on stdout.
 
-    `static` key-values (service, scope, worker) are added to every line.
+    `static` key-values (service, scope, worker) are added to every line. With `loki_url`, lines are also pushed
+    to Loki (labels: service and scope from `static`, job_id and trigger_source of the run, level); `metrics`
+    then counts lines pushed and dropped. Returns the Loki handler, if any. Calling it again replaces the
+    handlers installed before (a Loki handler is flushed and stopped).
     """
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -31,7 +53,7 @@ def configure(level: str = "INFO", **static: str) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = JsonFormatter(
         foreign_pre_chain=_SHARED,
         processors=[
             _add_static(static),
@@ -39,17 +61,36 @@ def configure(level: str = "INFO", **static: str) -> None:
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_scheduler_stdout", False):
+        if getattr(old, _MARK, False):
             root.removeHandler(old)
-    handler._scheduler_stdout = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+            old.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    loki = None
+    if loki_url:
+        loki = LokiQueueHandler(loki_url, static, stats=_stats(metrics))
+        handlers.append(loki)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        setattr(handler, _MARK, True)
+        root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aio_pika", "aiormq", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    for noisy in ("aio_pika", "aiormq", "asyncio", "urllib3"):
+        logging.getLogger(noisy).setLevel(quiet)
+    return loki
+
+
+def _stats(metrics: Metrics | None) -> ShipStats:
+    if metrics is None:
+        return ShipStats()
+    for reason in LOG_DROP_REASONS:
+        metrics.log_lines_dropped.labels(reason)
+    return ShipStats(
+        on_pushed=metrics.log_lines_pushed.inc,
+        on_dropped=lambda reason, n: metrics.log_lines_dropped.labels(reason).inc(n),
+    )
 
 
 def _add_static(static: dict[str, str]) -> Any:

@@ -314,6 +314,8 @@ async def handle_delivery(env: Env, delivery: Delivery) -> None:
     structlog.contextvars.clear_contextvars()
     try:
         await _protocol(env, delivery)
+        env.metrics.dependency_up.labels("postgres").set(1)
+        env.metrics.dependency_up.labels("rabbitmq").set(1)
     except DB_ERRORS as exc:
         await _dependency_down(env, delivery, "postgres", exc)
     except AMQP_ERRORS as exc:
@@ -322,17 +324,22 @@ async def handle_delivery(env: Env, delivery: Delivery) -> None:
         await delivery.nack_requeue()
         raise
     except Exception as exc:
-        log.exception("message.internal_error", error=repr(exc)[:300])
-        if not delivery.settled:
+        log.exception("message.internal_error", error=repr(exc)[:300], redelivered=delivery.message.redelivered)
+        if delivery.settled:
+            return
+        if delivery.message.redelivered:  # failed twice: park it rather than loop on it
             with contextlib.suppress(Exception):
                 await park(env, delivery, "internal_error", repr(exc))
+        else:
+            await _dependency_down(env, delivery, "internal", exc)
     finally:
         structlog.contextvars.clear_contextvars()
 
 
 async def _dependency_down(env: Env, delivery: Delivery, dependency: str, exc: BaseException) -> None:
     """Not acked yet: wait (holding the message, so prefetch throttles intake) and hand it back to the broker."""
-    env.metrics.dependency_up.labels(dependency).set(0)
+    if dependency in ("postgres", "rabbitmq"):
+        env.metrics.dependency_up.labels(dependency).set(0)
     log.warning("dependency.unavailable", dependency=dependency, error=repr(exc)[:300], settled=delivery.settled)
     if not delivery.settled:
         await asyncio.sleep(env.dependency_backoff_sec * (0.5 + env.rng()))

@@ -108,8 +108,9 @@ class Watchdog:
                     if self.active:
                         await self.pass_once(conn)
                     await asyncio.sleep(self.interval_sec)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("watchdog.connection_lost", error=f"{type(exc).__name__}: {exc}"[:300])
+            except Exception as exc:  # the watchdog must outlive any single failure: log, back off, start over
+                log.warning("watchdog.pass_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(self.interval_sec)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close()

@@ -193,19 +193,24 @@ async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> dat
 
 
 async def finish(
-    conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str | None, duration_ms: int
+    conn: asyncpg.Connection,
+    run_id: uuid.UUID,
+    status: RunStatus,
+    error: str | None,
+    duration_ms: int,
+    finished_at: datetime,
 ) -> None:
     """Record the outcome on the run and, for executed runs, on the job's last_* columns, in one statement."""
     await conn.execute(
         """
         WITH run AS (
-            UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = clock_timestamp()
+            UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
             WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
         )
         UPDATE scheduler.jobs j SET
             last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
             last_lateness_ms = run.lateness_ms,
-            last_success_at = CASE WHEN $2 = 'succeeded' THEN clock_timestamp() ELSE j.last_success_at END,
+            last_success_at = CASE WHEN $2 = 'succeeded' THEN $5 ELSE j.last_success_at END,
             consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0 ELSE j.consecutive_failures + 1 END
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
         """,
@@ -213,6 +218,7 @@ async def finish(
         status.value,
         None if error is None else error[:ERROR_LIMIT],
         duration_ms,
+        finished_at,
     )
 
 
