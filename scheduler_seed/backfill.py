@@ -3,25 +3,33 @@
 One manual message per slot, carrying the job's current epoch and the slot as `scheduled_for`. The worker
 derives the run_id from the slot and the claim is unique per (scope, job, slot, attempt) across epochs, so a
 slot that already has a run (by the chain or an earlier backfill) is not run again: backfilling twice is safe.
+
+Slots go one after another, each published once the job (and its lock group) is idle and followed to its
+outcome: a job that allows one run at a time records a slot whose message finds the lock taken as
+`skipped_locked`, and that slot could never be backfilled again. `--no-wait` only publishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
 import asyncpg
 
-from scheduler_seed import render
-from scheduler_seed.errors import UsageError
+from scheduler_seed import render, tracking
+from scheduler_seed.errors import CliError, UsageError
 from scheduler_seed.inputs import argtype, instant, positive_int
 from scheduler_seed.jobref import existing_job
 from scheduler_seed.session import Session
 from shared import schedule, topology
 from shared.messages import JobMessage, TriggerSource
+from shared.publisher import Publisher
 from shared.seeding import declare_for
+from shared.store import workers
 from shared.store.jobs import JobRow
+from shared.store.runs import RunStatus
 
 DEFAULT_MAX_SLOTS = 1000
 
@@ -31,13 +39,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "backfill",
         parents=[common],
         help="run each past slot of a time range once",
-        description="T is ISO 8601 (read in the job's time zone without an offset), 'now', or 'now-2h'. "
-        "Slots that already have a run are not run again.",
+        description="T is ISO 8601 (read in the job's time zone when it has no offset), 'now', or 'now-2h'. "
+        "Slots run one after another; slots that already have a run are not run again. "
+        "Exit code 0 when every slot run succeeded, 1 otherwise.",
     )
     p.add_argument("job", metavar="JOB")
     p.add_argument("--from", dest="start", required=True, metavar="T", help="first instant of the range")
     p.add_argument("--to", dest="end", required=True, metavar="T", help="last instant of the range (not future)")
     p.add_argument("--max-slots", type=argtype(positive_int), default=DEFAULT_MAX_SLOTS, help="refuse larger ranges")
+    p.add_argument("--no-wait", action="store_true", help="publish every slot at once and do not follow the runs")
     p.set_defaults(execute=execute)
 
 
@@ -69,7 +79,7 @@ def slot_message(job: JobRow, slot: datetime, now: datetime) -> JobMessage:
 
 
 async def recorded(conn: asyncpg.Connection, job: JobRow, slots: list[datetime]) -> dict[datetime, str]:
-    """Slots of the range that already have a first-attempt run row, with its status."""
+    """Slots of the range that already have a first-attempt run row (any epoch), with its status."""
     records = await conn.fetch(
         "SELECT scheduled_for, status FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND attempt = 1"
         " AND epoch IS NOT NULL AND scheduled_for = ANY($3::timestamptz[])",
@@ -87,15 +97,38 @@ async def execute(args: argparse.Namespace, session: Session) -> int:
     slots = slots_in_range(job, args.start, args.end, now, args.max_slots)
     done = await recorded(conn, job, slots)
     todo = [slot for slot in slots if slot not in done]
-    if todo:
-        await declare_for(await session.channel(), job)
-        publisher = await session.publisher()
-        for slot in todo:
-            await publisher.to_work(job.queue, slot_message(job, slot, now))
-    queue = topology.work_queue_name(session.scope, job.queue)
     span = f"{render.when(slots[0])} .. {render.when(slots[-1])}" if slots else "the range"
-    print(f"published {len(todo)} of {len(slots)} slots of {job.job_id!r} ({span}) to {queue}")
+    print(f"{len(slots)} slots of {job.job_id!r} in {span}; {len(todo)} to run")
     if done:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(Counter(done.values()).items()))
         print(f"{len(done)} slots already have a run and are not run again ({counts})")
-    return 0
+    if not todo:
+        return 0
+    await declare_for(await session.channel(), job)
+    publisher = await session.publisher()
+    if args.no_wait:
+        for slot in todo:
+            await publisher.to_work(job.queue, slot_message(job, slot, now))
+        print(f"published {len(todo)} slots to {topology.work_queue_name(session.scope, job.queue)}")
+        return 0
+    if job.queue not in await workers.live_queues(conn, session.scope):
+        raise CliError(
+            f"no live worker consumes queue {job.queue!r}: backfill runs slots one after another and needs one "
+            "(or use --no-wait to only publish them)"
+        )
+    failed = 0
+    for slot in todo:
+        failed += not await run_slot(conn, publisher, job, slot)
+    print(f"published {len(todo)} of {len(slots)} slots: {len(todo) - failed} succeeded, {failed} did not")
+    return 0 if failed == 0 else 1
+
+
+async def run_slot(conn: asyncpg.Connection, publisher: Publisher, job: JobRow, slot: datetime) -> bool:
+    """Publish one slot once the job and its lock group are idle, and follow it to its outcome."""
+    deadline = time.monotonic() + tracking.patience(job)
+    await tracking.wait_until_idle(conn, job.scope, await tracking.lock_peers(conn, job), deadline)
+    await publisher.to_work(job.queue, slot_message(job, slot, datetime.now(UTC)))
+    find = tracking.by_slot(job.scope, job.job_id, slot)
+    outcome = await tracking.wait_for_outcome(conn, find, job, deadline, print)
+    print(f"slot {render.when(slot)}: {tracking.describe_outcome(outcome)}")
+    return bool(outcome["status"] == RunStatus.SUCCEEDED)

@@ -67,28 +67,36 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     try:
         settings = settings or Settings()
     except ValidationError as exc:
-        return fail(EXIT_USAGE, f"configuration: {describe_validation_error(exc)}")
-    args = build_parser(settings.scheduler_scope).parse_args(argv)
+        return fail(EXIT_USAGE, "configuration: " + describe_validation_error(exc).replace("Value error, ", ""))
+    try:
+        args = build_parser(settings.scheduler_scope).parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         async with Session(settings, args.scope) as session:
             code: int = await args.execute(args, session)
             return code
-    except CliError as exc:
-        return fail(exc.exit_code, str(exc))
-    except (ConfigError, UnknownJob) as exc:
-        return fail(EXIT_USAGE, str(exc))
-    except SchedulerError as exc:  # a topology mismatch and the like: the message says what to do
-        return fail(EXIT_FAILED, str(exc))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return fail(EXIT_FAILED, f"PostgreSQL error: {type(exc).__name__}: {exc}")
-    except (aio_pika.exceptions.AMQPException, aiormq.exceptions.AMQPError) as exc:
-        return fail(EXIT_FAILED, f"RabbitMQ error: {type(exc).__name__}: {exc}")
-    except (OSError, TimeoutError) as exc:
-        return fail(EXIT_FAILED, f"connection lost: {type(exc).__name__}: {exc}")
     except Exception as exc:
-        if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
-            traceback.print_exc()
-        return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (LOG_LEVEL=DEBUG shows where)")
+        return fail(*explain(exc))
+
+
+def explain(exc: Exception) -> tuple[int, str]:
+    """The exit code and the line an operator reads for what went wrong."""
+    if isinstance(exc, CliError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, ConfigError | UnknownJob):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, SchedulerError):  # a topology mismatch and the like: the message says what to do
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return EXIT_FAILED, f"PostgreSQL error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, aio_pika.exceptions.AMQPException | aiormq.exceptions.AMQPError):
+        return EXIT_FAILED, f"RabbitMQ error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError | TimeoutError):
+        return EXIT_FAILED, f"connection lost: {type(exc).__name__}: {exc}"
+    if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+        traceback.print_exception(exc)
+    return EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (LOG_LEVEL=DEBUG shows where)"
 
 
 def fail(code: int, message: str) -> int:

@@ -91,5 +91,6 @@ async def set_job(args: argparse.Namespace, session: Session) -> int:
     row = await existing_job(conn, session.scope, args.job)
     words = "on event or by hand" if row.schedule is None else schedule.describe(row.schedule)
     state = "" if row.enabled else " (paused: takes effect on resume)"
-    print(f"set {args.job!r}: {', '.join(sorted(changes))}; {words}; epoch {result.epoch}, {effect(result, now)}{state}")
+    changed = ", ".join(sorted(changes))
+    print(f"set {args.job!r}: {changed}; {words}; epoch {result.epoch}, {effect(result, now)}{state}")
     return 0

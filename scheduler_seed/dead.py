@@ -112,7 +112,7 @@ async def execute(args: argparse.Namespace, session: Session) -> int:
     async with Peek(queue) as peek:
         if args.replay:
             return await replay(session, peek, args.replay)
-        parked = []
+        parked: list[Parked] = []
         while len(parked) < args.limit and (message := await peek.next()) is not None:
             parked.append(Parked.of(message))
     if not parked:

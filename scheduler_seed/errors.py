@@ -1,7 +1,7 @@
 """What the CLI can fail with, and the exit code each failure means.
 
-    0 done   1 tried and failed (a server down, a run that failed)   2 the command cannot be done as given
-    3 the job is running now (run-now without --queue)
+0 done   1 tried and failed (a server down, a run that failed)   2 the command cannot be done as given
+3 the job is running now (run-now without --queue)
 """
 
 from __future__ import annotations

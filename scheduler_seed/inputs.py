@@ -84,19 +84,21 @@ def scope(text: str) -> str:
 
 
 def instant(text: str, now: datetime, timezone: str) -> datetime:
-    """`now`, a time before now (`now-2h`, `now-30m`; `-2h` when written `--from=-2h`), or ISO 8601. An ISO time without an offset is read in
-    `timezone` (the job's), so `2025-06-02T08:00` means 08:00 where the job's cron runs. Returns UTC."""
-    stripped = text.strip().lower()
-    if stripped == "now":
+    """`now`, a time before now (`now-2h`, `now-30m`; `-2h` when written `--from=-2h`), or ISO 8601.
+
+    An ISO time without an offset is read in `timezone` (the job's), so `2025-06-02T08:00` means 08:00 where
+    the job's cron runs. Returns UTC."""
+    stripped = text.strip()
+    if stripped.lower() == "now":
         return now
-    relative = _RELATIVE.match(stripped)
+    relative = _RELATIVE.match(stripped.lower())
     if relative is not None:
         return now - timedelta(seconds=float(relative[1]) * _UNITS[relative[2]])
     try:
         parsed = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2025-06-02T08:00, 2025-06-02T08:00+09:00), 'now' or '-2h'"
+            f"{text!r} is not a time: use ISO 8601 (2025-06-02T08:00, 2025-06-02T08:00+09:00), 'now' or 'now-2h'"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=ZoneInfo(timezone))

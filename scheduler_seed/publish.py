@@ -22,11 +22,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "publish",
         parents=[common],
         help="publish a raw message body to a job's work queue",
-        description="The body is any JSON (default {\"job_id\": JOB}); the worker parks what it cannot use "
+        description='The body is any JSON (default {"job_id": JOB}); the worker parks what it cannot use '
         "in S.jobs.dead, where `dead` shows it.",
     )
     p.add_argument("--job", required=True, metavar="JOB", help="whose work queue gets the message")
-    p.add_argument("--body", type=argtype(json_text), help="JSON body (default: {\"job_id\": JOB})")
+    p.add_argument("--body", type=argtype(json_text), help='JSON body (default: {"job_id": JOB})')
     p.set_defaults(execute=execute)
 
 
@@ -47,5 +47,6 @@ async def execute(args: argparse.Namespace, session: Session) -> int:
     channel = await session.channel()
     await declare_for(channel, job)
     routing_key = await publish_raw(channel, session.scope, job.queue, data)
-    print(f"published {len(data)} bytes to exchange {topology.exchange_name(session.scope)} with routing key {routing_key}")
+    exchange = topology.exchange_name(session.scope)
+    print(f"published {len(data)} bytes to exchange {exchange} with routing key {routing_key}")
     return 0

@@ -10,8 +10,8 @@ import asyncpg
 
 from scheduler_seed import render
 from scheduler_seed.inputs import argtype, positive_int
-from scheduler_seed.session import Session
 from scheduler_seed.jobref import existing_job
+from scheduler_seed.session import Session
 from shared.store import runs as runs_store
 
 

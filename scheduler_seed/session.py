@@ -105,17 +105,17 @@ async def wait_for_servers(settings: Settings, wait_sec: float, say: Callable[[s
         down = {server: problem for server, problem in problems.items() if problem is not None}
         if not down:
             return
-        delay = backoff(attempt, 5.0, random.random())
-        if time.monotonic() + delay > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             server, problem = next(iter(down.items()))
             url = settings.amqp_url_redacted if server == "RabbitMQ" else settings.database_url_redacted
             raise unreachable(server, url, f"still down after {wait_sec:g} s: {problem}")
-        await asyncio.sleep(delay)
+        await asyncio.sleep(min(left, backoff(attempt, 5.0, random.random())))
 
 
-async def _check_both(settings: Settings, timeout: float) -> dict[str, str | None]:
+async def _check_both(settings: Settings, wait_sec: float) -> dict[str, str | None]:
     amqp, pg = await asyncio.gather(
-        check_rabbitmq(settings.amqp_url.get_secret_value(), timeout),
-        check_postgres(settings.database_url.get_secret_value(), timeout),
+        check_rabbitmq(settings.amqp_url.get_secret_value(), wait_sec),
+        check_postgres(settings.database_url.get_secret_value(), wait_sec),
     )
     return {"RabbitMQ": amqp, "PostgreSQL": pg}

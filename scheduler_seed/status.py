@@ -112,7 +112,8 @@ async def execute(args: argparse.Namespace, session: Session) -> int:
     conn = await session.db()
     now = datetime.now(UTC)
     running = await running_counts(conn, session.scope)
-    statuses = [job_status(row, running.get(row.job_id, 0), now) for row in await jobs_store.list_jobs(conn, session.scope)]
+    rows = await jobs_store.list_jobs(conn, session.scope)
+    statuses = [job_status(row, running.get(row.job_id, 0), now) for row in rows]
     if args.json:
         print(as_json(statuses))
     elif not statuses:

@@ -35,6 +35,7 @@ LABEL_KEYS = ("service", "scope", "job_id", "trigger_source", "level")
 PUSH_PATH = "/loki/api/v1/push"
 OVERFLOW_JOB_ID = "_other"
 REPORT_EVERY_SEC = 10.0
+_MEMO_MAX = 10_000
 _JOB_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TRIGGER_SOURCES = frozenset(t.value for t in TriggerSource)
 _LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
@@ -69,8 +70,21 @@ class LabelMaker:
         self.max_job_ids = max_job_ids
         self._job_ids: set[str] = set()
         self._lock = threading.Lock()
+        self._memo: dict[tuple[Any, ...], Labels] = {}
 
     def labels(self, event: Mapping[str, Any], level: str) -> Labels:
+        key = (event.get("scope"), event.get("job_id"), event.get("trigger_source"), level)
+        try:
+            found = self._memo.get(key)
+        except TypeError:  # an unhashable value bound by someone: no memo for it
+            return self._labels(event, level)
+        if found is None:
+            found = self._labels(event, level)
+            if len(self._memo) < _MEMO_MAX:
+                self._memo[key] = found
+        return found
+
+    def _labels(self, event: Mapping[str, Any], level: str) -> Labels:
         found = dict(self.static)
         if "scope" not in found and _JOB_ID.match(str(event.get("scope", ""))):
             found["scope"] = str(event["scope"])

@@ -70,6 +70,7 @@ PARK_REASONS = (
 RESEED_REASONS = ("overdue", "never_seeded")
 CONTENTION_OUTCOMES = ("skipped", "buffered")
 ZERO_RUN_STATUSES = ("succeeded", "failed", "timed_out", "abandoned", "skipped_locked", "skipped_misfire")
+REFRESH_TIMEOUT_SEC = 15.0
 LOG_DROP_REASONS = ("queue_full", "push_failed", "rejected", "shutdown")
 
 
@@ -310,16 +311,21 @@ async def keep_job_metrics(
     metrics: Metrics, pool: asyncpg.Pool, scope: str, queues: Iterable[str], period_sec: float = 5.0
 ) -> None:
     """Forever: refresh the job-state series, then sleep `period_sec`. A database that is down only delays the
-    next refresh (the series keep their last values); this task never dies of it."""
+    next refresh (the series keep their last values); this task never dies of it. Each refresh is also a probe
+    of PostgreSQL, so `scheduler_dependency_up{dependency="postgres"}` comes back to 1 after an outage."""
     queues = list(queues)
+    postgres_up = metrics.dependency_up.labels("postgres")
     failing = False
     while True:
         try:
-            await refresh_job_metrics(metrics, pool, scope, queues)
+            async with asyncio.timeout(REFRESH_TIMEOUT_SEC):  # a hung connection counts as down, too
+                await refresh_job_metrics(metrics, pool, scope, queues)
+            postgres_up.set(1)
             if failing:
                 log.info("metrics.job_state_refreshed")
             failing = False
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            postgres_up.set(0)
             if not failing:  # once per outage, not once per period
                 log.warning("metrics.job_state_refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             failing = True

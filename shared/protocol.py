@@ -154,7 +154,7 @@ async def lookup_job(env: Env, conn: asyncpg.Connection, delivery: Delivery, msg
     if job.queue != delivery.queue:
         await park(env, delivery, "wrong_queue", f"job {job.job_id!r} is served by queue {job.queue!r}")
         return None
-    if not job.enabled and msg.trigger_source is not TriggerSource.MANUAL:
+    if not job.enabled and not runs_when_paused(msg):
         await drop(env, delivery, "disabled", job_id=job.job_id)  # the chain ends here; resume reseeds
         return None
     if msg.epoch is not None and msg.epoch != job.epoch:
@@ -165,6 +165,14 @@ async def lookup_job(env: Env, conn: asyncpg.Connection, delivery: Delivery, msg
         await drop(env, delivery, "expired", job_id=job.job_id)
         return None
     return job
+
+
+def runs_when_paused(msg: JobMessage) -> bool:
+    """A paused job still runs what an operator asks for by hand (run-now, backfill, a hand-published message)
+    and the retries of run-now; chain, startup and event messages, and retries of chain runs, wait for `resume`."""
+    if msg.trigger_source is TriggerSource.MANUAL:
+        return True
+    return msg.trigger_source is TriggerSource.RETRY and msg.epoch is None
 
 
 def new_run(env: Env, job: JobRow, msg: JobMessage) -> NewRun:
@@ -257,6 +265,9 @@ async def _claim_existing(
     env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun, row: RunRow, lock: Lock
 ) -> Claim:
     run = NewRun(**{**_fields(run), "run_id": row.run_id})
+    revivable = row.status in REVIVABLE and is_backfill(run) and lock.free
+    if revivable and await runs.revive(conn, row.run_id, env.worker_id):
+        return Claim(Verdict.RUN, run, "backfill_revived", row)
     if row.status.terminal:
         return Claim(Verdict.DROP, run, "already_done", row)
     if row.status is RunStatus.BUFFERED:
@@ -283,6 +294,14 @@ async def _claim_buffered(
             env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, run.trigger_source).inc()
         return Claim(Verdict.DROP, run, "buffer_gave_up", row)
     return Claim(Verdict.BUFFERED, run, "still_locked", row)
+
+
+REVIVABLE = frozenset({RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED})
+
+
+def is_backfill(run: NewRun) -> bool:
+    """A manual message for a slot of the chain (it carries an epoch): `backfill` sends these."""
+    return run.trigger_source == TriggerSource.MANUAL.value and run.epoch is not None and run.attempt == 1
 
 
 def _fields(run: NewRun) -> dict[str, Any]:

@@ -159,6 +159,18 @@ async def promote_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, worker: 
     return bool(status.endswith(" 1"))
 
 
+async def revive(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
+    """A slot that was skipped (lock, misfire) or expired, asked for again by backfill: it becomes ours to run."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = 'claimed', worker = $2, trigger_source = 'manual', error = NULL,"
+        " finished_at = NULL, claimed_at = now() WHERE run_id = $1"
+        " AND status IN ('skipped_locked', 'skipped_misfire', 'expired')",
+        run_id,
+        worker,
+    )
+    return bool(status.endswith(" 1"))
+
+
 async def resolve_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str) -> bool:
     done = await conn.execute(
         "UPDATE scheduler.job_runs SET status = $2, error = $3, finished_at = now()"
