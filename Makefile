@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SCOPE ?= mock
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format preflight demo seed status clean
+.PHONY: install test lint format preflight prometheus demo seed status clean
 
 install: $(VENV)/.installed
 
@@ -19,8 +19,15 @@ $(VENV)/.installed: pyproject.toml
 preflight: install
 	@$(PY) -m shared.preflight
 
-test: install preflight
+test: install preflight prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The observability tests run a real Prometheus and promtool (Debian's `prometheus` package).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus package for the observability tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -187,7 +188,9 @@ async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftov
     if handler.is_async:
         await handler.fn(ctx, params)
         return
-    future = asyncio.get_running_loop().run_in_executor(env.executor, partial(handler.fn, ctx, params))
+    # copy_context: the thread's log lines keep the run's bound fields (run_id, job_id, ...)
+    call = partial(contextvars.copy_context().run, handler.fn, ctx, params)
+    future = asyncio.get_running_loop().run_in_executor(env.executor, call)
     try:
         await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -204,7 +207,7 @@ async def _finish(env: Env, job: JobRow, msg: JobMessage, run: NewRun, result: R
     env.metrics.runs.labels(env.scope, job.job_id, result.status.value, msg.trigger_source.value).inc()
     env.metrics.run_duration.labels(env.scope, job.job_id).observe(result.duration_ms / 1000)
     if result.status is RunStatus.SUCCEEDED:
-        env.metrics.last_success.labels(env.scope, job.job_id).set(time.time())
+        env.metrics.observe_success(env.scope, job.job_id, time.time())
     level = "info" if result.status is RunStatus.SUCCEEDED else "warning"
     getattr(log, level)("run.finished", status=result.status.value, duration_ms=result.duration_ms, error=result.error)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared.loki import LokiQueueHandler, ShipStats
 from shared.metrics import LOG_DROP_REASONS, Metrics
+
+if TYPE_CHECKING:
+    from shared.loki import LokiQueueHandler, ShipStats
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -67,9 +69,8 @@ def configure(
             root.removeHandler(old)
             old.close()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    loki = None
-    if loki_url:
-        loki = LokiQueueHandler(loki_url, static, stats=_stats(metrics))
+    loki = _loki_handler(loki_url, static, metrics) if loki_url else None
+    if loki is not None:
         handlers.append(loki)
     for handler in handlers:
         handler.setFormatter(formatter)
@@ -79,10 +80,25 @@ def configure(
     quiet = max(logging.WARNING, logging.getLevelName(level))
     for noisy in ("aio_pika", "aiormq", "asyncio", "urllib3"):
         logging.getLogger(noisy).setLevel(quiet)
+    if loki_url and loki is None:
+        structlog.get_logger("shared.logs").warning(
+            "loki.unavailable", reason="python-logging-loki is not installed (pip install '.[loki]')"
+        )
     return loki
 
 
+def _loki_handler(url: str, static: dict[str, str], metrics: Metrics | None) -> LokiQueueHandler | None:
+    """The Loki handler, or None when the optional dependency is missing: logs then stay on stdout only."""
+    try:
+        from shared.loki import LokiQueueHandler
+    except ImportError:
+        return None
+    return LokiQueueHandler(url, static, stats=_stats(metrics))
+
+
 def _stats(metrics: Metrics | None) -> ShipStats:
+    from shared.loki import ShipStats
+
     if metrics is None:
         return ShipStats()
     for reason in LOG_DROP_REASONS:

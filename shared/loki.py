@@ -297,12 +297,13 @@ class LokiQueueHandler(QueueHandler):
         flush_timeout_sec: float = 2.0,
         stats: ShipStats | None = None,
     ) -> None:
-        super().__init__(queue.Queue(maxsize=capacity))
+        self.entries: queue.Queue[Entry] = queue.Queue(maxsize=capacity)
+        super().__init__(self.entries)
         self.labels = LabelMaker(static)
         self.stats = stats or ShipStats()
         self.flush_timeout_sec = flush_timeout_sec
         self.shipper = Shipper(
-            self.queue,  # type: ignore[arg-type]
+            self.entries,
             BatchEmitter(url, timeout),
             self.stats,
             batch_size=batch_size,
@@ -314,13 +315,15 @@ class LokiQueueHandler(QueueHandler):
         self.addFilter(lambda record: record.thread != self.shipper.ident)
 
     def prepare(self, record: logging.LogRecord) -> Any:
+        """The record as an Entry, built in the caller's thread: that is where the run's context variables are."""
         line = self.format(record)
         event = record.msg if isinstance(record.msg, dict) else structlog.contextvars.get_contextvars()
         return Entry(self.labels.labels(event, record.levelname.lower()), int(record.created * 1e9), line)
 
     def enqueue(self, record: Any) -> None:
+        """Queue the entry, or drop and count it when the queue is full: never wait."""
         try:
-            self.queue.put_nowait(record)
+            self.entries.put_nowait(record)
         except queue.Full:
             self.stats.add_dropped("queue_full", 1)
 

@@ -370,11 +370,14 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     if msg is None:
         return
     structlog.contextvars.bind_contextvars(
-        scope=env.scope, job_id=msg.job_id, trigger_source=msg.trigger_source.value, attempt=msg.attempt
+        scope=env.scope, trigger_source=msg.trigger_source.value, attempt=msg.attempt
     )
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
         job = await lookup_job(env, conn, delivery, msg)
-        if job is None or await handle_misfire(env, conn, delivery, job, msg):
+        if job is None:
+            return
+        structlog.contextvars.bind_contextvars(job_id=job.job_id)  # only ids of real jobs become log labels
+        if await handle_misfire(env, conn, delivery, job, msg):
             return
         handler = env.registry.resolve(job.job_id, job.queue)
         if handler is None:

@@ -36,7 +36,7 @@ from shared.errors import TopologyMismatch
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
 from shared.messages import JobMessage, TriggerSource
-from shared.metrics import Metrics, serve
+from shared.metrics import Metrics, keep_job_metrics, serve
 from shared.protocol import Delivery, Env, handle_delivery, utcnow
 from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
@@ -74,7 +74,13 @@ class Worker:
 
     def run(self) -> None:
         """Blocking entry point for `python -m services.<name>`."""
-        logs.configure(self.settings.log_level, service=self.service, scope=self.settings.scheduler_scope)
+        logs.configure(
+            self.settings.log_level,
+            loki_url=self.settings.loki_url,
+            metrics=self.metrics,
+            service=self.service,
+            scope=self.settings.scheduler_scope,
+        )
         try:
             asyncio.run(self.serve(install_signals=True))
         except TopologyMismatch as exc:
@@ -94,12 +100,15 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         if not self.registry.queues:
             raise RuntimeError(f"service {self.service!r} registered no handlers")
-        serve(s.metrics_port, self.metrics.registry)
+        server = serve(s.metrics_port, self.metrics.registry)
         self.metrics.worker.info(
             {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
         )
         log.info("worker.starting", worker=self.worker_id, queues=self.registry.queues, amqp=s.amqp_url_redacted)
         async with AsyncExitStack() as stack:
+            if server is not None:
+                stack.callback(server.server_close)
+                stack.callback(server.shutdown)
             await self._start(stack)
             self.ready.set()
             await self.stop_event.wait()
@@ -124,6 +133,11 @@ class Worker:
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         publisher = Publisher(publish_channel, s.scheduler_scope)
         await self._declare(amqp, pool)
+        self._background(
+            stack,
+            keep_job_metrics(self.metrics, pool, s.scheduler_scope, self.registry.queues, s.heartbeat_sec),
+            "job-metrics",
+        )
 
         executor = ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="handler")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
