@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCOPE ?= mock
+PROFILE ?= mock
+COMPOSE_FILE := deploy/docker-compose.yml
+COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format preflight prometheus demo seed status clean
+.PHONY: install test lint format preflight prometheus demo seed status up down logs ps compose-seed clean
 
 install: $(VENV)/.installed
 
@@ -39,11 +42,31 @@ demo: install preflight
 	$(PY) -m scheduler_seed.demo --scope $(SCOPE)
 
 # Post the first message of every job of deploy/jobs/$(SCOPE).toml (idempotent: one chain per job).
+# No Docker needed: uses AMQP_URL / DATABASE_URL. SEED_ARGS=--prune pauses jobs no longer in the file.
 seed: install
-	$(PY) -m scheduler_seed seed --scope $(SCOPE)
+	$(PY) -m scheduler_seed seed --scope $(SCOPE) --file deploy/jobs/$(SCOPE).toml $(SEED_ARGS)
 
 status: install
 	$(PY) -m scheduler_seed status --scope $(SCOPE)
+
+# Docker Compose (needs a Docker engine): infrastructure + the PROFILE's seeder and workers.
+up:
+	$(COMPOSE) up -d --build
+
+# Stops every profile's containers; `make down V=1` also deletes the volumes.
+down:
+	docker compose -f $(COMPOSE_FILE) --profile mock --profile real down $(if $(V),--volumes)
+
+# `make logs PROFILE=real SERVICE=trading-real`
+logs:
+	$(COMPOSE) logs -f --tail=200 $(SERVICE)
+
+ps:
+	$(COMPOSE) ps
+
+# Reseed inside the running stack.
+compose-seed:
+	docker compose -f $(COMPOSE_FILE) --profile $(SCOPE) run --rm seeder-$(SCOPE)
 
 format: install
 	$(VENV)/bin/ruff format .

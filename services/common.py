@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiormq.exceptions
 import structlog
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +22,7 @@ from services.clients.config import ClientConfig
 from services.mock_executor import MockParams, mock_run
 from shared.errors import ConfigError
 from shared.messages import describe_validation_error
+from shared.metrics import Metrics
 from shared.registry import HandlerFn
 from shared.settings import Settings
 from shared.worker import Worker
@@ -56,11 +56,15 @@ class ServiceSpec:
 
 
 def make_worker(
-    spec: ServiceSpec, settings: Settings | None = None, config: ClientConfig | None = None, **worker_kw: object
+    spec: ServiceSpec,
+    settings: Settings | None = None,
+    config: ClientConfig | None = None,
+    metrics: Metrics | None = None,
 ) -> Worker:
-    """A Worker serving the spec's queues with mock or real handlers, by `settings.mode`."""
+    """A Worker serving the spec's queues with mock or real handlers, by `settings.mode`. Real handlers are
+    built here, once: a missing or malformed outside-system setting fails now (ConfigError), not at a run."""
     settings = settings or Settings()
-    worker = Worker(spec.name, settings, **worker_kw)  # type: ignore[arg-type]
+    worker = Worker(spec.name, settings, metrics)
     if settings.mode == "mock":
         for queue in spec.queues:
             worker.register(queue, mock_run, MockParams)
@@ -72,20 +76,9 @@ def make_worker(
     return worker
 
 
-def refusal_line(exc: aiormq.exceptions.AMQPError, settings: Settings) -> str:
-    """RabbitMQ's ACCESS_REFUSED as one line an operator can act on."""
-    text = str(exc.args[0]) if exc.args else str(exc)
-    return (
-        f"RabbitMQ refused access: {text}. The user in AMQP_URL ({settings.amqp_url_redacted}) "
-        f"may only use its own scope's resources; SCHEDULER_SCOPE is {settings.scheduler_scope!r}: "
-        "use that scope's user, or give the user permissions on it"
-    )
-
-
 def main(spec: ServiceSpec) -> None:
-    """`python -m services.<name>`: build the worker and run it; configuration and permission errors end the
-    process with one line on stderr and exit code 2, never a traceback."""
-    settings: Settings | None = None
+    """`python -m services.<name>`: build the worker and run it; configuration errors end the process with one
+    line on stderr and exit code 2, never a traceback (a refused permission is handled by Worker.run)."""
     try:
         settings = Settings()
         worker = make_worker(spec, settings)
@@ -95,10 +88,4 @@ def main(spec: ServiceSpec) -> None:
         sys.exit(EXIT_CONFIG)
     except ValidationError as exc:
         print(f"error: {spec.name}: invalid settings: {describe_validation_error(exc)}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    except aiormq.exceptions.ChannelAccessRefused as exc:
-        assert settings is not None
-        line = refusal_line(exc, settings)
-        log.error("worker.access_refused", error=line)
-        print(f"error: {spec.name}: {line}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

@@ -51,7 +51,11 @@ class Publisher:
         self.timeout = timeout
 
     async def _to_queue(self, queue_name: str, message: aio_pika.Message) -> None:
-        await self.channel.default_exchange.publish(message, routing_key=queue_name, timeout=self.timeout)
+        # Through the scope's exchange (delay and retry queues are bound to it under their own names), never the
+        # default exchange: a user whose permissions end at `S.` may write `S.jobs` but not `amq.default`,
+        # through which any queue of any scope could be reached.
+        exchange = await self.channel.get_exchange(topology.exchange_name(self.scope), ensure=False)
+        await exchange.publish(message, routing_key=queue_name, timeout=self.timeout)
 
     async def to_delay(self, message: JobMessage, fire_at: datetime, now: datetime) -> None:
         """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue."""

@@ -226,8 +226,11 @@ async def declare_job(
     the channel is then closed by RabbitMQ, so give this a dedicated declaration channel.
     """
     await declare_work_queue(channel, scope, queue, queue_type)
-    await _declare_queue(channel, delay_queue_spec(scope, job_id, queue, queue_type))
-    await _declare_queue(channel, retry_queue_spec(scope, job_id, queue, queue_type))
+    for make_spec in (delay_queue_spec, retry_queue_spec):
+        spec = make_spec(scope, job_id, queue, queue_type)
+        declared = await _declare_queue(channel, spec)
+        # Bound under its own name, so chain and retry messages are published through `S.jobs` (see Publisher).
+        await declared.bind(exchange_name(scope), routing_key=spec.name)
 
 
 # -- deletion (I/O) ---------------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class Watchdog:
         self.retention_days = retention_days
         self.clock = clock
         self.active = False
-        self._last_prune = 0.0
+        self._last_prune = float("-inf")  # prune on the first active pass
 
     async def run(self) -> None:
         """Forever: hold a dedicated connection, try to become the active watchdog, do a pass, sleep."""

@@ -28,6 +28,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
+import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
@@ -49,6 +50,16 @@ from shared.watchdog import Watchdog
 
 log = structlog.get_logger("shared.worker")
 VERSION = "0.1.0"
+
+
+def refusal_line(exc: aiormq.exceptions.AMQPError, settings: Settings) -> str:
+    """RabbitMQ's ACCESS_REFUSED as one line an operator can act on."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return (
+        f"RabbitMQ refused access: {text}. The user in AMQP_URL ({settings.amqp_url_redacted}) "
+        f"may only use its own scope's resources; SCHEDULER_SCOPE is {settings.scheduler_scope!r}: "
+        "use that scope's user, or give the user permissions on it"
+    )
 
 
 class Worker:
@@ -86,6 +97,11 @@ class Worker:
         except TopologyMismatch as exc:
             log.error("worker.topology_mismatch", error=str(exc))
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except aiormq.exceptions.ChannelAccessRefused as exc:  # a configuration error: retrying cannot fix it
+            line = refusal_line(exc, self.settings)
+            log.error("worker.access_refused", error=line)
+            print(f"error: {self.service}: {line}", file=sys.stderr)
             sys.exit(2)
 
     def stop(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.candles import Signal, breakout_signal, closed_candle_open, through_closed, timeframe_seconds
-from services.clients.broker import Broker, HttpBroker
+from services.clients.broker import Broker, HttpBroker, Side
 from services.clients.config import ClientConfig
 from services.clients.market import HttpMarketData, MarketData
 from services.trading.orders import DEFAULT_KEY_TTL_SEC, place_once
@@ -59,9 +59,10 @@ async def run_cycle(ctx: RunContext, params: CycleParams, market: MarketData, br
             ctx.log.info("trading.signal", ticker=ticker, candle_ts=candle_ts, action=action.value)
             if action is Signal.HOLD:
                 continue
-            qty = held[ticker].qty if action is Signal.SELL else params.order_qty
+            side: Side = "buy" if action is Signal.BUY else "sell"
+            qty = held[ticker].qty if side == "sell" else params.order_qty
             order = await place_once(
-                ctx, broker, ticker=ticker, timeframe=params.timeframe, candle_ts=candle_ts, side="buy" if action is Signal.BUY else "sell",
+                ctx, broker, ticker=ticker, timeframe=params.timeframe, candle_ts=candle_ts, side=side,
                 qty=qty, reason="breakout", key_ttl_sec=params.key_ttl_sec,
             )  # fmt: skip
             placed += order is not None

@@ -196,7 +196,8 @@ async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> dat
     """claimed -> running, stamping started_at and the lateness (start minus slot)."""
     started: datetime = await conn.fetchval(
         "UPDATE scheduler.job_runs SET status = 'running', worker = $2, started_at = clock_timestamp(),"
-        " lateness_ms = (extract(epoch FROM clock_timestamp() - scheduled_for) * 1000)::integer"
+        " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - scheduled_for) * 1000,"
+        " -2147483648), 2147483647)::integer"
         " WHERE run_id = $1 RETURNING started_at",
         run_id,
         worker,

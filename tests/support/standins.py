@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,7 +113,10 @@ class StandIn:
 TIMEFRAME_SEC = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400}
 
 
-def flat_then(last_close: float, base: float = 100.0, last_volume: float = 5000.0) -> Callable[[int, bool], dict]:
+Series = Callable[[int, bool], dict[str, float]]  # (candle open time, is it the newest) -> candle
+
+
+def flat_then(last_close: float, base: float = 100.0, last_volume: float = 5000.0) -> Series:
     """A series flat at `base` (high base+1, low base-1, volume 1000) whose newest candle closes at `last_close`."""
 
     def candle(ts: int, newest: bool) -> dict[str, float]:
@@ -126,7 +130,7 @@ def flat_then(last_close: float, base: float = 100.0, last_volume: float = 5000.
             "volume": last_volume if newest else 1000.0,
         }
 
-    return candle  # type: ignore[return-value]
+    return candle
 
 
 BREAKOUT = flat_then(110.0)  # buy signal, volume x5: a scan candidate
@@ -139,9 +143,10 @@ class MarketStandIn(StandIn):
     """Candles on the timeframe's UTC grid up to `end` (or up to `available_until`, to play a late candle)."""
 
     universe: dict[str, list[str]] = field(default_factory=lambda: {"kospi200": ["005930", "000660", "035420"]})
-    series: dict[str, Callable[[int, bool], dict]] = field(default_factory=dict)
-    default_series: Callable[[int, bool], dict] = BREAKOUT
+    series: dict[str, Series] = field(default_factory=dict)
+    default_series: Series = BREAKOUT
     available_until: int | None = None
+    delay_sec: float = 0.0  # a slow API: candle answers wait this long
     subscribed: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,6 +156,7 @@ class MarketStandIn(StandIn):
         if request.method == "GET" and request.path == "/tickers":
             return Answer.json({"tickers": self.universe.get(request.query.get("universe", ""), [])})
         if request.method == "GET" and request.path == "/candles":
+            time.sleep(self.delay_sec)
             return Answer.json({"candles": self._candles(request.query)})
         if request.path == "/subscriptions" and request.method in {"POST", "DELETE"}:
             subscriber, tickers = request.body["subscriber"], set(request.body["tickers"])
