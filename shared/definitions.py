@@ -5,7 +5,6 @@ Validation happens here, at the boundary, with messages an operator can act on: 
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Any, Self
 
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared import schedule
 from shared.errors import ConfigError
-from shared.messages import MAX_PARAMS_BYTES
+from shared.messages import check_params_size
 from shared.names import check_ident
 
 DAY = 86400
@@ -93,10 +92,7 @@ class JobDefinition(BaseModel):
     @field_validator("default_params")
     @classmethod
     def _params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
-        if size > MAX_PARAMS_BYTES:
-            raise ValueError(f"default_params are {size} bytes; the limit is {MAX_PARAMS_BYTES}")
-        return value
+        return check_params_size(value, "default_params")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

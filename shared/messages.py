@@ -41,6 +41,14 @@ class BadMessage(SchedulerError):
         super().__init__(f"{reason}: {self.detail}")
 
 
+def check_params_size(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """Params travel in every message of a job: keep them small (64 KiB as compact JSON)."""
+    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    if size > MAX_PARAMS_BYTES:
+        raise ValueError(f"{what} are {size} bytes; the limit is {MAX_PARAMS_BYTES}")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     aware = aware.astimezone(UTC)
@@ -92,10 +100,7 @@ class JobMessage(BaseModel):
     @field_validator("params")
     @classmethod
     def _params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
-        if size > MAX_PARAMS_BYTES:
-            raise ValueError(f"params are {size} bytes; the limit is {MAX_PARAMS_BYTES}")
-        return value
+        return check_params_size(value, "params")
 
     @property
     def is_chain(self) -> bool:

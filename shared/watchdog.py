@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -45,12 +44,9 @@ def lost_chains(jobs: list[JobRow], live_queues: set[str], now: datetime, lost_a
 
 
 def retry_message(row: runs.RunRow, now: datetime) -> JobMessage:
-    """The next attempt of an abandoned run (same slot, same params), as execution.retry_run_id names it."""
+    """The next attempt of an abandoned run (same slot, same params)."""
     attempt = row.attempt + 1
-    if row.epoch is not None:
-        run_id = schedule.derive_run_id(row.scope, row.job_id, row.epoch, row.scheduled_for, attempt)
-    else:
-        run_id = uuid.uuid5(row.run_id, f"attempt-{attempt}")
+    run_id = schedule.next_attempt_run_id(row.scope, row.job_id, row.epoch, row.scheduled_for, row.run_id, attempt)
     return JobMessage(
         job_id=row.job_id,
         trigger_source=TriggerSource.RETRY,
