@@ -86,6 +86,8 @@ def explain(exc: Exception) -> tuple[int, str]:
         return exc.exit_code, str(exc)
     if isinstance(exc, ConfigError | UnknownJob):
         return EXIT_USAGE, str(exc)
+    if isinstance(exc, ValidationError):  # a value a model refuses, e.g. run-now --params over the size limit
+        return EXIT_USAGE, describe_validation_error(exc).replace("Value error, ", "")
     if isinstance(exc, SchedulerError):  # a topology mismatch and the like: the message says what to do
         return EXIT_FAILED, str(exc)
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):

@@ -43,12 +43,17 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # a pooled connection whose session the server just ended (restart, pg_terminate_backend), handed out
+    # before asyncpg saw the socket close: "cannot switch to state ...; another operation is in progress"
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
 AMQP_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
     aio_pika.exceptions.AMQPException,
+    # a publish on a robust channel that is closed until it reconnects (a RuntimeError, not an AMQPError)
+    aiormq.exceptions.ChannelInvalidStateError,
     ConnectionError,
 )
 
@@ -406,12 +411,22 @@ async def _claimed(
     try:
         if claim.existing is None or claim.existing.next_posted_for is None:
             await post_next(env, conn, job, msg, claim.run.run_id)
-        await delivery.ack()  # 7: before running, so a long run never meets the consumer timeout
+        await ack_claimed(delivery)  # 7: before running, so a long run never meets the consumer timeout
         result = await execution.run_and_record(env, conn, job, msg, claim.run, handler, lock.key is not None)
     finally:
         env.inflight.discard(claim.run.run_id)
     await execution.retry_if_due(env, job, msg, claim.run, result)
     await execution.trigger_downstream(env, job, claim.run, result)
+
+
+async def ack_claimed(delivery: Delivery) -> None:
+    """Ack a message whose slot is claimed (row and lock are ours, the next slot posted). If the channel is gone,
+    RabbitMQ requeues the message and its copy is dropped as a duplicate wherever it lands (the row belongs to a
+    live worker): the run goes on, since the row and the lock, not the message, are its record."""
+    try:
+        await delivery.ack()
+    except AMQP_ERRORS as exc:
+        log.warning("message.ack_failed", error=repr(exc)[:300])
 
 
 async def _not_now(

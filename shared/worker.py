@@ -210,8 +210,8 @@ class Worker:
                 await channel.close()
 
     async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
-        """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only a
-        worker that finds no other live worker on the queue (checked under a per-queue lock) posts it."""
+        """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the
+        earliest-registered live worker on the queue posts it (checked under a per-queue lock)."""
         scope = self.settings.scheduler_scope
         jobs = [j for j in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues) if j.run_on_startup]
         for job in jobs:
@@ -219,7 +219,7 @@ class Worker:
                 continue
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", startup_lock_key(scope, job.queue))
-                if await workers.others_alive_on(conn, scope, job.queue, self.worker_id):
+                if await workers.earlier_alive_on(conn, scope, job.queue, self.worker_id):
                     continue
                 now = utcnow()
                 message = JobMessage(
@@ -242,19 +242,20 @@ class Worker:
             self._consumers.append((queue, tag))
 
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
-        assert self._env is not None
-        task = asyncio.current_task()
-        assert task is not None
-        delivery = Delivery(message, queue)
+        """Hand the message to a task this worker owns. aio-pika cancels the consumer callbacks of a channel that
+        closes: a broker hiccup would otherwise cancel every run in progress, long after its message was acked."""
+        task = asyncio.create_task(self._handle(queue, message), name="delivery")
         self._tasks.add(task)
-        try:
-            async with self._semaphore:
-                if self.stop_event.is_set():
-                    await delivery.nack_requeue()  # not started: another worker (or this one, later) takes it
-                    return
-                await handle_delivery(self._env, delivery)
-        finally:
-            self._tasks.discard(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
+        assert self._env is not None
+        delivery = Delivery(message, queue)
+        async with self._semaphore:
+            if self.stop_event.is_set():
+                await delivery.nack_requeue()  # not started: another worker (or this one, later) takes it
+                return
+            await handle_delivery(self._env, delivery)
 
     async def _drain(self) -> None:
         """Stop consuming; give running handlers the grace period; then cancel them (they record it)."""

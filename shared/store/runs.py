@@ -127,12 +127,22 @@ async def existing(conn: asyncpg.Connection, run: NewRun) -> RunRow | None:
     return None if record is None else RunRow.from_record(record)
 
 
+# A worker is alive while it holds its liveness lock, or while any of its sessions is connected (its pool, the
+# run-lock holders and the watchdog all carry the worker id as application_name). After PostgreSQL restarts,
+# the liveness connection may come back after the pool: a worker running a slot meanwhile is not dead, and
+# taking it for dead would retry (run again) a slot that is running or has just succeeded.
+ALIVE_SQL = (
+    "(scheduler.advisory_lock_held({w}.lock_key) OR EXISTS (SELECT 1 FROM pg_stat_activity s"
+    " WHERE s.application_name = left({w}.worker_id, 63)))"
+)
+
+
 async def worker_alive(conn: asyncpg.Connection, worker_id: str | None) -> bool:
-    """True while the worker holds its liveness lock (PostgreSQL drops it the moment the process dies)."""
+    """True while the worker holds its liveness lock or has a session (PostgreSQL ends both when it dies)."""
     if worker_id is None:
         return False
     alive = await conn.fetchval(
-        "SELECT scheduler.advisory_lock_held(lock_key) FROM scheduler.workers WHERE worker_id = $1", worker_id
+        f"SELECT {ALIVE_SQL.format(w='w')} FROM scheduler.workers w WHERE w.worker_id = $1", worker_id
     )
     return bool(alive)
 
@@ -258,7 +268,7 @@ async def abandon_orphans(conn: asyncpg.Connection, scope: str) -> list[RunRow]:
             SELECT r.run_id FROM scheduler.job_runs r
             LEFT JOIN scheduler.workers w ON w.worker_id = r.worker
             WHERE r.scope = $1 AND r.status IN ('claimed', 'running')
-              AND (w.worker_id IS NULL OR NOT scheduler.advisory_lock_held(w.lock_key))
+              AND (w.worker_id IS NULL OR NOT {ALIVE_SQL.format(w="w")})
             FOR UPDATE OF r SKIP LOCKED
         )
         UPDATE scheduler.job_runs r SET status = 'abandoned', finished_at = clock_timestamp(),

@@ -46,10 +46,17 @@ async def live_queues(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> se
     return {r["q"] for r in records}
 
 
-async def others_alive_on(conn: asyncpg.Connection, scope: str, queue: str, worker_id: str) -> bool:
+async def earlier_alive_on(conn: asyncpg.Connection, scope: str, queue: str, worker_id: str) -> bool:
+    """True when another live worker on `queue` registered before this one (ties broken by id).
+
+    Replicas that boot together agree on exactly one first worker, and a replica restarted beside a running one
+    is never first: that is "once per boot of the service, not once per replica".
+    """
     found = await conn.fetchval(
-        "SELECT true FROM scheduler.workers WHERE scope = $1 AND $2 = ANY(queues) AND worker_id <> $3"
-        " AND scheduler.advisory_lock_held(lock_key) LIMIT 1",
+        "SELECT true FROM scheduler.workers o, scheduler.workers me"
+        " WHERE me.worker_id = $3 AND o.scope = $1 AND $2 = ANY(o.queues) AND o.worker_id <> me.worker_id"
+        " AND (o.started_at, o.worker_id) < (me.started_at, me.worker_id)"
+        " AND scheduler.advisory_lock_held(o.lock_key) LIMIT 1",
         scope,
         queue,
         worker_id,
