@@ -409,14 +409,27 @@ async def _claimed(
         return
     env.inflight.add(claim.run.run_id)
     try:
-        if claim.existing is None or claim.existing.next_posted_for is None:
-            await post_next(env, conn, job, msg, claim.run.run_id)
+        try:
+            if claim.existing is None or claim.existing.next_posted_for is None:
+                await post_next(env, conn, job, msg, claim.run.run_id)
+        except BaseException:
+            await unclaim(env, claim.run.run_id)
+            raise
         await ack_claimed(delivery)  # 7: before running, so a long run never meets the consumer timeout
         result = await execution.run_and_record(env, conn, job, msg, claim.run, handler, lock.key is not None)
     finally:
         env.inflight.discard(claim.run.run_id)
     await execution.retry_if_due(env, job, msg, claim.run, result)
     await execution.trigger_downstream(env, job, claim.run, result)
+
+
+async def unclaim(env: Env, run_id: uuid.UUID) -> None:
+    """The slot is claimed but the next slot could not be posted: the message goes back to the queue. Give the
+    claim up (best effort, on a fresh connection) so the copy takes the slot over wherever it lands; kept by a
+    live worker, the claim would block the slot for good (its copy is dropped as a duplicate of a live owner)."""
+    with contextlib.suppress(Exception):
+        async with env.pool.acquire(timeout=5) as conn:
+            await runs.release_claim(conn, run_id, env.worker_id)
 
 
 async def ack_claimed(delivery: Delivery) -> None:

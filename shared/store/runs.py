@@ -159,6 +159,17 @@ async def take_over(conn: asyncpg.Connection, run_id: uuid.UUID, dead_worker: st
     return bool(status.endswith(" 1"))
 
 
+async def release_claim(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
+    """Give up a claim whose run never started: with no owner, the next copy of the message takes it over
+    (and the watchdog abandons it if no copy comes)."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs SET worker = NULL WHERE run_id = $1 AND worker = $2 AND status = 'claimed'",
+        run_id,
+        worker,
+    )
+    return bool(status.endswith(" 1"))
+
+
 async def promote_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
     """A buffered slot whose lock came free: it becomes ours to run. Exactly one taker wins."""
     status = await conn.execute(
