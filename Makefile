@@ -9,7 +9,7 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format preflight prometheus demo seed status up down logs ps compose-seed clean
+.PHONY: install test lint format preflight prometheus demo seed status chaos up down logs ps compose-seed clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,15 @@ seed: install
 
 status: install
 	$(PY) -m scheduler_seed status --scope $(SCOPE)
+
+# Fault-injection soak on private RabbitMQ and PostgreSQL instances (the machine's servers are not touched):
+# `make chaos DURATION=300 JOBS=30`. Writes a JSON report and a table under /tmp/chaos-<time>/; exits non-zero
+# on any violation. Needs root (it starts PostgreSQL as the postgres user).
+DURATION ?= 300
+JOBS ?= 30
+CHAOS_ARGS ?=
+chaos: install
+	$(PY) -m tests.chaos --duration $(DURATION) --jobs $(JOBS) $(CHAOS_ARGS)
 
 # Docker Compose (needs a Docker engine): infrastructure + the PROFILE's seeder and workers.
 up:

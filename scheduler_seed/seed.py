@@ -91,6 +91,9 @@ async def execute(args: argparse.Namespace, session: Session) -> int:
     now = datetime.now(UTC)
     rows = []
     for definition in definitions:
+        # the clock of each job's own seeding: with one `now` for the whole file, the last jobs of a long file
+        # would get a first slot already past, run late, and count their next slot from then (skipping one)
+        now = datetime.now(UTC)
         result = await seeding.seed_job(conn, channel, publisher, session.scope, definition, now)
         rows.append(seeded_row(definition, result, before.get(definition.job_id), now))
     print(render.table(["JOB", "QUEUE", "DEFINITION", "EPOCH", "FIRST SLOT", "SCHEDULE"], rows))

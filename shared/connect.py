@@ -47,6 +47,7 @@ async def wait_for(
             TimeoutError,
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a session the server ended while the pool still held it
             aio_pika.exceptions.AMQPException,
             ConnectionError,
         ) as exc:

@@ -20,6 +20,7 @@ from shared import chain, connect, schedule
 from shared.locks import watchdog_lock_key
 from shared.messages import JobMessage, TriggerSource
 from shared.metrics import Metrics
+from shared.protocol import AMQP_ERRORS
 from shared.publisher import Publisher
 from shared.store import idempotency, runs, workers
 from shared.store import jobs as jobs_store
@@ -126,8 +127,23 @@ class Watchdog:
             retry = job is not None and row.attempt < job.max_attempts and (row.epoch in (None, job.epoch))
             log.warning("run.abandoned", job_id=row.job_id, run_id=str(row.run_id), dead_worker=row.worker, retry=retry)
             if retry:
-                await self.publisher.to_retry(retry_message(row, self.clock()), 0.0)
+                await self.publish_retry(retry_message(row, self.clock()))
                 self.metrics.retries.labels(self.scope, row.job_id).inc()
+
+    async def publish_retry(self, message: JobMessage) -> None:
+        """The row is abandoned already (committed): publish its retry until the broker takes it. A run abandoned
+        during a broker restart would otherwise lose its retry to the first publish on a closed channel."""
+        delay = 0.5
+        while True:
+            try:
+                await self.publisher.to_retry(message, 0.0)
+                return
+            except AMQP_ERRORS as exc:
+                log.warning(
+                    "watchdog.retry_publish_failed", job_id=message.job_id, error=repr(exc)[:300], retry_in_sec=delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def reseed_lost(self, conn: asyncpg.Connection) -> None:
         now = self.clock()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -38,7 +39,7 @@ from shared.liveness import Liveness
 from shared.locks import startup_lock_key
 from shared.messages import JobMessage, TriggerSource
 from shared.metrics import Metrics, keep_job_metrics, serve
-from shared.protocol import Delivery, Env, handle_delivery, utcnow
+from shared.protocol import AMQP_ERRORS, DB_ERRORS, Delivery, Env, handle_delivery, utcnow
 from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
 from shared.seeding import declare_for
@@ -125,10 +126,37 @@ class Worker:
             if server is not None:
                 stack.callback(server.server_close)
                 stack.callback(server.shutdown)
-            await self._start(stack)
+            if not await self._start_until_up(stack):
+                return  # stopped before it was up
             self.ready.set()
             await self.stop_event.wait()
             await self._drain()
+
+    async def _start_until_up(self, outer: AsyncExitStack) -> bool:
+        """Start; when RabbitMQ or PostgreSQL goes away half-way (both restart during a deploy), close what was
+        opened and start again after a back-off: a worker never exits because a dependency blinked while it
+        started. A refused user or a topology mismatch still ends it: retrying cannot fix those."""
+        attempt = 0
+        while not self.stop_event.is_set():
+            attempt += 1
+            stack = AsyncExitStack()
+            try:
+                await self._start(stack)
+            except aiormq.exceptions.ChannelAccessRefused:
+                await stack.aclose()
+                raise
+            except (*DB_ERRORS, *AMQP_ERRORS) as exc:
+                await stack.aclose()
+                delay = connect.backoff(attempt, self.settings.dependency_retry_max_sec, random.random())
+                log.warning("worker.start_interrupted", error=f"{type(exc).__name__}: {exc}"[:300], retry_in_sec=delay)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                await stack.aclose()
+                raise
+            outer.push_async_callback(stack.aclose)
+            return True
+        return False
 
     def _up(self, dependency: str) -> Any:
         return lambda ok: self.metrics.dependency_up.labels(dependency).set(1 if ok else 0)

@@ -271,23 +271,36 @@ async def recent(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: st
     return records
 
 
-async def abandon_orphans(conn: asyncpg.Connection, scope: str) -> list[RunRow]:
-    """Mark claimed/running rows whose worker is dead as abandoned; returns them (the watchdog retries some)."""
+RELEASED_CLAIM_GRACE_SEC = 60.0
+
+
+async def abandon_orphans(
+    conn: asyncpg.Connection, scope: str, released_grace_sec: float = RELEASED_CLAIM_GRACE_SEC
+) -> list[RunRow]:
+    """Mark claimed/running rows whose worker is dead as abandoned; returns them (the watchdog retries some).
+
+    A claim given back (`release_claim`, no worker) is left alone for `released_grace_sec`: its message went back to
+    the queue and a copy normally takes the slot over within moments (after a broker restart, once it is back).
+    Abandoned at once, the slot would be recorded as not run although its message was on its way to a worker.
+    """
     records = await conn.fetch(
         f"""
         WITH dead AS (
             SELECT r.run_id FROM scheduler.job_runs r
             LEFT JOIN scheduler.workers w ON w.worker_id = r.worker
             WHERE r.scope = $1 AND r.status IN ('claimed', 'running')
-              AND (w.worker_id IS NULL OR NOT {ALIVE_SQL.format(w="w")})
+              AND CASE WHEN r.worker IS NULL THEN r.claimed_at < clock_timestamp() - make_interval(secs => $2)
+                       ELSE w.worker_id IS NULL OR NOT {ALIVE_SQL.format(w="w")} END
             FOR UPDATE OF r SKIP LOCKED
         )
         UPDATE scheduler.job_runs r SET status = 'abandoned', finished_at = clock_timestamp(),
-            error = 'worker ' || coalesce(r.worker, '?') || ' died during the run'
+            error = CASE WHEN r.worker IS NULL THEN 'claim given back and not taken over'
+                         ELSE 'worker ' || r.worker || ' died during the run' END
         FROM dead WHERE r.run_id = dead.run_id AND r.status IN ('claimed', 'running')
         RETURNING {", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))}
         """,
         scope,
+        released_grace_sec,
     )
     rows = [RunRow.from_record(r) for r in records]
     for row in rows:
