@@ -9,7 +9,7 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format preflight prometheus demo seed status chaos up down logs ps compose-seed clean
+.PHONY: install install-bench test lint format preflight prometheus demo seed status chaos bench up down logs ps compose-seed clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,20 @@ JOBS ?= 30
 CHAOS_ARGS ?=
 chaos: install
 	$(PY) -m tests.chaos --duration $(DURATION) --jobs $(JOBS) $(CHAOS_ARGS)
+
+# Benchmark (tests/bench, the `bench` extra: APScheduler, Celery, matplotlib, psutil, py-spy) against the local
+# RabbitMQ and PostgreSQL; writes bench-results/<UTC time>/results.{json,md}, samples.json and lateness.png.
+# About 30 minutes in full; `make bench BENCH_ARGS=--quick` is a one-minute smoke run whose numbers mean nothing.
+# `BENCH_ARGS="--only lateness --jobs 500 --workers 1 --profile"` runs one scenario under py-spy.
+BENCH_ARGS ?=
+install-bench: $(VENV)/.installed-bench
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: install-bench preflight
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 # Docker Compose (needs a Docker engine): infrastructure + the PROFILE's seeder and workers.
 up:

@@ -1,22 +1,25 @@
 """A job's chain: the one live message that carries it to its next slot.
 
 Every path that extends the chain (a worker posting the next slot) or replaces it (seed, resume, set, the
-watchdog's reseed) holds the job's chain lock for a short transaction, re-reads the epoch under it, and
-publishes with confirms before committing. So a delay queue never holds two live messages: per-message TTL
-only expires at the head of a queue, and a second message would wait behind the first.
+watchdog's reseed) holds the job's chain lock, re-reads the epoch under it, and publishes with confirms before
+letting go. So a delay queue never holds two live messages: per-message TTL only expires at the head of a
+queue, and a second message would wait behind the first. Replacing holds it for a transaction; extending, the
+hot path, holds it on the session for two round trips (take + read, then record + release).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
+from dataclasses import replace as replace_field
 from datetime import datetime
 
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import schedule, topology
-from shared.locks import chain_lock
+from shared.locks import CONNECTION_ERRORS, chain_lock, chain_lock_key, enter_chain, unlock
 from shared.messages import JobMessage, TriggerSource
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
@@ -28,6 +31,7 @@ from shared.store.jobs import JobRow
 class Slot:
     scheduled_for: datetime  # the nominal slot: the run's identity
     fire_at: datetime  # slot plus the job's deterministic jitter: when the message should arrive
+    run_started_at: datetime | None = None  # when `extend` also started the run that posted this slot
 
 
 def next_slot(job: JobRow, after: datetime) -> Slot | None:
@@ -59,22 +63,31 @@ async def extend(
     after: datetime,
     now: datetime,
     run_id: uuid.UUID | None = None,
+    start_worker: str | None = None,
 ) -> Slot | None:
     """Post the slot after `after` if the chain is still at `epoch` and enabled. Returns the slot, or None
-    when the chain moved on (stale: someone reseeded, paused or re-timed the job meanwhile)."""
+    when the chain moved on (stale: someone reseeded, paused or re-timed the job meanwhile). With `run_id`
+    the run that posted it is recorded as having done so; with `start_worker` too, that run is also marked
+    running in the same statement (its start time is then in the returned slot)."""
     slot = next_slot(job, after)
     if slot is None:
         return None
-    async with conn.transaction():
-        await chain_lock(conn, job.scope, job.job_id)
-        state = await jobs_store.chain_state(conn, job.scope, job.job_id)
-        if state is None or state != (epoch, True):
+    key = chain_lock_key(job.scope, job.job_id)
+    released = False
+    try:
+        if await enter_chain(conn, job.scope, job.job_id) != (epoch, True):
             return None
         await publisher.to_delay(chain_message(job, epoch, slot, now), slot.fire_at, now)
-        await jobs_store.set_next_due(conn, job.scope, job.job_id, slot.fire_at)
-        if run_id is not None:
-            await runs.set_next_posted(conn, run_id, slot.scheduled_for)
-    return slot
+        started = await runs.record_posted(
+            conn, job.scope, job.job_id, slot.fire_at, run_id, slot.scheduled_for, key, start_worker
+        )
+        released = True
+    finally:
+        if not released:
+            # a connection that is gone took the lock with it
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await unlock(conn, key)
+    return slot if started is None else replace_field(slot, run_started_at=started)
 
 
 async def purge_delay_queue(channel: AbstractChannel, scope: str, job_id: str) -> None:
@@ -92,11 +105,11 @@ async def replace(
     """
     async with conn.transaction():
         await chain_lock(conn, job.scope, job.job_id)
-        epoch = await jobs_store.bump_epoch(conn, job.scope, job.job_id)
+        current = await jobs_store.bump_epoch_row(conn, job.scope, job.job_id)
+        epoch = current.epoch
         await purge_delay_queue(channel, job.scope, job.job_id)
-        current = await jobs_store.get_job(conn, job.scope, job.job_id)
-        slot = next_slot(current, now) if current and current.enabled and current.has_chain else None
-        if current is not None and slot is not None:
+        slot = next_slot(current, now) if current.enabled and current.has_chain else None
+        if slot is not None:
             await publisher.to_delay(chain_message(current, epoch, slot, now), slot.fire_at, now)
         await jobs_store.set_next_due(conn, job.scope, job.job_id, None if slot is None else slot.fire_at)
     return epoch, slot

@@ -28,7 +28,7 @@ from shared.store.jobs import JobRow
 from shared.store.runs import NewRun, RunStatus
 
 if TYPE_CHECKING:
-    from shared.protocol import Env
+    from shared.protocol import Env, Lock
 
 log = structlog.get_logger("shared.execution")
 T = TypeVar("T")
@@ -92,21 +92,31 @@ def make_context(env: Env, job: JobRow, msg: JobMessage, run: NewRun) -> RunCont
 
 
 async def run_and_record(
-    env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, run: NewRun, handler: Handler, locked: bool
+    env: Env,
+    conn: asyncpg.Connection,
+    job: JobRow,
+    msg: JobMessage,
+    run: NewRun,
+    handler: Handler,
+    lock: Lock,
+    started: datetime | None = None,
 ) -> RunResult:
-    """Step 8: mark running, run the handler with merged and validated params under the timeout, record."""
-    started = await runs.start(conn, run.run_id, env.worker_id)
+    """Step 8: mark running (unless step 6 did: `started`), run the handler with merged and validated params
+    under the timeout, record. The record also releases the run lock (step 10), unless a sync handler's thread
+    outlives its timeout: then the lock is kept until that thread is done and the caller releases it."""
+    if started is None:
+        started = await runs.start(conn, run.run_id, env.worker_id)
     lateness = (started - fire_time(job, msg)).total_seconds()
-    env.metrics.start_lateness.labels(env.scope, job.job_id, msg.trigger_source.value).observe(max(0.0, lateness))
+    env.series(env.metrics.start_lateness, env.scope, job.job_id, msg.trigger_source.value).observe(max(0.0, lateness))
     log.info("run.started", lateness_ms=round(lateness * 1000, 1), scheduled_for=msg.scheduled_for.isoformat())
     ctx = make_context(env, job, msg, run)
-    running = env.metrics.running.labels(env.scope, job.job_id)
+    running = env.series(env.metrics.running, env.scope, job.job_id)
     running.inc()
     t0 = time.monotonic()
     leftover: list[asyncio.Future[Any]] = []
     try:
         status, error, retryable = await _invoke(
-            env, conn, handler, ctx, {**job.default_params, **msg.params}, locked, leftover
+            env, conn, handler, ctx, {**job.default_params, **msg.params}, lock.key is not None, leftover
         )
     except asyncio.CancelledError:
         result = RunResult(RunStatus.ABANDONED, "cancelled: the worker shut down before the run finished", _ms(t0))
@@ -116,7 +126,7 @@ async def run_and_record(
     finally:
         running.dec()
     result = RunResult(status, error, _ms(t0), retryable)
-    await _finish(env, job, msg, run, result)
+    await _finish(env, job, msg, run, result, conn, None if leftover else lock)
     for future in leftover:  # a sync handler past its timeout: keep the lock until its thread is really done
         log.warning("run.waiting_for_sync_handler_thread")
         with contextlib.suppress(BaseException):
@@ -205,18 +215,52 @@ async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftov
         raise
 
 
-async def _finish(env: Env, job: JobRow, msg: JobMessage, run: NewRun, result: RunResult) -> None:
-    async def write() -> None:
-        async with env.pool.acquire() as conn:
-            await runs.finish(conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at)
+async def _finish(
+    env: Env,
+    job: JobRow,
+    msg: JobMessage,
+    run: NewRun,
+    result: RunResult,
+    conn: asyncpg.Connection | None = None,
+    lock: Lock | None = None,
+) -> None:
+    """Record the outcome: on the run's own connection, releasing `lock` in the same statement; if that
+    connection is gone (and the lock with it), on a pool connection, retried until it is written."""
 
-    await persist(env, "run.finish", write)
-    env.metrics.runs.labels(env.scope, job.job_id, result.status.value, msg.trigger_source.value).inc()
-    env.metrics.run_duration.labels(env.scope, job.job_id).observe(result.duration_ms / 1000)
+    async def write() -> None:
+        async with env.pool.acquire() as pooled:
+            await runs.finish(pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at)
+
+    if not await _finish_on(env, conn, run, result, lock):
+        await persist(env, "run.finish", write)
+    env.series(env.metrics.runs, env.scope, job.job_id, result.status.value, msg.trigger_source.value).inc()
+    env.series(env.metrics.run_duration, env.scope, job.job_id).observe(result.duration_ms / 1000)
     if result.status is RunStatus.SUCCEEDED:
         env.metrics.observe_success(env.scope, job.job_id, time.time())
     level = "info" if result.status is RunStatus.SUCCEEDED else "warning"
     getattr(log, level)("run.finished", status=result.status.value, duration_ms=result.duration_ms, error=result.error)
+
+
+async def _finish_on(
+    env: Env, conn: asyncpg.Connection | None, run: NewRun, result: RunResult, lock: Lock | None
+) -> bool:
+    from shared.protocol import DB_ERRORS
+
+    if conn is None:
+        return False
+    key = None if lock is None else lock.key
+    try:
+        if conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
+            return False
+        await runs.finish(
+            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key
+        )
+    except DB_ERRORS as exc:
+        log.warning("run.finish_retrying", error=error_text(exc))
+        return False
+    if lock is not None:
+        lock.key = None  # released by that statement
+    return True
 
 
 def retry_run_id(env: Env, msg: JobMessage, run: NewRun) -> uuid.UUID:

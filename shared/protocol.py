@@ -6,6 +6,11 @@
 
 `handle_delivery` strings them together and is the only entry point. It never raises: the consumer never
 dies on input, and a dependency that is down makes the message come back later, never vanish.
+
+A chain message whose job row this worker read before (same epoch) skips the read of step 2: the row is
+confirmed by the lock statement of step 4, which reads the row's version in the same round trip. Nothing is
+written, published, parked or acked on a row before it is confirmed; a row that changed meanwhile is read
+again and the message goes through every step on the fresh row.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import asyncpg
 import structlog
 
 from shared import chain, execution, schedule
-from shared.locks import run_lock_keys, try_lock_any, unlock
+from shared.locks import run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, TriggerSource, parse_message
 from shared.metrics import Metrics
 from shared.publisher import Publisher
 from shared.registry import Handler, Registry
 from shared.store import jobs as jobs_store
 from shared.store import runs
-from shared.store.jobs import JobRow
+from shared.store.jobs import JobCache, JobRow
 from shared.store.runs import NewRun, RunRow, RunStatus
 
 log = structlog.get_logger("shared.protocol")
@@ -78,6 +83,16 @@ class Env:
     inflight: set[uuid.UUID] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     dependency_backoff_sec: float = 1.0
+    jobs: JobCache = field(default_factory=JobCache)
+    _series: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
+
+    def series(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set: the per-run metrics cost a dict lookup."""
+        key = (id(metric), labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
 
 
 class Delivery:
@@ -153,9 +168,16 @@ async def drop(env: Env, delivery: Delivery, reason: str, **kw: Any) -> None:
 async def lookup_job(env: Env, conn: asyncpg.Connection, delivery: Delivery, msg: JobMessage) -> JobRow | None:
     """The job row, or None after parking (unknown job, wrong queue) or dropping (disabled, stale, expired)."""
     job = await jobs_store.get_job(conn, env.scope, msg.job_id)
+    if job is not None and msg.epoch is not None and msg.epoch > job.epoch:
+        # An epoch the row has not reached: the reseed that posted this message has not committed yet (a short
+        # delay expires before it does). It holds the chain lock until then: wait for it, read the row again.
+        await wait_for_chain(conn, env.scope, msg.job_id)
+        job = await jobs_store.get_job(conn, env.scope, msg.job_id)
     if job is None:
+        env.jobs.forget(msg.job_id)
         await park(env, delivery, "unknown_job", f"no job {msg.job_id!r} in scope {env.scope!r}")
         return None
+    env.jobs.put(job)
     if job.queue != delivery.queue:
         await park(env, delivery, "wrong_queue", f"job {job.job_id!r} is served by queue {job.queue!r}")
         return None
@@ -170,6 +192,17 @@ async def lookup_job(env: Env, conn: asyncpg.Connection, delivery: Delivery, msg
         await drop(env, delivery, "expired", job_id=job.job_id)
         return None
     return job
+
+
+def cached_job(env: Env, delivery: Delivery, msg: JobMessage) -> JobRow | None:
+    """The row read for an earlier message, if `lookup_job` would let this message through on it: a chain
+    message of the row's epoch, for an enabled job served by this queue. Unconfirmed until step 4."""
+    if not msg.is_chain:
+        return None
+    job = env.jobs.get(msg.job_id)
+    if job is None or job.epoch != msg.epoch or not job.enabled or job.queue != delivery.queue:
+        return None
+    return None if msg.is_expired(env.clock()) else job
 
 
 def runs_when_paused(msg: JobMessage) -> bool:
@@ -203,12 +236,17 @@ def new_run(env: Env, job: JobRow, msg: JobMessage) -> NewRun:
 # -- 3. misfire ------------------------------------------------------------------------------------------------
 
 
+def misfired(env: Env, job: JobRow, msg: JobMessage) -> bool:
+    """A chain message later than the job's grace (plus its jitter)."""
+    return msg.is_chain and schedule.is_misfire(msg.scheduled_for, env.clock(), job.misfire_grace_sec + job.jitter_sec)
+
+
 async def handle_misfire(env: Env, conn: asyncpg.Connection, delivery: Delivery, job: JobRow, msg: JobMessage) -> bool:
     """A chain message later than the grace: record skipped_misfire and post the next slot counted from now
     (no burst of catch-up runs). True when the message was handled here."""
-    now = env.clock()
-    if not msg.is_chain or not schedule.is_misfire(msg.scheduled_for, now, job.misfire_grace_sec + job.jitter_sec):
+    if not misfired(env, job, msg):
         return False
+    now = env.clock()
     run = new_run(env, job, msg)
     if await runs.claim(conn, run, RunStatus.SKIPPED_MISFIRE, env.worker_id):
         env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_MISFIRE, msg.trigger_source).inc()
@@ -221,45 +259,54 @@ async def handle_misfire(env: Env, conn: asyncpg.Connection, delivery: Delivery,
 # -- 4. lock ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lock:
-    key: int | None  # the session advisory lock held on the run's connection, if any
+    key: int | None  # the session advisory lock held on the run's connection, if any; None once released
     needed: bool  # False for overlap=allow_all
+    stale: bool = False  # the job row the lock was asked for has changed since it was read: decide again
+    claimed: bool | None = None  # step 5's usual insert, done with the lock: None when it was not attempted
 
     @property
     def free(self) -> bool:
         return self.key is not None or not self.needed
 
 
-async def take_lock(conn: asyncpg.Connection, job: JobRow) -> Lock:
-    """One of the job's (or lock group's) `max_parallel` slots, held on `conn` for the whole run."""
-    if job.overlap == "allow_all":
-        return Lock(key=None, needed=False)
-    key = await try_lock_any(conn, run_lock_keys(job.scope, job.lock_name, job.max_parallel))
-    return Lock(key=key, needed=True)
+async def take_lock(env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun, confirm: bool = False) -> Lock:
+    """One of the job's (or lock group's) `max_parallel` slots, held on `conn` for the whole run. The same
+    round trip reads the job row's version (with `confirm`, a row that changed since `job` was read makes the
+    lock `stale`, and nothing is claimed) and, the lock being free, does step 5's usual case: `run` inserted
+    as claimed (`claimed` says whether the slot was free)."""
+    needed = job.overlap != "allow_all"
+    keys = run_lock_keys(job.scope, job.lock_name, job.max_parallel) if needed else []
+    expected = job.version if confirm else None
+    key, version, inserted = await runs.lock_and_claim(conn, keys, needed, run, env.worker_id, expected)
+    stale = confirm and version != job.version
+    lock = Lock(key=key, needed=needed, stale=stale)
+    if lock.free and not stale:
+        lock.claimed = inserted
+    return lock
 
 
 async def release(conn: asyncpg.Connection, lock: Lock) -> None:
     if lock.key is not None:
+        key, lock.key = lock.key, None
         with contextlib.suppress(*DB_ERRORS):
-            await unlock(conn, lock.key)
+            await unlock(conn, key)
 
 
 # -- 5. claim --------------------------------------------------------------------------------------------------
 
 
-async def claim_slot(env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, lock: Lock) -> Claim:
-    """Insert the run row with a deterministic id; decide what an existing row means."""
-    run = new_run(env, job, msg)
-    if lock.free:
-        status = RunStatus.CLAIMED
-    elif job.overlap == "buffer_one" and not await runs.has_waiter(conn, env.scope, job.job_id):
-        status = RunStatus.BUFFERED
-    else:
-        status = RunStatus.SKIPPED_LOCKED
-    if await runs.claim(conn, run, status, env.worker_id):
-        verdict = {RunStatus.CLAIMED: Verdict.RUN, RunStatus.BUFFERED: Verdict.BUFFERED}.get(status, Verdict.SKIPPED)
-        return Claim(verdict, run)
+async def claim_slot(env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun, lock: Lock) -> Claim:
+    """Insert the run row with a deterministic id (with the lock free, step 4 already tried); decide what an
+    existing row means."""
+    if lock.claimed:
+        return Claim(Verdict.RUN, run)
+    if lock.claimed is None:  # every lock slot taken: the slot is buffered or skipped, if it has no row yet
+        buffer = job.overlap == "buffer_one" and not await runs.has_waiter(conn, env.scope, job.job_id)
+        status = RunStatus.BUFFERED if buffer else RunStatus.SKIPPED_LOCKED
+        if await runs.claim(conn, run, status, env.worker_id):
+            return Claim(Verdict.BUFFERED if buffer else Verdict.SKIPPED, run)
     existing = await runs.existing(conn, run)
     if existing is None:  # the conflicting row vanished (pruned): treat as a duplicate
         return Claim(Verdict.DROP, run, "duplicate")
@@ -317,14 +364,16 @@ def _fields(run: NewRun) -> dict[str, Any]:
 
 
 async def post_next(
-    env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, run_id: uuid.UUID
+    env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, run_id: uuid.UUID, start: bool = False
 ) -> chain.Slot | None:
     """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
-    depend on the run's length and the chain survives a crash of the run."""
+    depend on the run's length and the chain survives a crash of the run. With `start`, the statement that
+    records the post also marks the run running (step 8's first write, done here to save a round trip)."""
     if not msg.is_chain or not job.has_chain:
         return None
     now = env.clock()
-    slot = await chain.extend(conn, env.publisher, job, job.epoch, max(msg.scheduled_for, now), now, run_id)
+    worker = env.worker_id if start else None
+    slot = await chain.extend(conn, env.publisher, job, job.epoch, max(msg.scheduled_for, now), now, run_id, worker)
     if slot is None:
         log.info("chain.not_extended", reason="epoch_changed")
     return slot
@@ -338,8 +387,8 @@ async def handle_delivery(env: Env, delivery: Delivery) -> None:
     structlog.contextvars.clear_contextvars()
     try:
         await _protocol(env, delivery)
-        env.metrics.dependency_up.labels("postgres").set(1)
-        env.metrics.dependency_up.labels("rabbitmq").set(1)
+        env.series(env.metrics.dependency_up, "postgres").set(1)
+        env.series(env.metrics.dependency_up, "rabbitmq").set(1)
     except DB_ERRORS as exc:
         await _dependency_down(env, delivery, "postgres", exc)
     except AMQP_ERRORS as exc:
@@ -378,27 +427,53 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
         scope=env.scope, trigger_source=msg.trigger_source.value, attempt=msg.attempt
     )
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
+        cached = cached_job(env, delivery, msg)
+        if cached is not None and await _serve(env, conn, delivery, msg, cached, confirmed=False):
+            return
         job = await lookup_job(env, conn, delivery, msg)
-        if job is None:
-            return
-        structlog.contextvars.bind_contextvars(job_id=job.job_id)  # only ids of real jobs become log labels
-        if await handle_misfire(env, conn, delivery, job, msg):
-            return
-        handler = env.registry.resolve(job.job_id, job.queue)
-        if handler is None:
+        if job is not None:
+            await _serve(env, conn, delivery, msg, job, confirmed=True)
+
+
+async def _serve(
+    env: Env, conn: asyncpg.Connection, delivery: Delivery, msg: JobMessage, job: JobRow, confirmed: bool
+) -> bool:
+    """Steps 3-10 on a job row. An unconfirmed (cached) row is only acted on once step 4 has confirmed it:
+    returns False, having done nothing, when it cannot be (it changed, or the message misfired or has no
+    handler: decided on the fresh row instead)."""
+    structlog.contextvars.bind_contextvars(job_id=job.job_id)  # only ids of real jobs become log labels
+    if not confirmed and misfired(env, job, msg):
+        return False
+    if await handle_misfire(env, conn, delivery, job, msg):
+        return True
+    handler = env.registry.resolve(job.job_id, job.queue)
+    if handler is None:
+        if confirmed:
             await park(env, delivery, "no_handler", f"this worker has no handler for queue {job.queue!r}")
-            return
-        lock = await take_lock(conn, job)
-        try:
-            await _claimed(env, conn, delivery, job, msg, lock, handler)
-        finally:
-            await release(conn, lock)
+        return confirmed
+    run = new_run(env, job, msg)
+    lock = await take_lock(env, conn, job, run, confirm=not confirmed)
+    try:
+        if lock.stale:
+            env.jobs.forget(job.job_id)
+            return False
+        await _claimed(env, conn, delivery, job, msg, run, lock, handler)
+        return True
+    finally:
+        await release(conn, lock)
 
 
 async def _claimed(
-    env: Env, conn: asyncpg.Connection, delivery: Delivery, job: JobRow, msg: JobMessage, lock: Lock, handler: Handler
+    env: Env,
+    conn: asyncpg.Connection,
+    delivery: Delivery,
+    job: JobRow,
+    msg: JobMessage,
+    run: NewRun,
+    lock: Lock,
+    handler: Handler,
 ) -> None:
-    claim = await claim_slot(env, conn, job, msg, lock)
+    claim = await claim_slot(env, conn, job, run, lock)
     structlog.contextvars.bind_contextvars(run_id=str(claim.run.run_id))
     if claim.verdict is Verdict.DROP:
         await _ensure_chain_after(env, conn, job, msg, claim)
@@ -409,14 +484,16 @@ async def _claimed(
         return
     env.inflight.add(claim.run.run_id)
     try:
+        started = None
         try:
             if claim.existing is None or claim.existing.next_posted_for is None:
-                await post_next(env, conn, job, msg, claim.run.run_id)
+                slot = await post_next(env, conn, job, msg, claim.run.run_id, start=True)
+                started = None if slot is None else slot.run_started_at
         except BaseException:
             await unclaim(env, claim.run.run_id)
             raise
         await ack_claimed(delivery)  # 7: before running, so a long run never meets the consumer timeout
-        result = await execution.run_and_record(env, conn, job, msg, claim.run, handler, lock.key is not None)
+        result = await execution.run_and_record(env, conn, job, msg, claim.run, handler, lock, started)
     finally:
         env.inflight.discard(claim.run.run_id)
     await execution.retry_if_due(env, job, msg, claim.run, result)

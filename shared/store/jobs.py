@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -11,6 +12,7 @@ import asyncpg
 
 from shared import schedule
 from shared.definitions import JobDefinition
+from shared.locks import JobVersion
 
 # Columns an operator declares (the jobs file / `set`); everything else is state the framework keeps.
 DEFINITION_COLUMNS = (
@@ -21,7 +23,9 @@ DEFINITION_COLUMNS = (
 )  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
+# Large enough for every job of a big scope: the watchdog walks all of them each pass, and a cache smaller than
+# the scope would build every cron schedule again on every pass.
+@lru_cache(maxsize=65536)
 def _cached_schedule(
     job_id: str, cron_expr: str | None, timezone: str, interval_seconds: int | None, align: bool
 ) -> schedule.Schedule | None:
@@ -87,6 +91,10 @@ class JobRow:
     @property
     def lock_name(self) -> str:
         return f"group:{self.lock_group}" if self.lock_group else f"job:{self.job_id}"
+
+    @property
+    def version(self) -> JobVersion:
+        return JobVersion(self.epoch, self.enabled, self.updated_at)
 
     def definition(self) -> JobDefinition:
         """The declared part of the row, validated again (used by `set` to merge changes)."""
@@ -154,6 +162,18 @@ async def bump_epoch(conn: asyncpg.Connection, scope: str, job_id: str) -> int:
     return epoch
 
 
+async def bump_epoch_row(conn: asyncpg.Connection, scope: str, job_id: str) -> JobRow:
+    """`bump_epoch`, returning the whole row as it is after the bump (one round trip instead of two)."""
+    record = await conn.fetchrow(
+        "UPDATE scheduler.jobs SET epoch = epoch + 1, updated_at = now() WHERE scope = $1 AND job_id = $2 RETURNING *",
+        scope,
+        job_id,
+    )
+    if record is None:
+        raise LookupError(job_id)
+    return JobRow.from_record(record)
+
+
 async def set_enabled(conn: asyncpg.Connection, scope: str, job_id: str, enabled: bool, note: str | None) -> bool:
     status = await conn.execute(
         "UPDATE scheduler.jobs SET enabled = $3, pause_note = $4, updated_at = now() WHERE scope = $1 AND job_id = $2",
@@ -190,3 +210,31 @@ async def delete_scope(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> N
     """Remove every row of a scope (tests and `make clean-scope`)."""
     for table in ("job_runs", "idempotency_keys", "jobs", "workers"):
         await conn.execute(f"DELETE FROM scheduler.{table} WHERE scope = $1", scope)
+
+
+class JobCache:
+    """Job rows this worker has read, by job_id (one scope), so a chain message need not read its job again.
+
+    A cached row is only offered for a chain message of the row's epoch that every look-up check would let
+    through, and the run protocol trusts it only after its lock statement read the row's version unchanged
+    (`locks.try_lock_any_reading`). Bounded: the least recently used rows go first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._rows: OrderedDict[str, JobRow] = OrderedDict()
+
+    def get(self, job_id: str) -> JobRow | None:
+        row = self._rows.get(job_id)
+        if row is not None:
+            self._rows.move_to_end(job_id)
+        return row
+
+    def put(self, row: JobRow) -> None:
+        self._rows[row.job_id] = row
+        self._rows.move_to_end(row.job_id)
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+
+    def forget(self, job_id: str) -> None:
+        self._rows.pop(job_id, None)

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.locks import JobVersion
+
 
 class RunStatus(StrEnum):
     CLAIMED = "claimed"  # the slot is ours; the handler has not started
@@ -108,6 +110,59 @@ async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker
         terminal,
     )
     return bool(inserted)
+
+
+_LOCK_AND_CLAIM = """
+    WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
+    j AS MATERIALIZED (SELECT epoch, enabled, updated_at FROM scheduler.jobs WHERE scope = $3 AND job_id = $4),
+    c AS (
+        INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status,
+            worker, params, upstream_run_id, origin_run_id)
+        SELECT $5, $3, $4, $6, $7, $8, $9, 'claimed', $10, $11, $12, $13
+        WHERE ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
+          AND ($14::timestamptz IS NULL
+               OR (SELECT (epoch, enabled, updated_at) FROM j) = ($15::bigint, $16::boolean, $14::timestamptz))
+        ON CONFLICT DO NOTHING RETURNING true
+    )
+    SELECT (SELECT key FROM l) AS key, j.epoch, j.enabled, j.updated_at, EXISTS (SELECT 1 FROM c) AS claimed
+    FROM (SELECT 1) AS one LEFT JOIN j ON true
+"""
+
+
+async def lock_and_claim(
+    conn: asyncpg.Connection,
+    keys: list[int],
+    lock_needed: bool,
+    run: NewRun,
+    worker: str,
+    expected: JobVersion | None = None,
+) -> tuple[int | None, JobVersion | None, bool]:
+    """The run lock and, in the same round trip, the usual claim: take the first free session lock among `keys`
+    (none for an empty list), read the job row's version, and insert `run` as claimed if a lock was taken (or
+    none is needed) and, when `expected` is given, the row is still at that version. The lock is attempted
+    before the insert is decided. Returns (key taken, version, inserted); not inserted means: no lock, a row
+    that changed, or a slot that already has a row (the caller tells them apart)."""
+    record = await conn.fetchrow(
+        _LOCK_AND_CLAIM,
+        keys,
+        lock_needed,
+        run.scope,
+        run.job_id,
+        run.run_id,
+        run.epoch,
+        run.trigger_source,
+        run.scheduled_for,
+        run.attempt,
+        worker,
+        run.params,
+        run.upstream_run_id,
+        run.origin_run_id,
+        None if expected is None else expected.updated_at,
+        None if expected is None else expected.epoch,
+        None if expected is None else expected.enabled,
+    )
+    version = None if record["epoch"] is None else JobVersion(record["epoch"], record["enabled"], record["updated_at"])
+    return record["key"], version, bool(record["claimed"])
 
 
 async def existing(conn: asyncpg.Connection, run: NewRun) -> RunRow | None:
@@ -213,17 +268,73 @@ async def has_waiter(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
     return bool(found)
 
 
+# claimed -> running, stamping started_at and the lateness (start minus slot); {worker} is the parameter
+_START = (
+    "status = 'running', worker = {worker}, started_at = clock_timestamp(),"
+    " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - scheduled_for) * 1000,"
+    " -2147483648), 2147483647)::integer"
+)
+
+
 async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> datetime:
     """claimed -> running, stamping started_at and the lateness (start minus slot)."""
     started: datetime = await conn.fetchval(
-        "UPDATE scheduler.job_runs SET status = 'running', worker = $2, started_at = clock_timestamp(),"
-        " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - scheduled_for) * 1000,"
-        " -2147483648), 2147483647)::integer"
-        " WHERE run_id = $1 RETURNING started_at",
+        f"UPDATE scheduler.job_runs SET {_START.format(worker='$2')} WHERE run_id = $1 RETURNING started_at",
         run_id,
         worker,
     )
     return started
+
+
+async def record_posted(
+    conn: asyncpg.Connection,
+    scope: str,
+    job_id: str,
+    next_due_at: datetime,
+    run_id: uuid.UUID | None,
+    next_slot: datetime,
+    release_key: int,
+    start_worker: str | None = None,
+) -> datetime | None:
+    """After a chain extension was confirmed, in one statement: the job's next_due_at, the run's next_posted_for
+    (when a run posted it), the release of the session chain lock `release_key`, and with `start_worker` the
+    run's start as `start` records it (the run is about to begin: this saves step 8 a round trip). Returns the
+    run's started_at when it was started here.
+
+    The lock is released before this statement commits: a reseed that takes it then still writes the job row
+    after this one (its update waits for this row lock), and purges the message this extension posted."""
+    started = f", {_START.format(worker='$7')}" if start_worker is not None else ""
+    args = (start_worker,) if start_worker is not None else ()
+    record = await conn.fetchrow(
+        "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
+        f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4"
+        " RETURNING started_at)"
+        " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
+        scope,
+        job_id,
+        next_due_at,
+        run_id,
+        next_slot,
+        release_key,
+        *args,
+    )
+    started_at: datetime | None = record["started"]
+    return started_at if start_worker is not None else None
+
+
+_FINISH = """
+    WITH run AS (
+        UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
+        WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
+    ), job AS (
+        UPDATE scheduler.jobs j SET
+            last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
+            last_lateness_ms = run.lateness_ms,
+            last_success_at = CASE WHEN $2 = 'succeeded' THEN $5 ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0 ELSE j.consecutive_failures + 1 END
+        FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
+    )
+"""
 
 
 async def finish(
@@ -233,26 +344,22 @@ async def finish(
     error: str | None,
     duration_ms: int,
     finished_at: datetime,
+    release_key: int | None = None,
 ) -> None:
-    """Record the outcome on the run and, for executed runs, on the job's last_* columns, in one statement."""
+    """Record the outcome on the run and, for executed runs, on the job's last_* columns, in one statement;
+    with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
+    round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
+    free never overlaps this one in the record, whenever this statement commits."""
+    unlock = "SELECT pg_advisory_unlock($6)" if release_key is not None else "SELECT NULL"
+    args = (release_key,) if release_key is not None else ()
     await conn.execute(
-        """
-        WITH run AS (
-            UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-            WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
-        )
-        UPDATE scheduler.jobs j SET
-            last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
-            last_lateness_ms = run.lateness_ms,
-            last_success_at = CASE WHEN $2 = 'succeeded' THEN $5 ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0 ELSE j.consecutive_failures + 1 END
-        FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
-        """,
+        _FINISH + unlock,
         run_id,
         status.value,
         None if error is None else error[:ERROR_LIMIT],
         duration_ms,
         finished_at,
+        *args,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from itertools import pairwise
 
 import aio_pika
@@ -97,6 +98,28 @@ async def test_hand_published_job_id_gives_one_manual_run_with_default_params(
     assert len(rows) == 1 and rows[0]["trigger_source"] == "manual" and rows[0]["epoch"] is None
     marks = list(tmp_path.iterdir())
     assert len(marks) == 1 and marks[0].read_text().split()[:2] == ["hand", "x"]
+
+
+async def test_a_changed_definition_reaches_the_next_runs(
+    settings: Settings, pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, cleanup_scope: str, tmp_path
+) -> None:
+    """A worker keeps the job rows it read (protocol.cached_job); after a re-seed that changes only default_params,
+    every later slot must run on the new row, never the kept one."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    first = {"mark_dir": str(tmp_path), "action": "first"}
+    await control.seed(job_id="tick", interval_seconds=1, default_params=first)
+    async with running_worker(fast_settings(settings, scope), {"tick": (probe, ProbeParams)}):
+        await wait_until(lambda: _count(control, "tick", "succeeded", 2), 15, "2 runs on the first params")
+        await control.seed(job_id="tick", interval_seconds=1, default_params={**first, "action": "second"})
+        changed_at = datetime.now(UTC)  # a slot after this is claimed after the change committed
+        done_before = sum(1 for r in await control.runs("tick") if r["status"] == "succeeded")
+        await wait_until(lambda: _count(control, "tick", "succeeded", done_before + 3), 15, "3 runs after the change")
+    rows = [r for r in await control.runs("tick") if r["status"] == "succeeded"]
+    after = [r for r in rows if r["scheduled_for"] > changed_at]
+    actions = {str(r["run_id"]): (tmp_path / str(r["run_id"])).read_text().split()[1] for r in after}
+    assert len(actions) >= 3 and set(actions.values()) == {"second"}, actions
+    assert slots_run_more_than_once(rows) == []
 
 
 @pytest.mark.parametrize(
