@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 preflight: install
 	@$(PY) -m shared.preflight
 
-test: install preflight prometheus
+test: install-bench preflight prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The observability tests run a real Prometheus and promtool (Debian's `prometheus` package).
@@ -60,7 +60,8 @@ chaos: install
 
 # Benchmark (tests/bench, the `bench` extra: APScheduler, Celery, matplotlib, psutil, py-spy) against the local
 # RabbitMQ and PostgreSQL; writes bench-results/<UTC time>/results.{json,md}, samples.json and lateness.png.
-# About 30 minutes in full; `make bench BENCH_ARGS=--quick` is a one-minute smoke run whose numbers mean nothing.
+# About 30 minutes in full; `make bench BENCH_ARGS=--quick` is a half-minute smoke run whose numbers mean nothing
+# (`make test` runs it too, in tests/bench/test_bench_smoke.py).
 # `BENCH_ARGS="--only lateness --jobs 500 --workers 1 --profile"` runs one scenario under py-spy.
 BENCH_ARGS ?=
 install-bench: $(VENV)/.installed-bench

@@ -25,6 +25,7 @@ from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobRow
+from shared.store.pool import spoil
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ async def extend(
         released = True
     finally:
         if not released:
+            spoil(conn)  # until the unlock below is known to have worked, the pool resets the connection in full
             # a connection that is gone took the lock with it
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await unlock(conn, key)

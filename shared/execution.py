@@ -108,7 +108,12 @@ async def run_and_record(
         started = await runs.start(conn, run.run_id, env.worker_id)
     lateness = (started - fire_time(job, msg)).total_seconds()
     env.series(env.metrics.start_lateness, env.scope, job.job_id, msg.trigger_source.value).observe(max(0.0, lateness))
-    log.info("run.started", lateness_ms=round(lateness * 1000, 1), scheduled_for=msg.scheduled_for.isoformat())
+    # Every later line of the run (the handler's, run.finished) carries its slot and lateness: one info line per
+    # run (run.finished) tells it all; run.started is for LOG_LEVEL=DEBUG.
+    structlog.contextvars.bind_contextvars(
+        lateness_ms=round(lateness * 1000, 1), scheduled_for=msg.scheduled_for.isoformat()
+    )
+    log.debug("run.started")
     ctx = make_context(env, job, msg, run)
     running = env.series(env.metrics.running, env.scope, job.job_id)
     running.inc()

@@ -129,6 +129,7 @@ class Metrics:
         (registry if registry is not None else REGISTRY).register(self.job_state)
         self._success_lock = threading.Lock()
         self._last_success: dict[tuple[str, str], float] = {}
+        self.zeroed: set[tuple[str, ...] | tuple[str, str, bool]] = set()  # series created at zero (publish_jobs)
 
     def observe_success(self, scope: str, job_id: str, at: float) -> None:
         """Move the job's last-success time forward to `at` (Unix seconds); an older value never goes back.
@@ -268,15 +269,24 @@ def publish_jobs(
     ]
     enabled_queues = sorted({job.queue for job in jobs if job.enabled})
     metrics.job_state.update(states, [(scope, q, live_workers.get(q, 0)) for q in enabled_queues])
-    for reason in DROP_REASONS:
-        metrics.dropped.labels(scope, reason)
-    for reason in PARK_REASONS:
-        metrics.parked.labels(scope, reason)
+    # Zero-valued series are created once per job (a label lookup per series is costly at thousands of jobs).
+    if (scope, "") not in metrics.zeroed:
+        for reason in DROP_REASONS:
+            metrics.dropped.labels(scope, reason)
+        for reason in PARK_REASONS:
+            metrics.parked.labels(scope, reason)
+        metrics.zeroed.add((scope, ""))
     for job in jobs:
-        for reason in RESEED_REASONS:
-            metrics.reseeds.labels(scope, job.job_id, reason)
-        if job.queue in served:
+        key = (scope, job.job_id)
+        if key not in metrics.zeroed:
+            for reason in RESEED_REASONS:
+                metrics.reseeds.labels(scope, job.job_id, reason)
+        if job.queue in served and (scope, job.job_id, job.has_chain) not in metrics.zeroed:
             _zero_job_series(metrics, scope, job)
+            metrics.zeroed.add((scope, job.job_id, job.has_chain))
+        metrics.zeroed.add(key)
+        if job.last_success_at is not None and job.queue in served:
+            metrics.observe_success(scope, job.job_id, job.last_success_at.timestamp())
 
 
 def _zero_job_series(metrics: Metrics, scope: str, job: JobRow) -> None:
@@ -287,8 +297,6 @@ def _zero_job_series(metrics: Metrics, scope: str, job: JobRow) -> None:
     if job.has_chain:
         for status in ZERO_RUN_STATUSES:
             metrics.runs.labels(scope, job.job_id, status, "scheduler")
-    if job.last_success_at is not None:
-        metrics.observe_success(scope, job.job_id, job.last_success_at.timestamp())
 
 
 _LIVE_WORKERS_SQL = """

@@ -40,6 +40,7 @@ from shared.registry import Handler, Registry
 from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobCache, JobRow
+from shared.store.pool import left_tidy, spoil
 from shared.store.runs import NewRun, RunRow, RunStatus
 
 log = structlog.get_logger("shared.protocol")
@@ -290,8 +291,10 @@ async def take_lock(env: Env, conn: asyncpg.Connection, job: JobRow, run: NewRun
 async def release(conn: asyncpg.Connection, lock: Lock) -> None:
     if lock.key is not None:
         key, lock.key = lock.key, None
-        with contextlib.suppress(*DB_ERRORS):
+        try:
             await unlock(conn, key)
+        except DB_ERRORS:
+            spoil(conn)  # the pool's full reset gives the lock back, or the connection is gone with it
 
 
 # -- 5. claim --------------------------------------------------------------------------------------------------
@@ -429,10 +432,12 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
         cached = cached_job(env, delivery, msg)
         if cached is not None and await _serve(env, conn, delivery, msg, cached, confirmed=False):
+            left_tidy(conn)
             return
         job = await lookup_job(env, conn, delivery, msg)
         if job is not None:
             await _serve(env, conn, delivery, msg, job, confirmed=True)
+        left_tidy(conn)  # every lock taken here was given back (a failed unlock spoiled it): no reset needed
 
 
 async def _serve(

@@ -1,4 +1,10 @@
-"""The asyncpg pool, with jsonb decoded to Python objects."""
+"""The asyncpg pool, with jsonb decoded to Python objects.
+
+asyncpg resets every connection given back to its pool (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+RESET ALL`): a round trip of four statements. The run protocol takes advisory locks and nothing else, and knows
+when it gave every one back: it then calls `left_tidy(conn)` and the pool skips the reset for that release.
+Any doubt (an unlock that failed: `spoil(conn)`, an error, a holder that never said) keeps the full reset.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,45 @@ import json
 from typing import Any
 
 import asyncpg
+
+
+class TidyConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that can be declared tidy by its holder, for one release."""
+
+    __slots__ = ("_scheduler_spoiled", "_scheduler_tidy")
+
+    def scheduler_mark_tidy(self) -> None:
+        self._scheduler_tidy = True
+
+    def scheduler_spoil(self) -> None:
+        self._scheduler_spoiled = True
+
+    def scheduler_take_tidy(self) -> bool:
+        """Whether the release may skip the reset; clears both marks."""
+        tidy = getattr(self, "_scheduler_tidy", False) and not getattr(self, "_scheduler_spoiled", False)
+        self._scheduler_tidy = self._scheduler_spoiled = False
+        return tidy
+
+
+def left_tidy(conn: asyncpg.Connection) -> None:
+    """The holder of pool connection `conn` released every advisory lock it took and changed no other session
+    state: its next release skips the reset. (A plain connection ignores it.)"""
+    mark = getattr(conn, "scheduler_mark_tidy", None)
+    if mark is not None:
+        mark()
+
+
+def spoil(conn: asyncpg.Connection) -> None:
+    """`conn` may still hold a lock its holder failed to give back: its next release resets it in full."""
+    mark = getattr(conn, "scheduler_spoil", None)
+    if mark is not None:
+        mark()
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    if isinstance(conn, TidyConnection) and conn.scheduler_take_tidy():
+        return
+    await conn.reset()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -27,6 +72,8 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_reset,
+        connection_class=TidyConnection,
         command_timeout=60,
         server_settings=_server_settings(application_name),
         **kwargs,

@@ -120,7 +120,8 @@ async def test_run_lines_reach_loki_labelled_with_service_scope_job_trigger_and_
         assert labels["service"] == "probe" and labels["scope"] == scope and "level" in labels
         assert line["level"] == labels["level"]
     run_lines = [(labels, line) for labels, line in pushed if line.get("run_id") in run_ids]
-    assert {line["event"] for _, line in run_lines} >= {"run.started", "run.finished"}
+    assert {line["event"] for _, line in run_lines} >= {"run.finished"}
+    assert all("lateness_ms" in line and "scheduled_for" in line for _, line in run_lines)
     for labels, line in run_lines:
         assert set(labels) == set(LABEL_KEYS)  # exactly the five
         assert labels["job_id"] == "tick" and labels["trigger_source"] == "scheduler"

@@ -14,6 +14,7 @@ from shared.locks import lock_key
 from shared.store import idempotency, runs
 from shared.store import jobs as jobs_store
 from shared.store.migrate import available_migrations, migrate
+from shared.store.pool import create_pool, left_tidy, spoil
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,38 @@ async def test_advisory_lock_held_sees_other_sessions(pool: asyncpg.Pool) -> Non
         assert await observer.fetchval("SELECT scheduler.try_lock_any($1::bigint[])", [key]) is None
         await holder.execute("SELECT pg_advisory_unlock($1)", key)
         assert not await observer.fetchval("SELECT scheduler.advisory_lock_held($1)", key)
+
+
+async def _held(pool: asyncpg.Pool, key: int) -> bool:
+    return bool(await pool.fetchval("SELECT scheduler.advisory_lock_held($1)", key))
+
+
+async def test_a_pool_connection_is_reset_unless_its_holder_left_it_tidy(database_url: str, pool: asyncpg.Pool) -> None:
+    """The pool skips asyncpg's reset round trip only for a release its holder declared tidy; a lock left behind
+    without that (or after `spoil`) is given back by the reset, so a leaked run lock can never outlive a run."""
+    small = await create_pool(database_url, min_size=1, max_size=1)
+    key = lock_key("tidy-test", uuid.uuid4().hex)
+    try:
+        async with small.acquire() as conn:  # not declared tidy: the reset gives the lock back
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            assert await _held(pool, key)
+        assert not await _held(pool, key)
+
+        async with small.acquire() as conn:  # declared tidy, but spoiled by a failed unlock: reset all the same
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            spoil(conn)
+            left_tidy(conn)
+        assert not await _held(pool, key)
+
+        async with small.acquire() as conn:  # tidy: no reset, so session state survives (a lock, a setting)
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            await conn.execute("SET application_name = 'kept'")
+            left_tidy(conn)
+        assert await _held(pool, key)
+        async with small.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "kept"
+        assert not await _held(pool, key)  # the mark was for one release only: this one was reset
+        async with small.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") != "kept"
+    finally:
+        await small.close()
