@@ -105,9 +105,39 @@ async def replace(
     Everything older becomes stale: a message of the old epoch still in flight is dropped where it lands.
     Returns the new epoch and the first slot posted (None when paused or unscheduled).
     """
+    replaced = await _replace(conn, channel, publisher, job, now, None)
+    assert replaced is not None  # unconditional
+    return replaced
+
+
+async def replace_if_overdue(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    job: JobRow,
+    now: datetime,
+    overdue_before: datetime,
+) -> tuple[int, Slot | None] | None:
+    """`replace`, only if the chain is still lost: the job's next_due_at, as committed when the row is updated
+    (after any extension that held the chain lock a moment ago), is unset or before `overdue_before`.
+    None when the chain moved on meanwhile: reseeding it then would put a second message for a slot the
+    live chain is already carrying, and the copy that lost would end the chain."""
+    return await _replace(conn, channel, publisher, job, now, overdue_before)
+
+
+async def _replace(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    job: JobRow,
+    now: datetime,
+    overdue_before: datetime | None,
+) -> tuple[int, Slot | None] | None:
     async with conn.transaction():
         await chain_lock(conn, job.scope, job.job_id)
-        current = await jobs_store.bump_epoch_row(conn, job.scope, job.job_id)
+        current = await jobs_store.bump_epoch_row(conn, job.scope, job.job_id, overdue_before)
+        if current is None:
+            return None
         epoch = current.epoch
         await purge_delay_queue(channel, job.scope, job.job_id)
         slot = next_slot(current, now) if current.enabled and current.has_chain else None

@@ -550,9 +550,16 @@ def buffer_poll_delay(job: JobRow, rand: float) -> float:
 
 
 async def _ensure_chain_after(env: Env, conn: asyncpg.Connection, job: JobRow, msg: JobMessage, claim: Claim) -> None:
-    """A copy of a finished slot: if the run died before posting the next slot (abandoned), post it now."""
+    """A copy of a finished slot: if the run died before posting the next slot (abandoned), post it now. A chain
+    message of the current epoch whose slot was taken by a run of an older epoch (a reseed raced a message of
+    the old chain for the same slot) carries the live chain: it posts the next slot, or the chain would end
+    here. Should a copy of it do the same, the later of the two next messages is dropped as a duplicate."""
     row = claim.existing
-    if row is None or not row.status.terminal or row.next_posted_for is not None:
+    if row is None or not msg.is_chain:
         return
-    if msg.is_chain and row.epoch == job.epoch:
+    if msg.epoch == job.epoch and row.epoch is not None and row.epoch < job.epoch:
+        log.info("chain.carried_over", slot_run_epoch=row.epoch)
+        await post_next(env, conn, job, msg, claim.run.run_id)
+        return
+    if row.status.terminal and row.next_posted_for is None and row.epoch == job.epoch:
         await post_next(env, conn, job, msg, row.run_id)

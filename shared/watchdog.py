@@ -150,7 +150,13 @@ class Watchdog:
         live = await workers.live_queues(conn, self.scope)
         for job in lost_chains(await jobs_store.list_jobs(conn, self.scope), live, now, self.lost_after):
             reason = "never_seeded" if job.next_due_at is None else "overdue"
-            epoch, slot = await chain.replace(conn, self.channel, self.publisher, job, now)
+            # the list was read at the start of the pass: decide again on the row, under the chain lock, now
+            at = self.clock()
+            replaced = await chain.replace_if_overdue(conn, self.channel, self.publisher, job, at, at - self.lost_after)
+            if replaced is None:
+                log.info("chain.reseed_not_needed", job_id=job.job_id, reason="extended_meanwhile")
+                continue
+            epoch, slot = replaced
             self.metrics.reseeds.labels(self.scope, job.job_id, reason).inc()
             log.warning(
                 "chain.reseeded",

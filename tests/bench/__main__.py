@@ -93,6 +93,7 @@ class Bench:
         self.profile = profile
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in SECTIONS}
         self.samples: dict[str, list[float]] = {}
+        self.errors: list[str] = []
 
     def keep(self, section: str, outcome: Outcome) -> None:
         row = outcome.summary()
@@ -136,6 +137,7 @@ class Bench:
             if profile is not None and profile.exists():
                 (self.out / "profile-j500-w1.txt").write_text(profile_summary.summarize(profile) + "\n")
 
+        task.__qualname__ = f"{section} framework j{jobs} w{workers}"
         return task
 
     def _broker(self, jobs: int, herd: bool) -> Callable[[], None]:
@@ -143,6 +145,7 @@ class Bench:
             p = self.plan
             self.keep("herd", peers.broker(self.settings, jobs, herd, p.duration, p.warmup, self.work, self.code_root))
 
+        task.__qualname__ = f"herd broker j{jobs}"
         return task
 
     def _peer(self, system: str, jobs: int) -> Callable[[], None]:
@@ -151,6 +154,7 @@ class Bench:
             run = peers.apscheduler if system == "apscheduler" else peers.celery
             self.keep("peers", run(self.settings, jobs, p.duration, p.warmup, self.work, self.code_root))
 
+        task.__qualname__ = f"peers {system} j{jobs}"
         return task
 
     def _scale(self, total: int) -> Callable[[], None]:
@@ -159,6 +163,7 @@ class Bench:
             duration = min(p.duration, 30.0)
             self.keep("scale", scale.run(self.settings, total, duration, p.warmup, self.work, self.code_root))
 
+        task.__qualname__ = f"scale {total} jobs"
         return task
 
     def _recovery(self) -> None:
@@ -168,15 +173,23 @@ class Bench:
             recovery.lost_chain(self.settings, self.work, self.code_root, p.warmup, p.lost_after, p.watchdog_every)
         )
 
-    def run(self, sections: set[str]) -> None:
+    def run(self, sections: set[str], checkpoint: Callable[[], None]) -> None:
+        """Every task of `sections`. A full run goes on past a scenario that fails (its error is kept and
+        reported) and calls `checkpoint` after each one, so a late failure never loses what was measured."""
         todo = self.tasks(sections)
         if self.plan.quick:  # side by side: a smoke run, not a measurement
             with ThreadPoolExecutor(max_workers=len(todo)) as pool:
                 for future in [pool.submit(task) for task in todo]:
                     future.result()
-        else:
-            for task in todo:
+            return
+        for task in todo:
+            try:
                 task()
+            except Exception as exc:
+                name = getattr(task, "__qualname__", repr(task))
+                print(f"error: {name}: {exc!r}", file=sys.stderr)
+                self.errors.append(f"{name}: {exc!r}")
+            checkpoint()
 
 
 def _version(argv: list[str]) -> str:
@@ -219,13 +232,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     bench = Bench(settings, plan, out, args.code_root, args.profile)
-    bench.run(sections)
-    results: dict[str, Any] = {"meta": meta(settings, plan, args, started), **bench.results}
-    report.write(out, results, bench.samples)
-    rows = [*bench.results["herd"], *bench.results["peers"]]
-    rows += [r for r in bench.results["lateness"] if r["jobs"] in plan.peer_jobs and r["workers"] == 1]
-    plot.plot(out / "lateness.png", rows, bench.samples, f"Start lateness, {results['meta']['started']}")
+
+    def write() -> None:
+        results: dict[str, Any] = {"meta": meta(settings, plan, args, started), **bench.results}
+        results["errors"] = bench.errors
+        report.write(out, results, bench.samples)
+        rows = [*bench.results["herd"], *bench.results["peers"]]
+        rows += [r for r in bench.results["lateness"] if r["jobs"] in plan.peer_jobs and r["workers"] == 1]
+        if rows:
+            plot.plot(out / "lateness.png", rows, bench.samples, f"Start lateness, {results['meta']['started']}")
+
+    bench.run(sections, write)
+    write()
     print(f"results in {out}")
+    if bench.errors:
+        print(f"{len(bench.errors)} scenario(s) failed: {'; '.join(bench.errors)}", file=sys.stderr)
+        return 1
     return 0
 
 

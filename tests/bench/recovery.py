@@ -121,7 +121,7 @@ def lost_chain(
 def _ran_after_reseed(worker: procs.Proc) -> bool:
     text = worker.log_text()
     reseeded = text.find('"chain.reseeded"')
-    return reseeded >= 0 and text.find('"run.started"', reseeded) >= 0
+    return reseeded >= 0 and text.find('"run.finished"', reseeded) >= 0
 
 
 async def _reseeded_at(settings: Settings, scope: str) -> int:

@@ -114,6 +114,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["## Scale of the job table", "", scale_table(results["scale"]), ""]
     if results.get("recovery"):
         parts += ["## Recovery", "", recovery_table(results["recovery"]), ""]
+    if results.get("errors"):
+        parts += ["## Scenarios that failed", "", *(f"- {error}" for error in results["errors"]), ""]
     return "\n".join(parts)
 
 

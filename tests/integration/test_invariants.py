@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared import topology
+from shared import chain, topology, watchdog
+from shared.publisher import Publisher
 from shared.settings import Settings
+from shared.store import jobs as jobs_store
 from tests.support.faults import TcpForwarder, close_rabbitmq_connections, database_outage
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import (
@@ -361,3 +364,37 @@ async def test_startup_message_once_per_service_boot_not_per_replica(
     rows = await control.runs("boot")
     assert [r["trigger_source"] for r in rows] == ["startup"]
     assert all(r["scheduled_for"].tzinfo == UTC or r["scheduled_for"].utcoffset() == timedelta(0) for r in rows)
+
+
+async def test_the_watchdog_does_not_reseed_a_chain_that_moved_on_since_it_listed_the_jobs(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """The watchdog lists the jobs at the start of a pass and may act on a row that is old by then. A reseed of a
+    chain that was extended meanwhile would post a second message for the slot the live chain carries; so the
+    reseed decides again on the row as committed, under the chain lock, and leaves such a chain alone."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="tick", interval_seconds=3600)
+    channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+    try:
+        publisher = Publisher(channel, scope)
+        async with pool.acquire() as conn:
+            row = await jobs_store.get_job(conn, scope, "tick")
+            assert row is not None and row.next_due_at is not None  # in an hour
+            at = now()
+            lost_after = timedelta(seconds=60)
+            listed = dataclasses.replace(row, next_due_at=at - timedelta(minutes=10))  # what an old list said
+            assert watchdog.lost_chains([listed], {"tick"}, at, lost_after) == [listed]
+            assert await chain.replace_if_overdue(conn, channel, publisher, listed, at, at - lost_after) is None
+            assert (await control.job("tick"))["epoch"] == listed.epoch  # untouched
+            assert await delay_queue_depth(amqp, scope, "tick") == 1
+
+            await conn.execute(  # now the chain is really lost: its next message was due ten minutes ago
+                "UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2",
+                scope, "tick", at - timedelta(minutes=10),
+            )  # fmt: skip
+            replaced = await chain.replace_if_overdue(conn, channel, publisher, listed, at, at - lost_after)
+            assert replaced is not None and replaced[0] == listed.epoch + 1 and replaced[1] is not None
+            assert await delay_queue_depth(amqp, scope, "tick") == 1  # the old message purged, one new one
+    finally:
+        await channel.close()
