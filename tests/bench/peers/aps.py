@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime
@@ -23,6 +21,8 @@ from typing import Any
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from tests.bench.broker import until_stopped
 
 RUNS: list[tuple[str, float, float, int]] = []
 SUBMITTED: defaultdict[str, deque[float]] = defaultdict(deque)
@@ -56,14 +56,6 @@ async def serve(args: argparse.Namespace) -> None:
     await asyncio.to_thread(Path(args.ready).write_text, str(start.timestamp()))
     await until_stopped(args.stop_at)
     scheduler.shutdown(wait=False)
-
-
-async def until_stopped(stop_at: float) -> None:
-    """Until `stop_at` (unix time) or SIGTERM, whichever comes first."""
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, stop_at - time.time()))
 
 
 def main() -> None:
