@@ -151,15 +151,9 @@ async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefini
 
 async def bump_epoch(conn: asyncpg.Connection, scope: str, job_id: str) -> int:
     """New epoch for a job (call under the chain lock): every chain message of older epochs becomes stale."""
-    epoch: int | None = await conn.fetchval(
-        "UPDATE scheduler.jobs SET epoch = epoch + 1, updated_at = now()"
-        " WHERE scope = $1 AND job_id = $2 RETURNING epoch",
-        scope,
-        job_id,
-    )
-    if epoch is None:
-        raise LookupError(job_id)
-    return epoch
+    row = await bump_epoch_row(conn, scope, job_id)
+    assert row is not None  # unconditional: None only with overdue_before
+    return row.epoch
 
 
 async def bump_epoch_row(
