@@ -24,12 +24,12 @@ from scheduler_seed.inputs import argtype, instant, positive_int
 from scheduler_seed.jobref import existing_job
 from scheduler_seed.session import Session
 from shared import schedule, topology
-from shared.messages import JobMessage, TriggerSource
+from shared.messages import JobMessage
 from shared.publisher import Publisher
 from shared.seeding import declare_for
 from shared.store import workers
 from shared.store.jobs import JobRow
-from shared.store.runs import RunStatus
+from shared.vocabulary import RunStatus, TriggerSource
 
 DEFAULT_MAX_SLOTS = 1000
 

@@ -20,7 +20,7 @@ from shared import topology
 from shared.messages import manual_message
 from shared.seeding import declare_for
 from shared.store import workers
-from shared.store.runs import RunStatus
+from shared.vocabulary import RunStatus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from scheduler_seed.errors import Unreachable
-from shared.connect import backoff
+from shared.backoff import backoff
 from shared.preflight import HOW_TO_START, check_postgres, check_rabbitmq
 from shared.publisher import Publisher
 from shared.settings import Settings

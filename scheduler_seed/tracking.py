@@ -15,7 +15,7 @@ from scheduler_seed import render
 from scheduler_seed.errors import CliError
 from shared.store import runs as runs_store
 from shared.store.jobs import JobRow
-from shared.store.runs import RunStatus
+from shared.vocabulary import RunStatus
 
 POLL_SEC = 0.2
 RETRIED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})

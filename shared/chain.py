@@ -20,12 +20,13 @@ from aio_pika.abc import AbstractChannel
 
 from shared import schedule, topology
 from shared.locks import CONNECTION_ERRORS, chain_lock, chain_lock_key, enter_chain, unlock
-from shared.messages import JobMessage, TriggerSource
+from shared.messages import JobMessage
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobRow
 from shared.store.pool import spoil
+from shared.vocabulary import TriggerSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,27 +6,18 @@ A worker started before its dependencies never exits because of them (the price-
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aio_pika
 import asyncpg
-import structlog
 from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
+from shared.backoff import forever
 from shared.store.pool import create_pool
 
-log = structlog.get_logger("shared.connect")
 T = TypeVar("T")
-
-
-def backoff(attempt: int, cap_sec: float, rand: float) -> float:
-    """0.5 s doubling per attempt up to the cap, with +-25 % jitter so restarted replicas do not stampede."""
-    delay: float = min(cap_sec, 0.5 * 2.0 ** min(attempt - 1, 20)) * (0.75 + rand / 2)
-    return delay
 
 
 async def wait_for(
@@ -36,39 +27,10 @@ async def wait_for(
     cap_sec: float = 30.0,
     on_attempt: Callable[[bool], None] | None = None,
 ) -> T:
-    """Call `attempt_fn` until it succeeds. Each failure is logged with the redacted address and the delay."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            result = await attempt_fn()
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,  # a session the server ended while the pool still held it
-            aio_pika.exceptions.AMQPException,
-            ConnectionError,
-        ) as exc:
-            if on_attempt:
-                on_attempt(False)
-            delay = backoff(attempt, cap_sec, random.random())
-            log.warning(
-                "dependency.waiting",
-                dependency=dependency,
-                at=where,
-                attempt=attempt,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-                retry_in_sec=round(delay, 2),
-            )
-            await asyncio.sleep(delay)
-            continue
-        if on_attempt:
-            on_attempt(True)
-        if attempt > 1:
-            log.info("dependency.up", dependency=dependency, at=where, attempts=attempt)
-        return result
+    """Call `attempt_fn` until it succeeds. Each failure is logged (`dependency.waiting`) with the delay."""
+    return await forever(
+        where, attempt_fn, cap_sec=cap_sec, on_attempt=on_attempt, event="dependency.waiting", dependency=dependency
+    )
 
 
 OnAttempt = Callable[[bool], None] | None

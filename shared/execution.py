@@ -20,12 +20,13 @@ from pydantic import ValidationError
 
 from shared import schedule
 from shared.context import Idempotency, RunContext
-from shared.messages import JobMessage, TriggerSource, describe_validation_error
+from shared.messages import JobMessage, describe_validation_error
 from shared.registry import Handler
 from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobRow
-from shared.store.runs import NewRun, RunStatus
+from shared.store.runs import NewRun
+from shared.vocabulary import RunStatus, TriggerSource
 
 if TYPE_CHECKING:
     from shared.protocol import Env, Lock

@@ -26,8 +26,8 @@ import requests
 import structlog
 from logging_loki.emitter import LokiEmitterV1
 
-from shared.messages import TriggerSource
 from shared.settings import redact_url
+from shared.vocabulary import TriggerSource
 
 log = structlog.get_logger("shared.loki")
 

@@ -9,27 +9,20 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared import retry_policy, schedule
 from shared.errors import SchedulerError
 from shared.names import check_ident
+from shared.vocabulary import TriggerSource
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_PARAMS_BYTES = 64 * 1024
 SCHEMA_VERSION = 1
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-class TriggerSource(StrEnum):
-    SCHEDULER = "scheduler"
-    MANUAL = "manual"
-    RETRY = "retry"
-    STARTUP = "startup"
-    EVENT = "event"
 
 
 class BadMessage(SchedulerError):
@@ -113,8 +106,12 @@ class JobMessage(BaseModel):
     def to_body(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
-    def next_attempt(self, run_id: uuid.UUID, now: datetime) -> JobMessage:
-        """The retry message for this message's slot: same slot and epoch, attempt + 1."""
+    def next_attempt(self, scope: str, now: datetime) -> JobMessage:
+        """The retry message for this message's slot in `scope`: same slot, epoch and params, attempt + 1.
+        Keeps the message's own overrides (timeout, attempts, expiry, upstream run)."""
+        run_id = retry_policy.retry_run_id(
+            scope, self.job_id, self.epoch, self.scheduled_for, self.run_id, self.attempt + 1
+        )
         return self.model_copy(
             update={
                 "attempt": self.attempt + 1,
@@ -158,6 +155,71 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "body"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+# -- builders: every kind of message the framework posts is made here --------------------------------------------
+
+
+def chain_message(scope: str, job_id: str, epoch: int, slot: datetime, now: datetime) -> JobMessage:
+    """The chain's message for `slot` (to the job's delay queue): attempt 1 of that slot in that epoch."""
+    return JobMessage(
+        job_id=job_id,
+        trigger_source=TriggerSource.SCHEDULER,
+        scope=scope,
+        epoch=epoch,
+        scheduled_for=slot,
+        run_id=schedule.derive_run_id(scope, job_id, epoch, slot, 1),
+        published_at=now,
+    )
+
+
+def backfill_message(scope: str, job_id: str, epoch: int, slot: datetime, now: datetime) -> JobMessage:
+    """A past slot asked for by hand: manual, but carrying the epoch, so it claims the slot's own row."""
+    return chain_message(scope, job_id, epoch, slot, now).model_copy(update={"trigger_source": TriggerSource.MANUAL})
+
+
+def retry_message(
+    scope: str,
+    job_id: str,
+    epoch: int | None,
+    slot: datetime,
+    attempt: int,
+    params: dict[str, Any],
+    previous_run_id: uuid.UUID,
+    now: datetime,
+) -> JobMessage:
+    """Attempt `attempt` + 1 of a run (same slot, epoch and params), under the retry policy's run id."""
+    return JobMessage(
+        job_id=job_id,
+        trigger_source=TriggerSource.RETRY,
+        scope=scope,
+        epoch=epoch,
+        scheduled_for=slot,
+        attempt=attempt + 1,
+        params=params,
+        run_id=retry_policy.retry_run_id(scope, job_id, epoch, slot, previous_run_id, attempt + 1),
+        published_at=now,
+    )
+
+
+def startup_message(scope: str, job_id: str, now: datetime) -> JobMessage:
+    """The one `startup` run of a `run_on_startup` job per boot of its service."""
+    return JobMessage(
+        job_id=job_id, trigger_source=TriggerSource.STARTUP, scope=scope, scheduled_for=now, published_at=now
+    )
+
+
+def downstream_message(scope: str, job_id: str, upstream_run_id: uuid.UUID, now: datetime) -> JobMessage:
+    """An `on_success` job's run after an upstream success; its run id is derived from the upstream run's."""
+    return JobMessage(
+        job_id=job_id,
+        trigger_source=TriggerSource.EVENT,
+        scope=scope,
+        run_id=uuid.uuid5(upstream_run_id, job_id),
+        upstream_run_id=upstream_run_id,
+        scheduled_for=now,
+        published_at=now,
+    )
 
 
 def manual_message(

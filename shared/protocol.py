@@ -33,7 +33,7 @@ import structlog
 
 from shared import chain, execution, schedule
 from shared.locks import run_lock_keys, unlock, wait_for_chain
-from shared.messages import BadMessage, JobMessage, TriggerSource, parse_message
+from shared.messages import BadMessage, JobMessage, parse_message
 from shared.metrics import Metrics
 from shared.publisher import Publisher
 from shared.registry import Handler, Registry
@@ -41,7 +41,8 @@ from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobCache, JobRow
 from shared.store.pool import left_tidy, spoil
-from shared.store.runs import NewRun, RunRow, RunStatus
+from shared.store.runs import NewRun, RunRow
+from shared.vocabulary import RunStatus, TriggerSource
 
 log = structlog.get_logger("shared.protocol")
 

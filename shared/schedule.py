@@ -374,17 +374,6 @@ def derive_run_id(scope: str, job_id: str, epoch: int, slot: datetime, attempt: 
     return uuid.uuid5(RUN_ID_NAMESPACE, name)
 
 
-def next_attempt_run_id(
-    scope: str, job_id: str, epoch: int | None, slot: datetime, previous_run_id: uuid.UUID, attempt: int
-) -> uuid.UUID:
-    """The run id of retry `attempt`: derived from the slot for slot runs (they carry an epoch), else from the
-    previous attempt's run id. The worker's retry and the watchdog's retry of an abandoned run use this one rule,
-    so whichever of them publishes it, a retry claims the same row."""
-    if epoch is not None:
-        return derive_run_id(scope, job_id, epoch, slot, attempt)
-    return uuid.uuid5(previous_run_id, f"attempt-{attempt}")
-
-
 def _render_ms(slot: datetime) -> str:
     return slot.isoformat(timespec="milliseconds")
 

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel
 
 from shared import chain, connect, schedule
 from shared.locks import watchdog_lock_key
-from shared.messages import JobMessage, TriggerSource
+from shared.messages import JobMessage
 from shared.metrics import Metrics
 from shared.protocol import AMQP_ERRORS
 from shared.publisher import Publisher
@@ -26,6 +26,7 @@ from shared.store import idempotency, runs, workers
 from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
 from shared.store.pool import connect as pg_connect
+from shared.vocabulary import TriggerSource
 
 log = structlog.get_logger("shared.watchdog")
 PRUNE_EVERY_SEC = 3600.0

@@ -34,10 +34,11 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from shared import connect, logs, topology
+from shared.backoff import backoff
 from shared.errors import TopologyMismatch
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
-from shared.messages import JobMessage, TriggerSource
+from shared.messages import JobMessage
 from shared.metrics import Metrics, keep_job_metrics, serve
 from shared.protocol import AMQP_ERRORS, DB_ERRORS, Delivery, Env, handle_delivery, utcnow
 from shared.publisher import Publisher
@@ -47,6 +48,7 @@ from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.migrate import migrate
+from shared.vocabulary import TriggerSource
 from shared.watchdog import Watchdog
 
 log = structlog.get_logger("shared.worker")
@@ -147,7 +149,7 @@ class Worker:
                 raise
             except (*DB_ERRORS, *AMQP_ERRORS) as exc:
                 await stack.aclose()
-                delay = connect.backoff(attempt, self.settings.dependency_retry_max_sec, random.random())
+                delay = backoff(attempt, self.settings.dependency_retry_max_sec, random.random())
                 log.warning("worker.start_interrupted", error=f"{type(exc).__name__}: {exc}"[:300], retry_in_sec=delay)
                 await asyncio.sleep(delay)
                 continue

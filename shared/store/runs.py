@@ -5,33 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
 from shared.locks import JobVersion
+from shared.vocabulary import RunStatus
 
-
-class RunStatus(StrEnum):
-    CLAIMED = "claimed"  # the slot is ours; the handler has not started
-    BUFFERED = "buffered"  # overlap=buffer_one: waiting in the retry queue for the lock
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    SKIPPED_LOCKED = "skipped_locked"
-    SKIPPED_MISFIRE = "skipped_misfire"
-    ABANDONED = "abandoned"
-    EXPIRED = "expired"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in ACTIVE
-
-
-ACTIVE = frozenset({RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.RUNNING})
-EXECUTED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
 ERROR_LIMIT = 2000
 
 

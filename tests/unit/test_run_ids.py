@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from shared.schedule import derive_run_id, next_attempt_run_id
+from shared.retry_policy import retry_run_id as next_attempt_run_id
+from shared.schedule import derive_run_id
 
 SLOT = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 

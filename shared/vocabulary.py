@@ -1,0 +1,131 @@
+"""The one vocabulary of outcomes: run statuses, trigger sources, and why a message was dropped, parked or a
+chain reseeded. Code, SQL (passed as parameters, never spelled in a statement), metric labels, logs and the
+docs use these values and nothing else.
+
+`TRANSITIONS` is the run-status state machine: which status a run row may move to from which. The store's
+statements only ever make these moves (tests/unit/test_vocabulary.py holds each statement to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class TriggerSource(StrEnum):
+    """What asked for a run."""
+
+    SCHEDULER = "scheduler"  # the job's chain
+    MANUAL = "manual"  # run-now, backfill, a hand-published message
+    RETRY = "retry"  # the next attempt of a slot or a manual run
+    STARTUP = "startup"  # run_on_startup: once per boot of the service
+    EVENT = "event"  # an upstream job's success (on_success)
+
+
+class RunStatus(StrEnum):
+    """The status of a row of `scheduler.job_runs`."""
+
+    CLAIMED = "claimed"  # the slot is ours; the handler has not started
+    BUFFERED = "buffered"  # overlap=buffer_one: waiting in the retry queue for the lock
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED_LOCKED = "skipped_locked"
+    SKIPPED_MISFIRE = "skipped_misfire"
+    ABANDONED = "abandoned"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in ACTIVE
+
+
+ACTIVE = frozenset({RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.RUNNING})
+"""A run row that still has an owner (or waits for one): never pruned, watched by the watchdog."""
+OWNED = frozenset({RunStatus.CLAIMED, RunStatus.RUNNING})
+"""A worker holds the slot: if that worker is gone, the run is abandoned or taken over."""
+EXECUTED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+"""The handler was started: these update the job's last_* columns."""
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+"""Outcomes after which another attempt follows while attempts remain."""
+REVIVABLE = frozenset({RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED})
+"""Slots that did not run and that a backfill may run after all."""
+
+# from -> the statuses a row may move to; None is "no row yet" (what an insert may create)
+TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
+    None: frozenset(
+        {RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED}
+    ),
+    # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
+    RunStatus.CLAIMED: frozenset({RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED}),
+    RunStatus.BUFFERED: frozenset({RunStatus.CLAIMED, RunStatus.SKIPPED_LOCKED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.CLAIMED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED}
+    ),
+    RunStatus.SKIPPED_LOCKED: frozenset({RunStatus.CLAIMED}),  # backfill revives it
+    RunStatus.SKIPPED_MISFIRE: frozenset({RunStatus.CLAIMED}),
+    RunStatus.EXPIRED: frozenset({RunStatus.CLAIMED}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.TIMED_OUT: frozenset(),
+    RunStatus.ABANDONED: frozenset(),
+}
+
+
+def may_move(current: RunStatus | None, to: RunStatus) -> bool:
+    """Whether a run row in `current` (None: no row) may become `to`."""
+    return to in TRANSITIONS[current]
+
+
+def sources(statuses: frozenset[RunStatus]) -> list[str]:
+    """A status set as the text[] a statement takes as a parameter (`status = ANY($n::text[])`)."""
+    return sorted(s.value for s in statuses)
+
+
+class DropReason(StrEnum):
+    """Why a message was acked without a run (label `reason` of scheduler_messages_dropped_total)."""
+
+    DISABLED = "disabled"  # the job is paused: the chain ends here; resume reseeds
+    STALE_EPOCH = "stale_epoch"  # the chain was replaced since this message was posted
+    EXPIRED = "expired"  # a manual message past its expires_at (recorded as an expired run)
+    MISFIRE = "misfire"  # a chain message later than the grace (recorded as skipped_misfire)
+    DUPLICATE = "duplicate"  # a copy of a slot a live worker is on, or a second chain's message
+    ALREADY_DONE = "already_done"  # a redelivery of a slot that has finished
+    OWNER_DEAD_LOCK_BUSY = "owner_dead_lock_busy"  # the owner died, but the lock is busy: the watchdog abandons it
+    BUFFER_GAVE_UP = "buffer_gave_up"  # a buffered slot still locked after the grace (recorded as skipped_locked)
+
+
+class ParkReason(StrEnum):
+    """Why a message went to the parking queue (label `reason` of scheduler_messages_parked_total)."""
+
+    TOO_LARGE = "too_large"
+    ENCODING = "encoding"
+    NOT_JSON = "not_json"
+    SCHEMA = "schema"
+    WRONG_SCOPE = "wrong_scope"
+    UNKNOWN_JOB = "unknown_job"
+    WRONG_QUEUE = "wrong_queue"
+    NO_HANDLER = "no_handler"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ReseedReason(StrEnum):
+    """Why the watchdog replaced a chain (label `reason` of scheduler_chain_reseeds_total)."""
+
+    OVERDUE = "overdue"  # the next message is later than the job's grace
+    NEVER_SEEDED = "never_seeded"  # no message was ever posted
+
+
+class Contention(StrEnum):
+    """What happened to a message that found every lock slot taken (scheduler_lock_contention_total)."""
+
+    SKIPPED = "skipped"
+    BUFFERED = "buffered"
+
+
+class Dependency(StrEnum):
+    """The servers a worker depends on (label `dependency` of scheduler_dependency_up)."""
+
+    POSTGRES = "postgres"
+    RABBITMQ = "rabbitmq"
