@@ -16,11 +16,11 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel
 
-from shared import chain, connect, schedule
+from shared import chain, connect, retry_policy
+from shared.dependencies import AMQP_ERRORS
 from shared.locks import watchdog_lock_key
 from shared.messages import JobMessage
 from shared.metrics import Metrics
-from shared.protocol import AMQP_ERRORS
 from shared.publisher import Publisher
 from shared.store import idempotency, runs, workers
 from shared.store import jobs as jobs_store
@@ -48,7 +48,7 @@ def lost_chains(jobs: list[JobRow], live_queues: set[str], now: datetime, lost_a
 def retry_message(row: runs.RunRow, now: datetime) -> JobMessage:
     """The next attempt of an abandoned run (same slot, same params)."""
     attempt = row.attempt + 1
-    run_id = schedule.next_attempt_run_id(row.scope, row.job_id, row.epoch, row.scheduled_for, row.run_id, attempt)
+    run_id = retry_policy.retry_run_id(row.scope, row.job_id, row.epoch, row.scheduled_for, row.run_id, attempt)
     return JobMessage(
         job_id=row.job_id,
         trigger_source=TriggerSource.RETRY,

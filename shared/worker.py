@@ -35,20 +35,21 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 
 from shared import connect, logs, topology
 from shared.backoff import backoff
+from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
-from shared.messages import JobMessage
+from shared.messages import startup_message
 from shared.metrics import Metrics, keep_job_metrics, serve
-from shared.protocol import AMQP_ERRORS, DB_ERRORS, Delivery, Env, handle_delivery, utcnow
+from shared.protocol import handle_delivery
 from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
+from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_for
 from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.migrate import migrate
-from shared.vocabulary import TriggerSource
 from shared.watchdog import Watchdog
 
 log = structlog.get_logger("shared.worker")
@@ -251,14 +252,7 @@ class Worker:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", startup_lock_key(scope, job.queue))
                 if await workers.earlier_alive_on(conn, scope, job.queue, self.worker_id):
                     continue
-                now = utcnow()
-                message = JobMessage(
-                    job_id=job.job_id,
-                    trigger_source=TriggerSource.STARTUP,
-                    scope=scope,
-                    scheduled_for=now,
-                    published_at=now,
-                )
+                message = startup_message(scope, job.job_id, utcnow())
                 await publisher.to_work(job.queue, message)
                 log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
 
