@@ -79,6 +79,9 @@ async def run_and_record(turn: Turn) -> RunResult:
     assert job is not None and run is not None and lock is not None and turn.handler is not None
     fire_at = decisions.fire_time(job, msg)
     started = turn.started_at or await runs.start(turn.conn, run.run_id, env.worker_id, fire_at)
+    if started is None:  # the row left its claim meanwhile (it cannot, while the lock is held): say so, go on
+        log.warning("run.start_not_recorded", run_id=str(run.run_id))
+        started = env.clock()
     late = decisions.lateness(started, fire_at).total_seconds()
     env.series(env.metrics.start_lateness, env.scope, job.job_id, msg.trigger_source.value).observe(max(0.0, late))
     # Every later line of the run (the handler's, run.finished) carries its slot and lateness: one info line per

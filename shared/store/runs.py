@@ -62,6 +62,11 @@ class NewRun:
     origin_run_id: uuid.UUID | None = None
 
 
+# A run starts from its claim, or from `abandoned`: the watchdog took its worker for dead while the worker was
+# cut off from PostgreSQL, and the worker's own record of what it does wins. The same holds for the finish.
+STARTABLE = frozenset({RunStatus.CLAIMED, RunStatus.ABANDONED})
+FINISHABLE = frozenset({RunStatus.RUNNING, RunStatus.ABANDONED})
+
 _RUN_COLUMNS = (
     "run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status, worker, next_posted_for, params"
 )
@@ -270,14 +275,17 @@ def _start_sql(first: int) -> str:
     return _START.format(n=first, w=first + 1, f=first + 2)
 
 
-async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime) -> datetime:
-    """claimed -> running, stamping started_at and the lateness (start minus `fire_at`)."""
-    started: datetime = await conn.fetchval(
-        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 RETURNING started_at",
+async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime) -> datetime | None:
+    """claimed -> running, stamping started_at and the lateness (start minus `fire_at`). None when the row is
+    in no state a run starts from (see STARTABLE)."""
+    started: datetime | None = await conn.fetchval(
+        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[])"
+        " RETURNING started_at",
         run_id,
         RunStatus.RUNNING.value,
         worker,
         fire_at,
+        sources(STARTABLE),
     )
     return started
 
@@ -323,7 +331,7 @@ async def record_posted(
 _FINISH = """
     WITH run AS (
         UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
+        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms
     ), job AS (
         UPDATE scheduler.jobs j SET
             last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
@@ -348,7 +356,7 @@ async def finish(
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
     free never overlaps this one in the record, whenever this statement commits."""
-    unlock = "SELECT pg_advisory_unlock($7)" if release_key is not None else "SELECT NULL"
+    unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
     await conn.execute(
         _FINISH + unlock,
@@ -358,6 +366,7 @@ async def finish(
         duration_ms,
         finished_at,
         RunStatus.SUCCEEDED.value,
+        sources(FINISHABLE),
         *args,
     )
 
