@@ -38,6 +38,7 @@ async def forever(
 ) -> T:
     """Call `action` until it returns, backing off after each of `errors`; any other error propagates."""
     result = await _attempts(what, action, cap_sec, errors, None, on_attempt, event, log_fields)
+    assert result is not None  # without `stopping` it never gives up
     return result[0]
 
 
