@@ -37,10 +37,12 @@ from shared import connect, logs, topology
 from shared.backoff import backoff
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
+from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
 from shared.messages import startup_message
-from shared.metrics import Metrics, keep_job_metrics, serve
+from shared.metrics import Metrics, new_registry
+from shared.metrics_http import serve
 from shared.protocol import handle_delivery
 from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
@@ -50,7 +52,7 @@ from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.migrate import migrate
-from shared.watchdog import Watchdog
+from shared.watchdog import Leadership, Watchdog, standard_sweeps
 
 log = structlog.get_logger("shared.worker")
 VERSION = "0.1.0"
@@ -73,7 +75,7 @@ class Worker:
         self.service = service
         self.settings = settings or Settings()
         self.registry = Registry()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(new_registry())
         self.worker_id = f"{service}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
@@ -203,10 +205,12 @@ class Worker:
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         watchdog = Watchdog(
-            dsn, s.scheduler_scope, self.worker_id, watchdog_channel,
-            Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
-            interval_sec=s.watchdog_interval_sec, lost_after_sec=s.chain_lost_after_sec,
-            retention_days=s.run_retention_days, clock=utcnow,
+            Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
+            standard_sweeps(
+                s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+                lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
+            ),
+            interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
         await self._consume(amqp)

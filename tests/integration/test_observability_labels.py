@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import topology
-from shared.metrics import keep_job_metrics
+from shared.job_metrics import keep_job_metrics
 from shared.settings import Settings
 from shared.vocabulary import RunStatus, TriggerSource
 from tests.support.probe import ProbeParams, probe
