@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import secrets
 import signal
 import socket
@@ -34,7 +33,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from shared import connect, logs, topology
-from shared.backoff import backoff
+from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
 from shared.job_metrics import keep_job_metrics
@@ -141,27 +140,27 @@ class Worker:
         """Start; when RabbitMQ or PostgreSQL goes away half-way (both restart during a deploy), close what was
         opened and start again after a back-off: a worker never exits because a dependency blinked while it
         started. A refused user or a topology mismatch still ends it: retrying cannot fix those."""
-        attempt = 0
-        while not self.stop_event.is_set():
-            attempt += 1
+
+        async def attempt() -> AsyncExitStack | None:
+            if self.stop_event.is_set():
+                return None  # stopped before it was up
             stack = AsyncExitStack()
             try:
                 await self._start(stack)
-            except aiormq.exceptions.ChannelAccessRefused:
-                await stack.aclose()
-                raise
-            except (*DB_ERRORS, *AMQP_ERRORS) as exc:
-                await stack.aclose()
-                delay = backoff(attempt, self.settings.dependency_retry_max_sec, random.random())
-                log.warning("worker.start_interrupted", error=f"{type(exc).__name__}: {exc}"[:300], retry_in_sec=delay)
-                await asyncio.sleep(delay)
-                continue
             except BaseException:
                 await stack.aclose()
                 raise
-            outer.push_async_callback(stack.aclose)
-            return True
-        return False
+            return stack
+
+        stack = await forever(
+            "worker.start", attempt, cap_sec=self.settings.dependency_retry_max_sec,
+            errors=(*DB_ERRORS, *AMQP_ERRORS), fatal=(aiormq.exceptions.ChannelAccessRefused,),
+            event="worker.start_interrupted",
+        )  # fmt: skip
+        if stack is None:
+            return False
+        outer.push_async_callback(stack.aclose)
+        return True
 
     def _up(self, dependency: str) -> Any:
         return lambda ok: self.metrics.dependency_up.labels(dependency).set(1 if ok else 0)
