@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 
 from shared import retry_policy, topology
 from shared.definitions import load_definition
@@ -32,6 +31,7 @@ from shared.watchdog.abandoned import AbandonedRuns
 from shared.watchdog.buffers import StaleBuffers
 from shared.watchdog.pruning import Pruning
 from shared.watchdog.reseed import LostChains
+from tests.support.logcapture import capture_logs
 
 pytestmark = pytest.mark.integration
 

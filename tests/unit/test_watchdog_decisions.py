@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from shared import retry_policy
 from shared.store.jobs import BadJob, JobRow, checked_rows
@@ -18,6 +17,7 @@ from shared.vocabulary import ReseedReason, RunStatus, TriggerSource
 from shared.watchdog.abandoned import next_attempt, should_retry
 from shared.watchdog.pruning import Pruning
 from shared.watchdog.reseed import LostChains, lost_chains, reseed_reason
+from tests.support.logcapture import capture_logs
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LOST_AFTER = timedelta(seconds=60)
