@@ -30,14 +30,12 @@ from shared.control.results import (
     Deleted,
     JobChange,
     JobStatus,
-    MissingAction,
     Published,
     Purged,
     Replayed,
     RunOutcome,
     RunQueued,
     RunRecord,
-    SeedChange,
     SeededJob,
     SeedFileResult,
 )
@@ -111,32 +109,7 @@ class Control:
         definitions = validation.jobs_file(path)
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        before = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
-        seeded = []
-        for definition in definitions:
-            # each job's own clock: with one `now` for the whole file, the last jobs of a long file would get a
-            # first slot already past, run late, and count their next slot from then (skipping one)
-            now = _now()
-            result = await jobs.seed_job(conn, channel, publisher, self.scope, definition, now)
-            seeded.append(
-                SeededJob(definition, _seed_change(definition, result, before.get(definition.job_id)), result, now)
-            )
-            if on_job is not None:
-                on_job(seeded[-1])
-        declared = {d.job_id for d in definitions}
-        missing = []
-        for row in before.values():
-            if row.job_id in declared:
-                continue
-            if not row.enabled:
-                missing.append((row.job_id, MissingAction.ALREADY_DISABLED))
-            elif prune:
-                note = f"pruned: not in {path}"
-                await jobs.pause_job(conn, channel, publisher, self.scope, row.job_id, _now(), note=note)
-                missing.append((row.job_id, MissingAction.DISABLED))
-            else:
-                missing.append((row.job_id, MissingAction.LEFT_ENABLED))
-        return SeedFileResult(path, seeded, missing)
+        return await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job)
 
     async def pause(self, job_id: str, note: str | None = None) -> JobChange:
         """Disable the job and end its chain now; a run in progress finishes. `note` says why (status shows it)."""
@@ -250,11 +223,3 @@ class Control:
         await declare_for(channel, job)
         routing_key = await publish_raw(channel, self.scope, job.queue, data)
         return Published(topology.exchange_name(self.scope), routing_key, len(data))
-
-
-def _seed_change(definition: JobDefinition, result: JobChange, before: JobRow | None) -> SeedChange:
-    if before is None:
-        return SeedChange.NEW
-    if not before.enabled and definition.enabled:
-        return SeedChange.RE_ENABLED
-    return SeedChange.CHANGED if result.changed else SeedChange.UNCHANGED

@@ -8,8 +8,9 @@ them; `Control` is the usual entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from aio_pika.abc import AbstractChannel
 
 from shared import chain, topology
 from shared.control import validation
-from shared.control.results import Deleted, JobChange
+from shared.control.results import Deleted, JobChange, MissingAction, SeedChange, SeededJob, SeedFileResult
 from shared.definitions import JobDefinition
 from shared.errors import UnknownJob
 from shared.publisher import Publisher
@@ -121,3 +122,50 @@ async def delete_job(
     await jobs_store.delete_job(conn, scope, job_id)
     await topology.delete_job_queues(channel, scope, job_id)
     return Deleted(job_id, epoch)
+
+
+async def seed_file(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    scope: str,
+    path: Path,
+    definitions: list[JobDefinition],
+    prune: bool,
+    on_job: Callable[[SeededJob], None] | None = None,
+) -> SeedFileResult:
+    """Seed every definition of a (validated) jobs file; then report, or with `prune` disable, the jobs of the
+    scope the file does not declare (never deleted: the file may be wrong)."""
+    before = {row.job_id: row for row in await jobs_store.list_jobs(conn, scope)}
+    seeded = []
+    for definition in definitions:
+        # each job's own clock: with one `now` for the whole file, the last jobs of a long file would get a
+        # first slot already past, run late, and count their next slot from then (skipping one)
+        now = datetime.now(UTC)
+        result = await seed_job(conn, channel, publisher, scope, definition, now)
+        seeded.append(
+            SeededJob(definition, seed_change(definition, result, before.get(definition.job_id)), result, now)
+        )
+        if on_job is not None:
+            on_job(seeded[-1])
+    declared = {d.job_id for d in definitions}
+    missing = []
+    for row in (row for row in before.values() if row.job_id not in declared):
+        if not row.enabled:
+            missing.append((row.job_id, MissingAction.ALREADY_DISABLED))
+        elif prune:
+            note = f"pruned: not in {path}"
+            await pause_job(conn, channel, publisher, scope, row.job_id, datetime.now(UTC), note=note)
+            missing.append((row.job_id, MissingAction.DISABLED))
+        else:
+            missing.append((row.job_id, MissingAction.LEFT_ENABLED))
+    return SeedFileResult(path, seeded, missing)
+
+
+def seed_change(definition: JobDefinition, result: JobChange, before: JobRow | None) -> SeedChange:
+    """What seeding did to the stored definition (`before`: the row as it was, if any)."""
+    if before is None:
+        return SeedChange.NEW
+    if not before.enabled and definition.enabled:
+        return SeedChange.RE_ENABLED  # the file is the truth: a job paused by hand runs again after a seed
+    return SeedChange.CHANGED if result.changed else SeedChange.UNCHANGED
