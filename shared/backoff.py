@@ -32,12 +32,15 @@ async def forever(
     *,
     cap_sec: float = 30.0,
     errors: tuple[type[BaseException], ...] = CONNECT_ERRORS,
+    fatal: tuple[type[BaseException], ...] = (),
     on_attempt: Callable[[bool], None] | None = None,
     event: str = "dependency.retrying",
     **log_fields: object,
 ) -> T:
-    """Call `action` until it returns, backing off after each of `errors`; any other error propagates."""
-    result = await _attempts(what, action, cap_sec, errors, None, on_attempt, event, log_fields)
+    """Call `action` until it returns, backing off after each of `errors`; any other error propagates, and so do
+    the `fatal` ones among `errors` (a refused login: retrying cannot fix it)."""
+    result = await _attempts(what, action, cap_sec, errors, fatal, None, on_attempt, event, log_fields)
+    assert result is not None  # without a stop event, _attempts returns only on success
     return result[0]
 
 
@@ -52,7 +55,7 @@ async def until_stopped(
     **log_fields: object,
 ) -> tuple[T] | None:
     """`forever`, except that a failure once `stopping` is set gives up (logged): None then, else `(result,)`."""
-    return await _attempts(what, action, cap_sec, errors, stopping, None, event, log_fields)
+    return await _attempts(what, action, cap_sec, errors, (), stopping, None, event, log_fields)
 
 
 async def _attempts(
@@ -60,6 +63,7 @@ async def _attempts(
     action: Callable[[], Awaitable[T]],
     cap_sec: float,
     errors: tuple[type[BaseException], ...],
+    fatal: tuple[type[BaseException], ...],
     stopping: asyncio.Event | None,
     on_attempt: Callable[[bool], None] | None,
     event: str,
@@ -71,6 +75,8 @@ async def _attempts(
         try:
             result = await action()
         except errors as exc:
+            if isinstance(exc, fatal):
+                raise
             if on_attempt is not None:
                 on_attempt(False)
             if stopping is not None and stopping.is_set():

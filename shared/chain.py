@@ -12,28 +12,34 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from dataclasses import replace as replace_field
 from datetime import datetime
 
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import schedule, topology
-from shared.locks import CONNECTION_ERRORS, chain_lock, chain_lock_key, enter_chain, unlock
-from shared.messages import JobMessage
+from shared.dependencies import SESSION_LOST
+from shared.locks import chain_lock, chain_lock_key, enter_chain, unlock
+from shared.messages import JobMessage, chain_message
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobRow
 from shared.store.pool import spoil
-from shared.vocabulary import TriggerSource
 
 
 @dataclass(frozen=True, slots=True)
 class Slot:
     scheduled_for: datetime  # the nominal slot: the run's identity
     fire_at: datetime  # slot plus the job's deterministic jitter: when the message should arrive
-    run_started_at: datetime | None = None  # when `extend` also started the run that posted this slot
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """What `extend` did: the slot it posted, and when the run that posted it started (if it started it)."""
+
+    slot: Slot
+    run_started_at: datetime | None
 
 
 def next_slot(job: JobRow, after: datetime) -> Slot | None:
@@ -45,16 +51,8 @@ def next_slot(job: JobRow, after: datetime) -> Slot | None:
     return Slot(slot, slot + schedule.slot_jitter(job.job_id, slot, job.jitter_sec))
 
 
-def chain_message(job: JobRow, epoch: int, slot: Slot, now: datetime) -> JobMessage:
-    return JobMessage(
-        job_id=job.job_id,
-        trigger_source=TriggerSource.SCHEDULER,
-        scope=job.scope,
-        epoch=epoch,
-        scheduled_for=slot.scheduled_for,
-        run_id=schedule.derive_run_id(job.scope, job.job_id, epoch, slot.scheduled_for, 1),
-        published_at=now,
-    )
+def slot_message(job: JobRow, epoch: int, slot: Slot, now: datetime) -> JobMessage:
+    return chain_message(job.scope, job.job_id, epoch, slot.scheduled_for, now)
 
 
 async def extend(
@@ -66,11 +64,12 @@ async def extend(
     now: datetime,
     run_id: uuid.UUID | None = None,
     start_worker: str | None = None,
-) -> Slot | None:
-    """Post the slot after `after` if the chain is still at `epoch` and enabled. Returns the slot, or None
-    when the chain moved on (stale: someone reseeded, paused or re-timed the job meanwhile). With `run_id`
+    fire_at: datetime | None = None,
+) -> Posted | None:
+    """Post the slot after `after` if the chain is still at `epoch` and enabled. Returns what was posted, or
+    None when the chain moved on (stale: someone reseeded, paused or re-timed the job meanwhile). With `run_id`
     the run that posted it is recorded as having done so; with `start_worker` too, that run is also marked
-    running in the same statement (its start time is then in the returned slot)."""
+    running in the same statement, its lateness counted from `fire_at`."""
     slot = next_slot(job, after)
     if slot is None:
         return None
@@ -79,18 +78,18 @@ async def extend(
     try:
         if await enter_chain(conn, job.scope, job.job_id) != (epoch, True):
             return None
-        await publisher.to_delay(chain_message(job, epoch, slot, now), slot.fire_at, now)
+        await publisher.to_delay(slot_message(job, epoch, slot, now), slot.fire_at, now)
         started = await runs.record_posted(
-            conn, job.scope, job.job_id, slot.fire_at, run_id, slot.scheduled_for, key, start_worker
+            conn, job.scope, job.job_id, slot.fire_at, run_id, slot.scheduled_for, key, start_worker, fire_at
         )
         released = True
     finally:
         if not released:
             spoil(conn)  # until the unlock below is known to have worked, the pool resets the connection in full
             # a connection that is gone took the lock with it
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            with contextlib.suppress(*SESSION_LOST):
                 await unlock(conn, key)
-    return slot if started is None else replace_field(slot, run_started_at=started)
+    return Posted(slot, started)
 
 
 async def purge_delay_queue(channel: AbstractChannel, scope: str, job_id: str) -> None:
@@ -143,6 +142,6 @@ async def _replace(
         await purge_delay_queue(channel, job.scope, job.job_id)
         slot = next_slot(current, now) if current.enabled and current.has_chain else None
         if slot is not None:
-            await publisher.to_delay(chain_message(current, epoch, slot, now), slot.fire_at, now)
+            await publisher.to_delay(slot_message(current, epoch, slot, now), slot.fire_at, now)
         await jobs_store.set_next_due(conn, job.scope, job.job_id, None if slot is None else slot.fire_at)
     return epoch, slot

@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from shared import connect
+from shared.dependencies import classify, describe
 from shared.store import workers
 from shared.store.pool import connect as pg_connect
 
@@ -53,7 +54,7 @@ class Liveness:
                     await asyncio.sleep(self.period_sec)
                     await workers.heartbeat(conn, self.worker_id)
             except Exception as exc:  # reconnect and take the lock again, whatever went wrong
-                log.warning("worker.liveness_lost", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("worker.liveness_lost", error=describe(exc), dependency=classify(exc))
                 with contextlib.suppress(Exception):
                     await conn.close()
 

@@ -15,14 +15,6 @@ from typing import NamedTuple
 
 import asyncpg
 
-# Errors after which the session is gone, and every session lock it held with it.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a pooled session the server ended before asyncpg saw the socket close
-)
-
 
 def lock_key(*parts: str | int) -> int:
     """A signed 64-bit advisory lock key for a name made of `parts`."""

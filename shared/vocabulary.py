@@ -69,7 +69,9 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.TIMED_OUT: frozenset(),
-    RunStatus.ABANDONED: frozenset(),
+    # a worker the watchdog took for dead (cut off from PostgreSQL) that started or finished the run after all:
+    # its own record wins
+    RunStatus.ABANDONED: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT}),
 }
 
 

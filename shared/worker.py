@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import secrets
 import signal
 import socket
@@ -34,22 +33,25 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from shared import connect, logs, topology
-from shared.backoff import backoff
+from shared.backoff import forever
+from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
+from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
-from shared.messages import JobMessage
-from shared.metrics import Metrics, keep_job_metrics, serve
-from shared.protocol import AMQP_ERRORS, DB_ERRORS, Delivery, Env, handle_delivery, utcnow
+from shared.messages import startup_message
+from shared.metrics import Metrics, new_registry
+from shared.metrics_http import serve
+from shared.protocol import handle_delivery
 from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
+from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_for
 from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.migrate import migrate
-from shared.vocabulary import TriggerSource
-from shared.watchdog import Watchdog
+from shared.watchdog import Leadership, Watchdog, standard_sweeps
 
 log = structlog.get_logger("shared.worker")
 VERSION = "0.1.0"
@@ -72,7 +74,7 @@ class Worker:
         self.service = service
         self.settings = settings or Settings()
         self.registry = Registry()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(new_registry())
         self.worker_id = f"{service}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
@@ -138,27 +140,27 @@ class Worker:
         """Start; when RabbitMQ or PostgreSQL goes away half-way (both restart during a deploy), close what was
         opened and start again after a back-off: a worker never exits because a dependency blinked while it
         started. A refused user or a topology mismatch still ends it: retrying cannot fix those."""
-        attempt = 0
-        while not self.stop_event.is_set():
-            attempt += 1
+
+        async def attempt() -> AsyncExitStack | None:
+            if self.stop_event.is_set():
+                return None  # stopped before it was up
             stack = AsyncExitStack()
             try:
                 await self._start(stack)
-            except aiormq.exceptions.ChannelAccessRefused:
-                await stack.aclose()
-                raise
-            except (*DB_ERRORS, *AMQP_ERRORS) as exc:
-                await stack.aclose()
-                delay = backoff(attempt, self.settings.dependency_retry_max_sec, random.random())
-                log.warning("worker.start_interrupted", error=f"{type(exc).__name__}: {exc}"[:300], retry_in_sec=delay)
-                await asyncio.sleep(delay)
-                continue
             except BaseException:
                 await stack.aclose()
                 raise
-            outer.push_async_callback(stack.aclose)
-            return True
-        return False
+            return stack
+
+        stack = await forever(
+            "worker.start", attempt, cap_sec=self.settings.dependency_retry_max_sec,
+            errors=(*DB_ERRORS, *AMQP_ERRORS), fatal=(aiormq.exceptions.ChannelAccessRefused,),
+            event="worker.start_interrupted",
+        )  # fmt: skip
+        if stack is None:
+            return False
+        outer.push_async_callback(stack.aclose)
+        return True
 
     def _up(self, dependency: str) -> Any:
         return lambda ok: self.metrics.dependency_up.labels(dependency).set(1 if ok else 0)
@@ -202,10 +204,12 @@ class Worker:
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         watchdog = Watchdog(
-            dsn, s.scheduler_scope, self.worker_id, watchdog_channel,
-            Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
-            interval_sec=s.watchdog_interval_sec, lost_after_sec=s.chain_lost_after_sec,
-            retention_days=s.run_retention_days, clock=utcnow,
+            Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
+            standard_sweeps(
+                s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+                lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
+            ),
+            interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
         await self._consume(amqp)
@@ -251,14 +255,7 @@ class Worker:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", startup_lock_key(scope, job.queue))
                 if await workers.earlier_alive_on(conn, scope, job.queue, self.worker_id):
                     continue
-                now = utcnow()
-                message = JobMessage(
-                    job_id=job.job_id,
-                    trigger_source=TriggerSource.STARTUP,
-                    scope=scope,
-                    scheduled_for=now,
-                    published_at=now,
-                )
+                message = startup_message(scope, job.job_id, utcnow())
                 await publisher.to_work(job.queue, message)
                 log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
 

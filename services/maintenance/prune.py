@@ -1,7 +1,8 @@
-"""Prune the scope's history: finished runs older than the retention, and expired idempotency keys.
+"""Prune the scope's history: finished runs older than the retention, and expired idempotency keys, by the same
+rule as the watchdog (`shared.store.sweeps.prune_history`).
 
 The retention is `params.retention_days`, else RUN_RETENTION_DAYS. Runs still claimed, buffered or running
-are never pruned (shared.store.runs.prune), and keys only once they have expired, so the duplicate-order guard
+are never pruned, and keys only once they have expired, so the duplicate-order guard
 keeps working for as long as each key was claimed for.
 """
 
@@ -13,7 +14,7 @@ from services.clients.config import ClientConfig
 from shared.context import RunContext
 from shared.registry import HandlerFn
 from shared.settings import Settings
-from shared.store import idempotency, runs
+from shared.store import sweeps
 from shared.store.pool import connect
 
 
@@ -32,10 +33,12 @@ def build(config: ClientConfig, settings: Settings) -> HandlerFn:
         # A connection of its own (once a day): the run's lock connection is not the handler's to use.
         conn = await connect(dsn, application_name=f"maintenance-{ctx.scope}")
         try:
-            pruned_runs = await runs.prune(conn, ctx.scope, days)
-            pruned_keys = await idempotency.prune(conn, ctx.scope) if params.prune_keys else 0
+            # dead workers' rows are the watchdog's to forget (it runs in every worker): this job keeps to history
+            pruned = await sweeps.prune_history(
+                conn, ctx.scope, days, keys=params.prune_keys, dead_workers_after_sec=None
+            )
         finally:
             await conn.close()
-        ctx.log.info("maintenance.pruned", runs=pruned_runs, keys=pruned_keys, retention_days=days)
+        ctx.log.info("maintenance.pruned", runs=pruned.runs, keys=pruned.idempotency_keys, retention_days=days)
 
     return handle

@@ -259,3 +259,32 @@ async def delete_job(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
     """Remove the job's row (its runs stay: they are history). False when there was none."""
     status = await conn.execute("DELETE FROM scheduler.jobs WHERE scope = $1 AND job_id = $2", scope, job_id)
     return bool(status.endswith(" 1"))
+
+
+@dataclass(frozen=True, slots=True)
+class BadJob:
+    """A stored job whose row no longer makes a job (a definition written around the validation, e.g. in SQL)."""
+
+    job_id: str
+    error: str
+
+
+def checked_rows(records: list[asyncpg.Record]) -> tuple[list[JobRow], list[BadJob]]:
+    """Job rows whose schedule can be built, and the others as `BadJob`: one bad row is that job's problem only."""
+    good: list[JobRow] = []
+    bad: list[BadJob] = []
+    for record in records:
+        try:
+            row = JobRow.from_record(record)
+            row.schedule  # noqa: B018 - builds (and caches) the schedule: a bad cron or timezone raises here
+        except Exception as exc:  # any failure to build this row is reported against it, not the listing
+            bad.append(BadJob(record["job_id"], f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        good.append(row)
+    return good, bad
+
+
+async def list_jobs_checked(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> tuple[list[JobRow], list[BadJob]]:
+    """`list_jobs`, tolerant: the rows that make a job, plus a `BadJob` for each row that does not."""
+    records = await conn.fetch(f"{_SELECT} WHERE scope = $1 ORDER BY job_id", scope)
+    return checked_rows(records)

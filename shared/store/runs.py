@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from shared.locks import JobVersion
-from shared.vocabulary import RunStatus
+from shared.vocabulary import OWNED, REVIVABLE, RunStatus, TriggerSource, sources
 
 ERROR_LIMIT = 2000
 
@@ -62,6 +62,11 @@ class NewRun:
     origin_run_id: uuid.UUID | None = None
 
 
+# A run starts from its claim, or from `abandoned`: the watchdog took its worker for dead while the worker was
+# cut off from PostgreSQL, and the worker's own record of what it does wins. The same holds for the finish.
+STARTABLE = frozenset({RunStatus.CLAIMED, RunStatus.ABANDONED})
+FINISHABLE = frozenset({RunStatus.RUNNING, RunStatus.ABANDONED})
+
 _RUN_COLUMNS = (
     "run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status, worker, next_posted_for, params"
 )
@@ -98,7 +103,7 @@ _LOCK_AND_CLAIM = """
     c AS (
         INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status,
             worker, params, upstream_run_id, origin_run_id)
-        SELECT $5, $3, $4, $6, $7, $8, $9, 'claimed', $10, $11, $12, $13
+        SELECT $5, $3, $4, $6, $7, $8, $9, $17, $10, $11, $12, $13
         WHERE ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
           AND ($14::timestamptz IS NULL
                OR (SELECT (epoch, enabled, updated_at) FROM j) = ($15::bigint, $16::boolean, $14::timestamptz))
@@ -140,6 +145,7 @@ async def lock_and_claim(
         None if expected is None else expected.updated_at,
         None if expected is None else expected.epoch,
         None if expected is None else expected.enabled,
+        RunStatus.CLAIMED.value,
     )
     version = None if record["epoch"] is None else JobVersion(record["epoch"], record["enabled"], record["updated_at"])
     return record["key"], version, bool(record["claimed"])
@@ -185,11 +191,13 @@ async def worker_alive(conn: asyncpg.Connection, worker_id: str | None) -> bool:
 async def take_over(conn: asyncpg.Connection, run_id: uuid.UUID, dead_worker: str | None, worker: str) -> bool:
     """Adopt a claimed/running row whose owner died (redelivery after a crash). Exactly one taker wins."""
     status = await conn.execute(
-        "UPDATE scheduler.job_runs SET worker = $3, status = 'claimed', claimed_at = now()"
-        " WHERE run_id = $1 AND worker IS NOT DISTINCT FROM $2 AND status IN ('claimed', 'running')",
+        "UPDATE scheduler.job_runs SET worker = $3, status = $4, claimed_at = now()"
+        " WHERE run_id = $1 AND worker IS NOT DISTINCT FROM $2 AND status = ANY($5::text[])",
         run_id,
         dead_worker,
         worker,
+        RunStatus.CLAIMED.value,
+        sources(OWNED),
     )
     return bool(status.endswith(" 1"))
 
@@ -198,9 +206,10 @@ async def release_claim(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str
     """Give up a claim whose run never started: with no owner, the next copy of the message takes it over
     (and the watchdog abandons it if no copy comes)."""
     status = await conn.execute(
-        "UPDATE scheduler.job_runs SET worker = NULL WHERE run_id = $1 AND worker = $2 AND status = 'claimed'",
+        "UPDATE scheduler.job_runs SET worker = NULL WHERE run_id = $1 AND worker = $2 AND status = $3",
         run_id,
         worker,
+        RunStatus.CLAIMED.value,
     )
     return bool(status.endswith(" 1"))
 
@@ -208,9 +217,11 @@ async def release_claim(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str
 async def promote_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
     """A buffered slot whose lock came free: it becomes ours to run. Exactly one taker wins."""
     status = await conn.execute(
-        "UPDATE scheduler.job_runs SET status = 'claimed', worker = $2 WHERE run_id = $1 AND status = 'buffered'",
+        "UPDATE scheduler.job_runs SET status = $3, worker = $2 WHERE run_id = $1 AND status = $4",
         run_id,
         worker,
+        RunStatus.CLAIMED.value,
+        RunStatus.BUFFERED.value,
     )
     return bool(status.endswith(" 1"))
 
@@ -218,22 +229,24 @@ async def promote_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, worker: 
 async def revive(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> bool:
     """A slot that was skipped (lock, misfire) or expired, asked for again by backfill: it becomes ours to run."""
     status = await conn.execute(
-        "UPDATE scheduler.job_runs SET status = 'claimed', worker = $2, trigger_source = 'manual', error = NULL,"
-        " finished_at = NULL, claimed_at = now() WHERE run_id = $1"
-        " AND status IN ('skipped_locked', 'skipped_misfire', 'expired')",
+        "UPDATE scheduler.job_runs SET status = $3, worker = $2, trigger_source = $4, error = NULL,"
+        " finished_at = NULL, claimed_at = now() WHERE run_id = $1 AND status = ANY($5::text[])",
         run_id,
         worker,
+        RunStatus.CLAIMED.value,
+        TriggerSource.MANUAL.value,
+        sources(REVIVABLE),
     )
     return bool(status.endswith(" 1"))
 
 
 async def resolve_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, status: RunStatus, error: str) -> bool:
     done = await conn.execute(
-        "UPDATE scheduler.job_runs SET status = $2, error = $3, finished_at = now()"
-        " WHERE run_id = $1 AND status = 'buffered'",
+        "UPDATE scheduler.job_runs SET status = $2, error = $3, finished_at = now() WHERE run_id = $1 AND status = $4",
         run_id,
         status.value,
         error,
+        RunStatus.BUFFERED.value,
     )
     return bool(done.endswith(" 1"))
 
@@ -241,27 +254,38 @@ async def resolve_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, status: 
 async def has_waiter(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
     """overlap=buffer_one keeps at most one buffered slot per job."""
     found = await conn.fetchval(
-        "SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = 'buffered' LIMIT 1",
+        "SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = $3 LIMIT 1",
         scope,
         job_id,
+        RunStatus.BUFFERED.value,
     )
     return bool(found)
 
 
-# claimed -> running, stamping started_at and the lateness (start minus slot); {worker} is the parameter
+# claimed -> running, stamping started_at and the lateness (start minus the intended fire time, see
+# decisions.fire_time); {n} is the first of its three parameters: status, worker, fire time
 _START = (
-    "status = 'running', worker = {worker}, started_at = clock_timestamp(),"
-    " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - scheduled_for) * 1000,"
+    "status = ${n}, worker = ${w}, started_at = clock_timestamp(),"
+    " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - ${f}::timestamptz) * 1000,"
     " -2147483648), 2147483647)::integer"
 )
 
 
-async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str) -> datetime:
-    """claimed -> running, stamping started_at and the lateness (start minus slot)."""
-    started: datetime = await conn.fetchval(
-        f"UPDATE scheduler.job_runs SET {_START.format(worker='$2')} WHERE run_id = $1 RETURNING started_at",
+def _start_sql(first: int) -> str:
+    return _START.format(n=first, w=first + 1, f=first + 2)
+
+
+async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime) -> datetime | None:
+    """claimed -> running, stamping started_at and the lateness (start minus `fire_at`). None when the row is
+    in no state a run starts from (see STARTABLE)."""
+    started: datetime | None = await conn.fetchval(
+        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[])"
+        " RETURNING started_at",
         run_id,
+        RunStatus.RUNNING.value,
         worker,
+        fire_at,
+        sources(STARTABLE),
     )
     return started
 
@@ -275,16 +299,18 @@ async def record_posted(
     next_slot: datetime,
     release_key: int,
     start_worker: str | None = None,
+    fire_at: datetime | None = None,
 ) -> datetime | None:
     """After a chain extension was confirmed, in one statement: the job's next_due_at, the run's next_posted_for
     (when a run posted it), the release of the session chain lock `release_key`, and with `start_worker` the
-    run's start as `start` records it (the run is about to begin: this saves step 8 a round trip). Returns the
+    run's start as `start` records it, lateness counted from `fire_at` (the run is about to begin: this saves
+    step 8 a round trip). Returns the
     run's started_at when it was started here.
 
     The lock is released before this statement commits: a reseed that takes it then still writes the job row
     after this one (its update waits for this row lock), and purges the message this extension posted."""
-    started = f", {_START.format(worker='$7')}" if start_worker is not None else ""
-    args = (start_worker,) if start_worker is not None else ()
+    started = f", {_start_sql(7)}" if start_worker is not None else ""
+    args = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
     record = await conn.fetchrow(
         "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
         f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4"
@@ -305,13 +331,13 @@ async def record_posted(
 _FINISH = """
     WITH run AS (
         UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 RETURNING scope, job_id, started_at, lateness_ms
+        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms
     ), job AS (
         UPDATE scheduler.jobs j SET
             last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
             last_lateness_ms = run.lateness_ms,
-            last_success_at = CASE WHEN $2 = 'succeeded' THEN $5 ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0 ELSE j.consecutive_failures + 1 END
+            last_success_at = CASE WHEN $2 = $6 THEN $5 ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN $2 = $6 THEN 0 ELSE j.consecutive_failures + 1 END
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
     )
 """
@@ -330,7 +356,7 @@ async def finish(
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
     free never overlaps this one in the record, whenever this statement commits."""
-    unlock = "SELECT pg_advisory_unlock($6)" if release_key is not None else "SELECT NULL"
+    unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
     await conn.execute(
         _FINISH + unlock,
@@ -339,6 +365,8 @@ async def finish(
         None if error is None else error[:ERROR_LIMIT],
         duration_ms,
         finished_at,
+        RunStatus.SUCCEEDED.value,
+        sources(FINISHABLE),
         *args,
     )
 
@@ -359,66 +387,3 @@ async def recent(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: st
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0
-
-
-async def abandon_orphans(
-    conn: asyncpg.Connection, scope: str, released_grace_sec: float = RELEASED_CLAIM_GRACE_SEC
-) -> list[RunRow]:
-    """Mark claimed/running rows whose worker is dead as abandoned; returns them (the watchdog retries some).
-
-    A claim given back (`release_claim`, no worker) is left alone for `released_grace_sec`: its message went back to
-    the queue and a copy normally takes the slot over within moments (after a broker restart, once it is back).
-    Abandoned at once, the slot would be recorded as not run although its message was on its way to a worker.
-    """
-    records = await conn.fetch(
-        f"""
-        WITH dead AS (
-            SELECT r.run_id FROM scheduler.job_runs r
-            LEFT JOIN scheduler.workers w ON w.worker_id = r.worker
-            WHERE r.scope = $1 AND r.status IN ('claimed', 'running')
-              AND CASE WHEN r.worker IS NULL THEN r.claimed_at < clock_timestamp() - make_interval(secs => $2)
-                       ELSE w.worker_id IS NULL OR NOT {ALIVE_SQL.format(w="w")} END
-            FOR UPDATE OF r SKIP LOCKED
-        )
-        UPDATE scheduler.job_runs r SET status = 'abandoned', finished_at = clock_timestamp(),
-            error = CASE WHEN r.worker IS NULL THEN 'claim given back and not taken over'
-                         ELSE 'worker ' || r.worker || ' died during the run' END
-        FROM dead WHERE r.run_id = dead.run_id AND r.status IN ('claimed', 'running')
-        RETURNING {", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))}
-        """,
-        scope,
-        released_grace_sec,
-    )
-    rows = [RunRow.from_record(r) for r in records]
-    for row in rows:
-        await conn.execute(
-            "UPDATE scheduler.jobs SET last_status = 'abandoned', last_error = 'worker died during the run',"
-            " consecutive_failures = consecutive_failures + 1 WHERE scope = $1 AND job_id = $2",
-            row.scope,
-            row.job_id,
-        )
-    return rows
-
-
-async def expire_stale_buffers(conn: asyncpg.Connection, scope: str, older_than_sec: float) -> int:
-    """Buffered slots whose retry message never came back (lost while dead-lettering): close them."""
-    status = await conn.execute(
-        "UPDATE scheduler.job_runs r SET status = 'skipped_locked', finished_at = now(),"
-        " error = 'buffered message did not return' FROM scheduler.jobs j"
-        " WHERE r.scope = $1 AND r.status = 'buffered' AND j.scope = r.scope AND j.job_id = r.job_id"
-        " AND r.claimed_at < now() - make_interval(secs => j.misfire_grace_sec + $2)",
-        scope,
-        older_than_sec,
-    )
-    return int(status.split()[-1])
-
-
-async def prune(conn: asyncpg.Connection | asyncpg.Pool, scope: str, older_than_days: float) -> int:
-    """Delete finished runs older than the retention; returns how many."""
-    status = await conn.execute(
-        "DELETE FROM scheduler.job_runs WHERE scope = $1 AND finished_at < now() - make_interval(secs => $2)"
-        " AND status NOT IN ('claimed', 'buffered', 'running')",
-        scope,
-        older_than_days * 86400,
-    )
-    return int(status.split()[-1])

@@ -7,7 +7,8 @@ Any prefix of the recipe has one job of each kind, so a short soak (12 jobs) sti
 * `max_parallel = 1` jobs whose runs last longer than their interval (slots are skipped, or buffered);
 * a job with `max_parallel = 2` and long runs (at most two at once);
 * lock groups: three jobs on one queue sharing one lock (never two of them at once);
-* flaky jobs failing at random with retries, a job that sometimes times out, jittered and misfire-prone jobs.
+* flaky jobs failing at random with retries, a job that sometimes times out, jittered and misfire-prone jobs;
+* an `overlap = "allow_all"` job whose lock-free runs overlap (each slot still runs once).
 
 The handler (tests.chaos.worker) reads `sleep_sec`, `sleep_spread_sec` and `fail_rate` from the params.
 """
@@ -81,6 +82,11 @@ def _timeouts(rng: random.Random) -> Table:
     }
 
 
+def _allow_all(rng: random.Random) -> Table:
+    """Runs longer than the interval with no lock: they overlap by design, and each slot still runs once."""
+    return {"interval_seconds": 1, "overlap": "allow_all", "default_params": _params(rng.uniform(1.2, 2.0))}
+
+
 def _jittered(rng: random.Random) -> Table:
     return {**_plain(rng), "jitter_sec": 0.5}
 
@@ -106,7 +112,7 @@ RECIPE: list[tuple[str, Callable[[random.Random], Table]]] = [
     ("misfire", _misfire),
     ("longbuf", _long_buffered),
     ("timeout", _timeouts),
-    ("plain", _plain),
+    ("free", _allow_all),
     # the full soak (30) adds more of each
     ("grpa", _group("a")),
     ("grpb", _group("b")),

@@ -16,10 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import topology
-from shared.vocabulary import TriggerSource
-from shared.metrics import keep_job_metrics
+from shared.job_metrics import keep_job_metrics
 from shared.settings import Settings
-from shared.vocabulary import RunStatus
+from shared.vocabulary import RunStatus, TriggerSource
 from tests.support.probe import ProbeParams, probe
 from tests.support.prometheus import free_port
 from tests.support.runtime import Control, fast_settings, running_worker, wait_until

@@ -24,7 +24,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from shared import logs, topology
-from shared.metrics import Metrics, keep_job_metrics
+from shared.job_metrics import keep_job_metrics
+from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.worker import Worker
 from tests.support.probe import ProbeParams, probe

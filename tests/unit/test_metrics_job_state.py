@@ -10,9 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.metrics import DROP_REASONS, PARK_REASONS, Metrics, publish_jobs, success_deadline
+from shared.job_metrics import publish_jobs
+from shared.job_state import success_deadline
+from shared.metrics import Metrics
 from shared.schedule import make_schedule
 from shared.store.jobs import JobRow
+from shared.vocabulary import DropReason, ParkReason
 
 SEOUL = ZoneInfo("Asia/Seoul")
 CREATED = datetime(2026, 1, 5, tzinfo=UTC)
@@ -117,9 +120,9 @@ def test_every_queue_of_an_enabled_job_reports_its_live_workers(metrics: Metrics
 
 def test_counters_exist_at_zero_before_their_first_event(metrics: Metrics) -> None:
     publish_jobs(metrics, "s", [job_row("mine"), job_row("theirs")], ["mine"], {})
-    for reason in DROP_REASONS:
+    for reason in DropReason:
         assert value(metrics, "scheduler_messages_dropped_total", scope="s", reason=reason) == 0
-    for reason in PARK_REASONS:
+    for reason in ParkReason:
         assert value(metrics, "scheduler_messages_parked_total", scope="s", reason=reason) == 0
     # any worker's watchdog may reseed any job of the scope
     for job_id in ("mine", "theirs"):

@@ -1,0 +1,257 @@
+"""The run decisions of the protocol as pure functions: plain data in (the message, the job row, what the claim
+statement found, the clock), a named decision out. No I/O here; `shared.protocol` gathers the facts, asks, and
+does what the decision says. tests/unit/test_decisions.py names every branch.
+
+    admit           step 2-3: park, drop, expire, skip as misfire, wait for a reseed to commit, or go on
+    when_locked     step 4: every lock slot taken: skip the slot or buffer it
+    on_existing     step 5: the slot already has a row: drop, take over, promote, revive, buffer, give up
+    chain_repair    after a drop: does the chain still need this message to post the next slot?
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared import schedule
+from shared.messages import JobMessage
+from shared.store.jobs import JobRow
+from shared.store.runs import NewRun, RunRow
+from shared.vocabulary import OWNED, REVIVABLE, DropReason, ParkReason, RunStatus, TriggerSource
+
+
+class Action(StrEnum):
+    """What the protocol does next with a message."""
+
+    PROCEED = "proceed"  # go on to the next step
+    PARK = "park"  # to the parking queue with `reason`; ack
+    DROP = "drop"  # ack without a run, counted under `reason`
+    EXPIRE = "expire"  # record the run as expired, then drop
+    SKIP_MISFIRE = "skip_misfire"  # record skipped_misfire, post the next slot from now, drop
+    REREAD = "reread"  # the message is of an epoch the row has not reached: wait for the reseed, read again
+    SKIP_LOCKED = "skip_locked"  # record skipped_locked, post the next slot, ack
+    BUFFER = "buffer"  # back off through the retry queue until the lock is free
+    RUN = "run"  # the slot is ours: post the next slot, ack, run
+    TAKE_OVER = "take_over"  # the owner of a claimed/running row is dead: adopt the row, then run
+    PROMOTE = "promote"  # a buffered slot whose lock came free: claim it, then run
+    REVIVE = "revive"  # backfill of a slot that was skipped or expired: claim it, then run
+    GIVE_UP = "give_up"  # a buffered slot still locked after the grace: record skipped_locked, drop
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str = ""  # a DropReason / ParkReason value, or the branch taken (for the log)
+    detail: str = ""  # for parking: the human-readable why
+
+
+PROCEED = Decision(Action.PROCEED)
+
+
+def _drop(reason: DropReason) -> Decision:
+    return Decision(Action.DROP, reason.value)
+
+
+# -- facts derived from plain data -------------------------------------------------------------------------------
+
+
+def runs_when_paused(msg: JobMessage) -> bool:
+    """A paused job still runs what an operator asks for by hand (run-now, backfill, a hand-published message)
+    and the retries of run-now; chain, startup and event messages, and retries of chain runs, wait for `resume`."""
+    if msg.trigger_source is TriggerSource.MANUAL:
+        return True
+    return msg.trigger_source is TriggerSource.RETRY and msg.epoch is None
+
+
+def misfired(job: JobRow, msg: JobMessage, now: datetime) -> bool:
+    """A chain message later than the job's grace (plus its jitter: the jitter is intended delay)."""
+    return msg.is_chain and schedule.is_misfire(msg.scheduled_for, now, job.misfire_grace_sec + job.jitter_sec)
+
+
+def fire_time(job: JobRow, msg: JobMessage) -> datetime:
+    """When the message was meant to start the handler: a chain slot plus the job's deterministic jitter (an
+    intended spread), else the slot itself. Lateness is handler start minus this, in the run row, the
+    `scheduler_start_lateness_seconds` metric and the `run.finished` log line alike."""
+    if msg.is_chain:
+        return msg.scheduled_for + schedule.slot_jitter(job.job_id, msg.scheduled_for, job.jitter_sec)
+    return msg.scheduled_for
+
+
+def lateness(started: datetime, fire_at: datetime) -> timedelta:
+    """Handler start minus intended fire time (negative when a run starts early, e.g. a clock ahead)."""
+    return started - fire_at
+
+
+def is_backfill(run: NewRun) -> bool:
+    """A manual message for a slot of the chain (it carries an epoch): `backfill` sends these."""
+    return run.trigger_source == TriggerSource.MANUAL.value and run.epoch is not None and run.attempt == 1
+
+
+def new_run(scope: str, job: JobRow, msg: JobMessage) -> NewRun:
+    """The run a message asks for. Slot messages (they carry an epoch) get a run_id derived from the slot, so
+    every copy of one slot claims the same row; other messages bring their own run_id."""
+    if msg.epoch is not None:
+        run_id = schedule.derive_run_id(scope, job.job_id, msg.epoch, msg.scheduled_for, msg.attempt)
+    else:
+        run_id = msg.run_id
+    return NewRun(
+        run_id=run_id,
+        scope=scope,
+        job_id=job.job_id,
+        epoch=msg.epoch,
+        trigger_source=msg.trigger_source.value,
+        scheduled_for=msg.scheduled_for,
+        attempt=msg.attempt,
+        params=msg.params,
+        upstream_run_id=msg.upstream_run_id,
+    )
+
+
+def usable_cached(job: JobRow | None, msg: JobMessage, queue: str, now: datetime) -> bool:
+    """Whether a row read for an earlier message lets this message through `admit` unchanged: a chain message of
+    the row's epoch, for an enabled job served by this queue, not expired. Still unconfirmed until step 4."""
+    if job is None or not msg.is_chain:
+        return False
+    return job.epoch == msg.epoch and job.enabled and job.queue == queue and not msg.is_expired(now)
+
+
+# -- the decisions ---------------------------------------------------------------------------------------------
+
+
+def admit(job: JobRow | None, msg: JobMessage, queue: str, scope: str, now: datetime, reread: bool) -> Decision:
+    """Steps 2 and 3: what a message may do given its job row (None: no such job) as read now. `reread` is True
+    once the row was read again after waiting for a reseed (an epoch ahead of the row then means stale)."""
+    if job is None:
+        return Decision(Action.PARK, ParkReason.UNKNOWN_JOB.value, f"no job {msg.job_id!r} in scope {scope!r}")
+    if msg.epoch is not None and msg.epoch > job.epoch and not reread:
+        # the reseed that posted this message has not committed yet (a short delay expired before it did)
+        return Decision(Action.REREAD, "epoch_ahead")
+    if job.queue != queue:
+        return Decision(
+            Action.PARK, ParkReason.WRONG_QUEUE.value, f"job {job.job_id!r} is served by queue {job.queue!r}"
+        )
+    if not job.enabled and not runs_when_paused(msg):
+        return _drop(DropReason.DISABLED)  # the chain ends here; resume reseeds
+    if msg.epoch is not None and msg.epoch != job.epoch:
+        return _drop(DropReason.STALE_EPOCH)
+    if msg.is_expired(now):
+        return Decision(Action.EXPIRE, DropReason.EXPIRED.value)
+    if misfired(job, msg, now):
+        return Decision(Action.SKIP_MISFIRE, DropReason.MISFIRE.value)
+    return PROCEED
+
+
+def when_locked(overlap: str, buffer_taken: bool) -> Decision:
+    """Step 4 with every lock slot taken (and the slot without a row): `buffer_one` keeps one slot waiting per
+    job (`buffer_taken`: one already waits); otherwise the slot is skipped and the chain goes on."""
+    if overlap == "buffer_one" and not buffer_taken:
+        return Decision(Action.BUFFER, "lock_busy")
+    return Decision(Action.SKIP_LOCKED, "lock_busy")
+
+
+def owner_check_needed(row: RunRow, worker_id: str, inflight: bool) -> bool:
+    """Whether `on_existing` needs to know if the row's owner is alive: only for a claimed or running row that is
+    not this worker's own leftover (a row this worker claimed but is no longer running: it died half-way)."""
+    return row.status in OWNED and not _mine_left_over(row, worker_id, inflight)
+
+
+def _mine_left_over(row: RunRow, worker_id: str, inflight: bool) -> bool:
+    return row.worker == worker_id and not inflight
+
+
+def on_existing(
+    row: RunRow,
+    run: NewRun,
+    *,
+    lock_free: bool,
+    worker_id: str,
+    inflight: bool,
+    owner_alive: bool,
+    now: datetime,
+    grace_sec: float,
+) -> Decision:
+    """Step 5 when the slot (or run id) already has a row. `inflight`: this worker is running that row now;
+    `owner_alive`: the row's worker is alive (asked only when `owner_check_needed`)."""
+    if row.status in REVIVABLE and is_backfill(run) and lock_free:
+        return Decision(Action.REVIVE, "backfill_revived")
+    if row.status.terminal:
+        return _drop(DropReason.ALREADY_DONE)
+    if row.status is RunStatus.BUFFERED:
+        if lock_free:
+            return Decision(Action.PROMOTE, "buffered_ran")
+        if schedule.is_misfire(row.scheduled_for, now, grace_sec):
+            return Decision(Action.GIVE_UP, DropReason.BUFFER_GAVE_UP.value)
+        return Decision(Action.BUFFER, "still_locked")
+    # claimed or running: a copy of a slot someone else is on, unless that someone is gone
+    if not _mine_left_over(row, worker_id, inflight) and owner_alive:
+        return _drop(DropReason.DUPLICATE)
+    if lock_free:
+        return Decision(Action.TAKE_OVER, "taken_over")
+    return _drop(DropReason.OWNER_DEAD_LOCK_BUSY)  # the watchdog marks it abandoned
+
+
+def lost_race(decision: Decision) -> Decision:
+    """What a REVIVE, PROMOTE or TAKE_OVER becomes when its conditional update changed no row (another worker
+    won the row first)."""
+    if decision.action is Action.REVIVE:
+        return _drop(DropReason.ALREADY_DONE)
+    if decision.action is Action.PROMOTE:
+        return _drop(DropReason.DUPLICATE)
+    if decision.action is Action.TAKE_OVER:
+        return _drop(DropReason.OWNER_DEAD_LOCK_BUSY)
+    return decision
+
+
+class ChainRepair(StrEnum):
+    NONE = "none"
+    CARRY_OVER = "carry_over"  # a current-epoch message whose slot an older epoch took: it carries the chain on
+    REPOST = "repost"  # the slot's run finished without posting the next slot (it died first): post it now
+
+
+def chain_repair(msg: JobMessage, job: JobRow, row: RunRow | None) -> ChainRepair:
+    """After a dropped copy of a slot: whether this message must still post the next slot. A chain message of the
+    current epoch whose slot was taken by a run of an older epoch (a reseed raced a message of the old chain for
+    the same slot) carries the live chain, or the chain would end here; a finished run of this epoch that never
+    recorded its next slot died before posting it. Should two copies both post, the later one is a duplicate."""
+    if row is None or not msg.is_chain:
+        return ChainRepair.NONE
+    if msg.epoch == job.epoch and row.epoch is not None and row.epoch < job.epoch:
+        return ChainRepair.CARRY_OVER
+    if row.status.terminal and row.next_posted_for is None and row.epoch == job.epoch:
+        return ChainRepair.REPOST
+    return ChainRepair.NONE
+
+
+def needs_next_slot(msg: JobMessage, job: JobRow) -> bool:
+    """Step 6 applies: chain messages of a job with a chain (reschedule_mode = queue, a schedule)."""
+    return msg.is_chain and job.has_chain
+
+
+def buffer_poll_delay(job: JobRow, rand: float) -> float:
+    """How long a buffered slot waits before asking for the lock again: a fifth of the period, 0.2-2 s."""
+    plan = job.schedule
+    period = schedule.period_estimate(plan).total_seconds() if plan is not None else 10.0
+    return min(2.0, max(0.2, period / 5)) * (0.75 + rand / 2)
+
+
+def downstream_ids(job: JobRow, status: RunStatus) -> list[str]:
+    """Step 10: the `on_success` jobs a run's outcome triggers."""
+    return list(job.on_success) if status is RunStatus.SUCCEEDED else []
+
+
+def with_run_id(run: NewRun, run_id: uuid.UUID) -> NewRun:
+    """`run` under the run id of the row it matched (a slot claimed under another epoch's id)."""
+    return NewRun(
+        run_id=run_id,
+        scope=run.scope,
+        job_id=run.job_id,
+        epoch=run.epoch,
+        trigger_source=run.trigger_source,
+        scheduled_for=run.scheduled_for,
+        attempt=run.attempt,
+        params=run.params,
+        upstream_run_id=run.upstream_run_id,
+        origin_run_id=run.origin_run_id,
+    )

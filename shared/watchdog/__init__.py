@@ -1,0 +1,48 @@
+"""The watchdog: runs in every worker, active in one per scope (`leadership`). Each pass of the active one runs
+independent sweeps, one module each:
+
+- `abandoned`: runs whose worker died are marked abandoned, and retried when attempts remain;
+- `buffers`: buffered slots whose message never came back are closed;
+- `reseed`: chains that are lost are reseeded (a job whose row no longer validates is skipped, alone);
+- `pruning`: now and then, history older than the retention is deleted.
+
+`loop.Watchdog` runs them; `standard_sweeps` builds the set a worker runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from aio_pika.abc import AbstractChannel
+
+from shared.metrics import Metrics
+from shared.publisher import Publisher
+from shared.watchdog.abandoned import AbandonedRuns
+from shared.watchdog.buffers import StaleBuffers
+from shared.watchdog.leadership import Leadership
+from shared.watchdog.loop import Sweep, Watchdog
+from shared.watchdog.pruning import Pruning
+from shared.watchdog.reseed import LostChains, lost_chains
+
+__all__ = ["Leadership", "Sweep", "Watchdog", "lost_chains", "standard_sweeps"]
+
+
+def standard_sweeps(
+    scope: str,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    metrics: Metrics,
+    *,
+    lost_after_sec: float,
+    retention_days: float,
+    clock: Callable[[], datetime],
+    cap_sec: float = 30.0,
+) -> list[Sweep]:
+    """The sweeps of a worker's watchdog, in pass order (abandoned runs first: their retries are the most urgent)."""
+    return [
+        AbandonedRuns(scope, publisher, metrics, clock, cap_sec=cap_sec),
+        StaleBuffers(scope),
+        LostChains(scope, channel, publisher, metrics, lost_after_sec=lost_after_sec, clock=clock),
+        Pruning(scope, retention_days),
+    ]

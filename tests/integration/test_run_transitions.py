@@ -1,0 +1,69 @@
+"""Every statement of the store that changes a run's status makes only the moves the vocabulary allows
+(`shared.vocabulary.TRANSITIONS`): each statement is run against a row in every status, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from shared.definitions import load_definition
+from shared.store import jobs as jobs_store
+from shared.store import runs
+from shared.vocabulary import TRANSITIONS, RunStatus, TriggerSource, may_move
+
+pytestmark = pytest.mark.integration
+
+SLOT = datetime(2026, 1, 1, tzinfo=UTC)
+Statement = Callable[[asyncpg.Connection, runs.NewRun], Awaitable[object]]
+
+
+def new_run(scope: str, trigger: TriggerSource = TriggerSource.MANUAL, epoch: int | None = 1) -> runs.NewRun:
+    return runs.NewRun(uuid.uuid4(), scope, "a", epoch, trigger.value, SLOT, 1, {})
+
+
+STATEMENTS: dict[str, Statement] = {
+    "take_over": lambda c, r: runs.take_over(c, r.run_id, "gone-worker", "me"),
+    "release_claim": lambda c, r: runs.release_claim(c, r.run_id, "gone-worker"),
+    "promote_buffered": lambda c, r: runs.promote_buffered(c, r.run_id, "me"),
+    "revive": lambda c, r: runs.revive(c, r.run_id, "me"),
+    "resolve_buffered": lambda c, r: runs.resolve_buffered(c, r.run_id, RunStatus.SKIPPED_LOCKED, "given up"),
+    "start": lambda c, r: runs.start(c, r.run_id, "me", SLOT),
+    "finish_succeeded": lambda c, r: runs.finish(c, r.run_id, RunStatus.SUCCEEDED, None, 5, SLOT),
+    "finish_failed": lambda c, r: runs.finish(c, r.run_id, RunStatus.FAILED, "boom", 5, SLOT),
+}
+
+
+@pytest.mark.parametrize("statement", sorted(STATEMENTS))
+@pytest.mark.parametrize("before", list(RunStatus), ids=str)
+async def test_statement_moves_only_as_the_table_allows(
+    pool: asyncpg.Pool, cleanup_scope: str, statement: str, before: RunStatus
+) -> None:
+    async with pool.acquire() as conn:
+        await jobs_store.upsert_job(conn, cleanup_scope, load_definition({"job_id": "a", "interval_seconds": 60}))
+        run = new_run(cleanup_scope)
+        assert await runs.claim(conn, run, before, "gone-worker")
+        await STATEMENTS[statement](conn, run)
+        after = RunStatus(await conn.fetchval("SELECT status FROM scheduler.job_runs WHERE run_id = $1", run.run_id))
+    if after is not before:
+        assert may_move(before, after), f"{statement} moved a run from {before} to {after}"
+
+
+@pytest.mark.parametrize("status", sorted(TRANSITIONS[None]), ids=str)
+async def test_inserts_create_only_allowed_first_statuses(pool: asyncpg.Pool, cleanup_scope: str, status: str) -> None:
+    async with pool.acquire() as conn:
+        run = new_run(cleanup_scope, TriggerSource.SCHEDULER)
+        assert await runs.claim(conn, run, RunStatus(status), "me")
+        assert not await runs.claim(conn, run, RunStatus(status), "me")  # one row per slot: the second is refused
+        stored = await conn.fetchval("SELECT status FROM scheduler.job_runs WHERE run_id = $1", run.run_id)
+    assert stored == status
+
+
+async def test_the_checker_sees_a_forbidden_move() -> None:
+    """The table forbids leaving a finished run: a statement that did would fail the test above."""
+    assert not may_move(RunStatus.SUCCEEDED, RunStatus.RUNNING)
+    assert not may_move(RunStatus.FAILED, RunStatus.CLAIMED)
+    assert may_move(RunStatus.SKIPPED_LOCKED, RunStatus.CLAIMED)
