@@ -1,8 +1,8 @@
 """`python -m scheduler_seed <verb>`: argument parsing, dispatch, and the one place errors become exit codes.
 
-Every verb module has `register(subparsers, common)` and an `execute(args, session) -> int` it sets as the
-parser's default. Whatever goes wrong, the operator gets one readable line on stderr, never a traceback
-(set LOG_LEVEL=DEBUG to see one for an unexpected error).
+Every verb module has `register(subparsers, common)` and an `execute(args, control) -> int` it sets as the
+parser's default; the verbs parse and print, `shared.control` acts. Whatever goes wrong, the operator gets one
+readable line on stderr, never a traceback (set LOG_LEVEL=DEBUG to see one for an unexpected error).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NoReturn
 
 import aio_pika
@@ -20,15 +21,15 @@ import aiormq
 import asyncpg
 from pydantic import ValidationError
 
-from scheduler_seed import backfill, control, dead, inputs, publish, run_now, runs, seed, status
-from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, CliError
-from scheduler_seed.session import Session
-from shared.errors import ConfigError, SchedulerError, UnknownJob
+from scheduler_seed import backfill, changes, dead, inputs, publish, render, run_now, runs, seed, status
+from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, exit_code
+from shared.control import Control, RunningNow, kind_of
+from shared.errors import SchedulerError
 from shared.messages import describe_validation_error
 from shared.settings import Settings
 
 PROG = "python -m scheduler_seed"
-VERBS = (seed, status, runs, run_now, control, backfill, dead, publish)
+VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish)
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,8 +74,8 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        async with Session(settings, args.scope) as session:
-            code: int = await args.execute(args, session)
+        async with Control(settings, args.scope) as control:
+            code: int = await args.execute(args, control)
             return code
     except Exception as exc:
         return fail(*explain(exc))
@@ -82,14 +83,17 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
 
 def explain(exc: Exception) -> tuple[int, str]:
     """The exit code and the line an operator reads for what went wrong."""
-    if isinstance(exc, CliError):
-        return exc.exit_code, str(exc)
-    if isinstance(exc, ConfigError | UnknownJob):
-        return EXIT_USAGE, str(exc)
+    code = exit_code(kind_of(exc))
+    if isinstance(exc, RunningNow):
+        took = render.span((datetime.now(UTC) - exc.since).total_seconds())
+        return code, (
+            f"job {exc.job_id!r} is running now (run {exc.run_id}, {exc.status} on {exc.worker} for {took}); "
+            "nothing queued: add --queue to queue a run anyway"
+        )
     if isinstance(exc, ValidationError):  # a value a model refuses, e.g. run-now --params over the size limit
-        return EXIT_USAGE, describe_validation_error(exc).replace("Value error, ", "")
-    if isinstance(exc, SchedulerError):  # a topology mismatch and the like: the message says what to do
-        return EXIT_FAILED, str(exc)
+        return code, describe_validation_error(exc).replace("Value error, ", "")
+    if isinstance(exc, SchedulerError):  # the message says what to do
+        return code, str(exc)
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return EXIT_FAILED, f"PostgreSQL error: {type(exc).__name__}: {exc}"
     if isinstance(exc, aio_pika.exceptions.AMQPException | aiormq.exceptions.AMQPError):

@@ -7,15 +7,25 @@ import argparse
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from shared.control.instants import instant
 from shared.names import check_ident
+
+__all__ = [
+    "argtype",
+    "instant",
+    "json_object",
+    "json_text",
+    "json_value",
+    "positive_int",
+    "scope",
+    "seconds",
+    "whole_seconds",
+]
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
-_RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$")
 
 
 def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -81,25 +91,3 @@ def json_text(text: str) -> str:
 def scope(text: str) -> str:
     """A scope slug (`mock`, `real`, ...)."""
     return check_ident(text, "scope")
-
-
-def instant(text: str, now: datetime, timezone: str) -> datetime:
-    """`now`, a time before now (`now-2h`, `now-30m`; `-2h` when written `--from=-2h`), or ISO 8601.
-
-    An ISO time without an offset is read in `timezone` (the job's), so `2025-06-02T08:00` means 08:00 where
-    the job's cron runs. Returns UTC."""
-    stripped = text.strip()
-    if stripped.lower() == "now":
-        return now
-    relative = _RELATIVE.match(stripped.lower())
-    if relative is not None:
-        return now - timedelta(seconds=float(relative[1]) * _UNITS[relative[2]])
-    try:
-        parsed = datetime.fromisoformat(stripped)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2025-06-02T08:00, 2025-06-02T08:00+09:00), 'now' or 'now-2h'"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
-    return parsed.astimezone(UTC)

@@ -8,19 +8,11 @@ follows exactly this run (and its retries) in `scheduler.job_runs`.
 from __future__ import annotations
 
 import argparse
-import time
-from datetime import UTC, datetime
 
-from scheduler_seed import render, tracking
-from scheduler_seed.errors import RunningNow
+from scheduler_seed import render
 from scheduler_seed.inputs import argtype, json_object, seconds
-from scheduler_seed.jobref import existing_job
-from scheduler_seed.session import Session
-from shared import topology
-from shared.messages import manual_message
-from shared.seeding import declare_for
-from shared.store import workers
-from shared.vocabulary import RunStatus
+from shared.control import Control
+from shared.control.results import RunOutcome
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -39,28 +31,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(execute=execute)
 
 
-async def execute(args: argparse.Namespace, session: Session) -> int:
-    conn = await session.db()
-    job = await existing_job(conn, session.scope, args.job)
-    if not args.queue:
-        live = await tracking.live_runs(conn, session.scope, [job.job_id])
-        if live:
-            run = live[0]
-            raise RunningNow(
-                f"job {job.job_id!r} is running now (run {run.run_id}, {run.status} on {run.worker} for "
-                f"{render.span((datetime.now(UTC) - run.since).total_seconds())}); "
-                "nothing queued: add --queue to queue a run anyway"
-            )
-    message = manual_message(job.job_id, args.params, datetime.now(UTC)).model_copy(update={"scope": session.scope})
-    await declare_for(await session.channel(), job)  # so the message has a queue even before any worker started
-    await (await session.publisher()).to_work(job.queue, message)
-    print(f"queued run {message.run_id} of {job.job_id!r} on {topology.work_queue_name(session.scope, job.queue)}")
-    if job.queue not in await workers.live_queues(conn, session.scope):
+def describe_outcome(outcome: RunOutcome) -> str:
+    """`run <id> <status> (attempt n, took 1.2s): <error>`."""
+    line = f"run {outcome.run_id} {outcome.status} (attempt {outcome.attempt}"
+    line += f", took {render.millis(outcome.duration_ms)})" if outcome.duration_ms is not None else ")"
+    if outcome.error:
+        line += f": {render.shorten(outcome.error, 300)}"
+    return line
+
+
+def say_retry(outcome: RunOutcome) -> None:
+    print(describe_outcome(outcome) + "; a retry follows")
+
+
+async def execute(args: argparse.Namespace, control: Control) -> int:
+    queued = await control.run_now(args.job, args.params, queue=args.queue)
+    print(f"queued run {queued.run_id} of {queued.job_id!r} on {queued.routing_key}")
+    if not queued.worker_live:
+        job = await control.job(args.job)
         print(f"note: no live worker consumes queue {job.queue!r} now; the run starts when one does")
     if not args.wait:
         return 0
-    deadline = time.monotonic() + (args.timeout if args.timeout is not None else tracking.patience(job))
-    find = tracking.by_run_id(message.run_id)
-    outcome = await tracking.wait_for_outcome(conn, find, job, deadline, print)
-    print(tracking.describe_outcome(outcome))
-    return 0 if outcome["status"] == RunStatus.SUCCEEDED else 1
+    outcome = await control.wait_for(queued, args.timeout, say_retry)
+    print(describe_outcome(outcome))
+    return 0 if outcome.succeeded else 1

@@ -6,13 +6,10 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-import asyncpg
-
 from scheduler_seed import render
 from scheduler_seed.inputs import argtype, positive_int
-from scheduler_seed.jobref import existing_job
-from scheduler_seed.session import Session
-from shared.store import runs as runs_store
+from shared.control import Control
+from shared.control.results import RunRecord, plain
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -23,19 +20,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(execute=execute)
 
 
-def as_table(records: list[asyncpg.Record], now: datetime) -> str:
+def as_table(records: list[RunRecord], now: datetime) -> str:
     rows = [
         [
-            r["scheduled_for"],
-            r["trigger_source"],
-            r["attempt"],
-            r["status"],
-            render.ago(r["started_at"], now) if r["started_at"] else None,
-            render.millis(r["duration_ms"]),
-            render.millis(r["lateness_ms"]),
-            r["worker"],
-            str(r["run_id"]),
-            render.shorten(r["error"], 60),
+            r.scheduled_for,
+            r.trigger_source,
+            r.attempt,
+            r.status,
+            render.ago(r.started_at, now) if r.started_at else None,
+            render.millis(r.duration_ms),
+            render.millis(r.lateness_ms),
+            r.worker,
+            str(r.run_id),
+            render.shorten(r.error, 60),
         ]
         for r in records
     ]
@@ -43,23 +40,12 @@ def as_table(records: list[asyncpg.Record], now: datetime) -> str:
     return render.table(headers, rows)
 
 
-def as_json(records: list[asyncpg.Record]) -> str:
-    keys = ("run_id", "job_id", "epoch", "trigger_source", "scheduled_for", "attempt", "status", "worker",
-            "started_at", "finished_at", "duration_ms", "lateness_ms", "error", "params")  # fmt: skip
-    out = []
-    for r in records:
-        item = {k: r[k] for k in keys}
-        item["run_id"] = str(item["run_id"])
-        for k in ("scheduled_for", "started_at", "finished_at"):
-            item[k] = render.iso(item[k])
-        out.append(item)
-    return json.dumps(out, indent=2)
+def as_json(records: list[RunRecord]) -> str:
+    return json.dumps(plain(records), indent=2)
 
 
-async def execute(args: argparse.Namespace, session: Session) -> int:
-    conn = await session.db()
-    await existing_job(conn, session.scope, args.job)
-    records = await runs_store.recent(conn, session.scope, args.job, args.limit)
+async def execute(args: argparse.Namespace, control: Control) -> int:
+    records = await control.runs(args.job, args.limit)
     if args.json:
         print(as_json(records))
     elif not records:

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler_seed import render
-from scheduler_seed.errors import UsageError
 from scheduler_seed.inputs import argtype, seconds
-from scheduler_seed.session import Session, wait_for_servers
-from shared import schedule, seeding
-from shared.definitions import JobDefinition
-from shared.jobsfile import load_jobs_file
-from shared.seeding import SeedResult
-from shared.store import jobs as jobs_store
-from shared.store.jobs import JobRow
+from shared import schedule
+from shared.control import Control, wait_for_servers
+from shared.control.results import MissingAction, SeededJob
+from shared.control.validation import check_references, jobs_file
+
+__all__ = ["JOBS_DIR", "check_references", "execute", "register", "seeded_row"]
 
 JOBS_DIR = Path("deploy/jobs")
 
@@ -45,28 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(execute=execute)
 
 
-def check_references(definitions: list[JobDefinition], path: Path) -> None:
-    """Every on_success job must be in the same file: a dangling name would only fail at run time."""
-    known = {d.job_id for d in definitions}
-    for definition in definitions:
-        for downstream in definition.on_success:
-            if downstream not in known:
-                raise UsageError(f"{path}: job {definition.job_id!r}: on_success names {downstream!r}, not in the file")
-
-
-def missing_from_file(rows: list[JobRow], definitions: list[JobDefinition]) -> list[JobRow]:
-    """Jobs of the scope the file does not declare (left alone unless --prune)."""
-    declared = {d.job_id for d in definitions}
-    return [row for row in rows if row.job_id not in declared]
-
-
-def seeded_row(definition: JobDefinition, result: SeedResult, before: JobRow | None, now: datetime) -> list[str]:
-    if before is None:
-        change = "new"
-    elif not before.enabled and definition.enabled:
-        change = "re-enabled"  # the file is the truth: a job paused by hand runs again after a seed
-    else:
-        change = "changed" if result.changed else "unchanged"
+def seeded_row(seeded: SeededJob) -> list[str]:
+    definition, result, now = seeded.definition, seeded.result, seeded.seeded_at
     plan = definition.schedule()
     if not definition.enabled:
         first = "disabled"
@@ -75,43 +52,25 @@ def seeded_row(definition: JobDefinition, result: SeedResult, before: JobRow | N
     else:
         first = f"{render.when(result.first_slot)} ({render.upcoming([result.first_slot], now)})"
     words = "-" if plan is None else schedule.describe(plan)
-    return [definition.job_id, definition.queue_name, change, str(result.epoch), first, words]
+    return [definition.job_id, definition.queue_name, seeded.change.value, str(result.epoch), first, words]
 
 
-async def execute(args: argparse.Namespace, session: Session) -> int:
-    path: Path = args.file or JOBS_DIR / f"{session.scope}.toml"
-    definitions = load_jobs_file(path)
-    check_references(definitions, path)
-    if args.wait_for_deps:
-        await wait_for_servers(session.settings, args.wait_for_deps, lambda line: print(line, file=sys.stderr))
-    conn = await session.db()
-    channel = await session.channel()
-    publisher = await session.publisher()
-    before = {row.job_id: row for row in await jobs_store.list_jobs(conn, session.scope)}
-    now = datetime.now(UTC)
-    rows = []
-    for definition in definitions:
-        # the clock of each job's own seeding: with one `now` for the whole file, the last jobs of a long file
-        # would get a first slot already past, run late, and count their next slot from then (skipping one)
-        now = datetime.now(UTC)
-        result = await seeding.seed_job(conn, channel, publisher, session.scope, definition, now)
-        rows.append(seeded_row(definition, result, before.get(definition.job_id), now))
+MISSING = {
+    MissingAction.ALREADY_DISABLED: "already disabled",
+    MissingAction.DISABLED: "disabled (--prune)",
+    MissingAction.LEFT_ENABLED: "still enabled; `seed --prune` disables it, `pause` stops it",
+}
+
+
+async def execute(args: argparse.Namespace, control: Control) -> int:
+    path: Path = args.file or JOBS_DIR / f"{control.scope}.toml"
+    if args.wait_for_deps and control.settings is not None:
+        jobs_file(path)  # a bad file is refused at once, before waiting for any server
+        await wait_for_servers(control.settings, args.wait_for_deps, lambda line: print(line, file=sys.stderr))
+    result = await control.seed_file(path, prune=args.prune)
+    rows = [seeded_row(seeded) for seeded in result.jobs]
     print(render.table(["JOB", "QUEUE", "DEFINITION", "EPOCH", "FIRST SLOT", "SCHEDULE"], rows))
-    print(f"seeded {len(definitions)} jobs into scope {session.scope!r} from {path}")
-    for row in missing_from_file(list(before.values()), definitions):
-        await report_missing(args, session, row, path, now)
+    print(f"seeded {len(result.jobs)} jobs into scope {control.scope!r} from {path}")
+    for job_id, action in result.missing:
+        print(f"job {job_id!r} is in the database but not in {path}: {MISSING[action]}")
     return 0
-
-
-async def report_missing(args: argparse.Namespace, session: Session, row: JobRow, path: Path, now: datetime) -> None:
-    if not row.enabled:
-        print(f"job {row.job_id!r} is in the database but not in {path}: already disabled")
-    elif args.prune:
-        conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
-        await seeding.pause_job(conn, channel, publisher, session.scope, row.job_id, now, note=f"pruned: not in {path}")
-        print(f"job {row.job_id!r} is in the database but not in {path}: disabled (--prune)")
-    else:
-        print(
-            f"job {row.job_id!r} is in the database but not in {path}: still enabled; "
-            "`seed --prune` disables it, `pause` stops it"
-        )

@@ -243,6 +243,24 @@ class JobCache:
         self._rows.pop(job_id, None)
 
 
+async def lock_peers(
+    conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str, lock_group: str | None
+) -> list[str]:
+    """The jobs whose runs exclude this job's: the members of its lock group, or the job alone."""
+    if lock_group is None:
+        return [job_id]
+    records = await conn.fetch(
+        "SELECT job_id FROM scheduler.jobs WHERE scope = $1 AND lock_group = $2 ORDER BY job_id", scope, lock_group
+    )
+    return [r["job_id"] for r in records]
+
+
+async def delete_job(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
+    """Remove the job's row (its runs stay: they are history). False when there was none."""
+    status = await conn.execute("DELETE FROM scheduler.jobs WHERE scope = $1 AND job_id = $2", scope, job_id)
+    return bool(status.endswith(" 1"))
+
+
 @dataclass(frozen=True, slots=True)
 class BadJob:
     """A stored job whose row no longer makes a job (a definition written around the validation, e.g. in SQL)."""

@@ -13,7 +13,8 @@ import aio_pika
 import aiormq
 import asyncpg
 
-from shared import seeding, topology
+from shared import topology
+from shared.control.jobs import seed_job
 from shared.definitions import load_definition
 from shared.publisher import Publisher
 from shared.settings import Settings
@@ -45,7 +46,7 @@ async def seed(settings: Settings, scope: str, definitions: Sequence[dict[str, A
         async with pool.acquire() as conn:
             while not todo.empty():
                 definition = todo.get_nowait()
-                await seeding.seed_job(conn, channel, publisher, scope, definition, datetime.now(UTC))
+                await seed_job(conn, channel, publisher, scope, definition, datetime.now(UTC))
         await channel.close()
 
     started = time.monotonic()

@@ -19,12 +19,11 @@ import aio_pika
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from shared import seeding
-from shared.definitions import load_definition
+from shared import control
+from shared.control.results import Deleted, JobChange
 from shared.metrics import Metrics
-from shared.publisher import Publisher
-from shared.seeding import SeedResult
 from shared.settings import Settings
+from shared.store import history
 from shared.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,40 +53,47 @@ def now() -> datetime:
 
 
 class Control:
-    """Seed/pause/resume/set through the library, with the connections they need."""
+    """The control layer (`shared.control`) over the test's pool and robust connection: each action borrows a
+    pooled connection and a fresh confirming channel. `runs` and `job` read rows back for assertions."""
 
     def __init__(self, pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, scope: str) -> None:
         self.pool = pool
         self.amqp = amqp
         self.scope = scope
 
-    async def _call(self, fn: Callable[..., Awaitable[SeedResult]], *args: Any, **kw: Any) -> SeedResult:
+    @contextlib.asynccontextmanager
+    async def control(self) -> AsyncIterator[control.Control]:
+        """A `shared.control.Control` for one action (or a few in a row)."""
         channel = await self.amqp.channel(publisher_confirms=True, on_return_raises=True)
         try:
             async with self.pool.acquire() as conn:
-                return await fn(conn, channel, Publisher(channel, self.scope), self.scope, *args, now(), **kw)
+                yield control.Control.borrowing(conn, channel, self.scope)
         finally:
             await channel.close()
 
-    async def seed(self, **definition: Any) -> SeedResult:
-        return await self._call(seeding.seed_job, load_definition(definition))
+    async def seed(self, **definition: Any) -> JobChange:
+        async with self.control() as c:
+            return await c.put(definition)
 
-    async def pause(self, job_id: str) -> SeedResult:
-        return await self._call(seeding.pause_job, job_id)
+    async def pause(self, job_id: str, note: str | None = None) -> JobChange:
+        async with self.control() as c:
+            return await c.pause(job_id, note)
 
-    async def resume(self, job_id: str) -> SeedResult:
-        return await self._call(seeding.resume_job, job_id)
+    async def resume(self, job_id: str) -> JobChange:
+        async with self.control() as c:
+            return await c.resume(job_id)
 
-    async def change(self, job_id: str, **changes: Any) -> SeedResult:
-        return await self._call(seeding.change_job, job_id, changes)
+    async def change(self, job_id: str, **changes: Any) -> JobChange:
+        async with self.control() as c:
+            return await c.set(job_id, changes)
+
+    async def delete(self, job_id: str) -> Deleted:
+        async with self.control() as c:
+            return await c.delete(job_id)
 
     async def runs(self, job_id: str | None = None) -> list[asyncpg.Record]:
-        query = "SELECT * FROM scheduler.job_runs WHERE scope = $1"
-        args: list[Any] = [self.scope]
-        if job_id is not None:
-            query += " AND job_id = $2"
-            args.append(job_id)
-        return await self.pool.fetch(query + " ORDER BY scheduled_for, attempt", *args)
+        """Every run of the scope (or of one job), oldest slot first."""
+        return await history.all_runs(self.pool, self.scope, job_id)
 
     async def job(self, job_id: str) -> asyncpg.Record:
         return await self.pool.fetchrow(

@@ -29,9 +29,11 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in known)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module in known:
+            submodules = {f"{node.module}.{a.name}" for a in node.names} & known
+            found |= submodules
+            # `from package import submodule` needs the submodule, not what the package's __init__ imports
+            if node.module in known and len(submodules) < len(node.names):
                 found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known)
     return found
 
 
@@ -61,6 +63,14 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         if start not in state and (cycle := visit(start)) is not None:
             return cycle
     return None
+
+
+def test_a_submodule_import_is_not_an_import_of_the_package(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("from pkg import sub\nfrom pkg import thing\n")
+    assert imports_of(source, {"pkg", "pkg.sub"}) == {"pkg", "pkg.sub"}
+    source.write_text("from pkg import sub\n")
+    assert imports_of(source, {"pkg", "pkg.sub"}) == {"pkg.sub"}
 
 
 def test_the_checker_finds_a_cycle() -> None:

@@ -1,5 +1,5 @@
-"""`pause`, `resume` and `set`: change a job now, without a deploy. Each goes through `shared.seeding`, which
-replaces the chain under the chain lock, so the change takes effect at once and no second chain appears."""
+"""`pause`, `resume`, `set` and `delete`: change a job now, without a deploy. Each replaces the chain under
+the chain lock (in `shared.control`), so the change takes effect at once and no second chain appears."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 from scheduler_seed import render
 from scheduler_seed.errors import UsageError
 from scheduler_seed.inputs import argtype, json_object, positive_int, seconds, whole_seconds
-from scheduler_seed.jobref import existing_job
-from scheduler_seed.session import Session
-from shared import schedule, seeding
-from shared.seeding import SeedResult
+from shared import schedule
+from shared.control import Control
+from shared.control.results import JobChange
 
 # (flag, column of scheduler.jobs, parser, metavar, help): what `set` can change
 SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
@@ -52,6 +51,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         p.add_argument(flag, dest=column, type=argtype(parse), metavar=metavar, help=text)
     p.set_defaults(execute=set_job)
 
+    p = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="unregister a job: its chain ends, its row and its delay and retry queues go, its runs stay",
+        description="A job still in the jobs file comes back with the next `seed`; take it out of the file first.",
+    )
+    p.add_argument("job", metavar="JOB")
+    p.set_defaults(execute=delete)
+
 
 def changes_from(args: argparse.Namespace) -> dict[str, Any]:
     changes = {column: getattr(args, column) for _, column, *_ in SETTABLE if getattr(args, column) is not None}
@@ -60,37 +68,40 @@ def changes_from(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def effect(result: SeedResult, now: datetime) -> str:
+def effect(result: JobChange, now: datetime) -> str:
     if result.first_slot is None:
         return "no chain (paused, or runs only on events and by hand)"
     return f"next slot {render.when(result.first_slot)} ({render.upcoming([result.first_slot], now)})"
 
 
-async def pause(args: argparse.Namespace, session: Session) -> int:
-    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
-    now = datetime.now(UTC)
-    await seeding.pause_job(conn, channel, publisher, session.scope, args.job, now, note=args.note)
+async def pause(args: argparse.Namespace, control: Control) -> int:
+    await control.pause(args.job, note=args.note)
     print(f"paused {args.job!r}: its waiting message is gone; a run in progress finishes; `resume` restarts it")
     return 0
 
 
-async def resume(args: argparse.Namespace, session: Session) -> int:
-    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
-    now = datetime.now(UTC)
-    result = await seeding.resume_job(conn, channel, publisher, session.scope, args.job, now)
-    print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, now)}")
+async def resume(args: argparse.Namespace, control: Control) -> int:
+    result = await control.resume(args.job)
+    print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, datetime.now(UTC))}")
     return 0
 
 
-async def set_job(args: argparse.Namespace, session: Session) -> int:
+async def set_job(args: argparse.Namespace, control: Control) -> int:
     changes = changes_from(args)
-    conn, channel, publisher = await session.db(), await session.channel(), await session.publisher()
-    await existing_job(conn, session.scope, args.job)
+    result = await control.set(args.job, changes)
     now = datetime.now(UTC)
-    result = await seeding.change_job(conn, channel, publisher, session.scope, args.job, changes, now)
-    row = await existing_job(conn, session.scope, args.job)
+    row = await control.job(args.job)
     words = "on event or by hand" if row.schedule is None else schedule.describe(row.schedule)
     state = "" if row.enabled else " (paused: takes effect on resume)"
     changed = ", ".join(sorted(changes))
     print(f"set {args.job!r}: {changed}; {words}; epoch {result.epoch}, {effect(result, now)}{state}")
+    return 0
+
+
+async def delete(args: argparse.Namespace, control: Control) -> int:
+    result = await control.delete(args.job)
+    print(
+        f"deleted {args.job!r}: its chain ended at epoch {result.epoch}, its delay and retry queues are gone; "
+        "`runs` still shows its history"
+    )
     return 0

@@ -1,0 +1,225 @@
+"""`Control`: one entry for every operator action on one scope. The CLI, the tests, and the HTTP API and bot
+to come all act through it, so an operator rule is written once.
+
+    async with Control(settings, "mock") as control:
+        await control.pause("buy-scanner", note="broker maintenance")
+
+Connections open on first use: a read touches PostgreSQL only, and only write actions migrate the schema.
+Every method returns a dataclass of `shared.control.results` or raises an error of `shared.control.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractChannel
+
+from shared import topology
+from shared.control import dead, jobs, runs, status, validation
+from shared.control.errors import InvalidRequest
+from shared.control.publish import default_body, publish_raw
+from shared.control.results import (
+    BackfillPlan,
+    BackfillResult,
+    DeadLetters,
+    Deleted,
+    JobChange,
+    JobStatus,
+    Published,
+    Purged,
+    Replayed,
+    RunOutcome,
+    RunQueued,
+    RunRecord,
+    SeededJob,
+    SeedFileResult,
+)
+from shared.control.session import Session
+from shared.definitions import JobDefinition
+from shared.seeding import declare_for
+from shared.settings import Settings
+from shared.store import jobs as jobs_store
+from shared.store.jobs import JobRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Control:
+    """Operator actions on the jobs of one scope (see the module docstring)."""
+
+    def __init__(self, settings: Settings, scope: str | None = None, *, session: Session | None = None) -> None:
+        self.settings: Settings | None = settings
+        self.scope = scope or settings.scheduler_scope
+        self.session = session or Session(settings, self.scope)
+
+    @classmethod
+    def borrowing(cls, conn: asyncpg.Connection, channel: AbstractChannel, scope: str) -> Control:
+        """A Control over the caller's connection and channel (with publisher confirms), which it never closes."""
+        control = cls.__new__(cls)
+        control.settings = None
+        control.scope = scope
+        control.session = Session.borrowing(conn, channel, scope)
+        return control
+
+    async def __aenter__(self) -> Control:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def _writer(self) -> tuple[asyncpg.Connection, AbstractChannel]:
+        return await self.session.db(write=True), await self.session.channel()
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> JobRow:
+        """The job's stored row (UnknownJob if none)."""
+        return await jobs.existing(await self.session.db(), self.scope, job_id)
+
+    async def jobs(self) -> list[JobRow]:
+        """Every job of the scope, by job_id."""
+        return await jobs_store.list_jobs(await self.session.db(), self.scope)
+
+    async def put(self, definition: Mapping[str, Any] | JobDefinition) -> JobChange:
+        """Create or update one job from its definition (the keys of a jobs-file table plus `job_id`) and
+        (re)start its chain. InvalidDefinition names every field at fault."""
+        if not isinstance(definition, JobDefinition):
+            definition = validation.definition(definition)
+        conn, channel = await self._writer()
+        return await jobs.seed_job(conn, channel, await self.session.publisher(), self.scope, definition, _now())
+
+    async def seed_file(
+        self, path: Path, prune: bool = False, on_job: Callable[[SeededJob], None] | None = None
+    ) -> SeedFileResult:
+        """Upsert every job of a jobs file and (re)start each enabled job's chain; seeding twice leaves one
+        chain per job. Jobs of the scope the file does not declare are reported, never deleted; `prune`
+        disables them. The file is checked whole before anything changes."""
+        definitions = validation.jobs_file(path)
+        conn, channel = await self._writer()
+        publisher = await self.session.publisher()
+        return await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job)
+
+    async def pause(self, job_id: str, note: str | None = None) -> JobChange:
+        """Disable the job and end its chain now; a run in progress finishes. `note` says why (status shows it)."""
+        conn, channel = await self._writer()
+        publisher = await self.session.publisher()
+        return await jobs.pause_job(conn, channel, publisher, self.scope, job_id, _now(), note=note)
+
+    async def resume(self, job_id: str) -> JobChange:
+        """Enable the job and start a fresh chain from now."""
+        conn, channel = await self._writer()
+        return await jobs.resume_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+
+    async def set(self, job_id: str, changes: Mapping[str, Any]) -> JobChange:
+        """Change any definition fields (column names of scheduler.jobs) and restart the chain: effective now.
+        The jobs file is not edited: the next seed of the file applies the file again."""
+        if not changes:
+            raise InvalidRequest(f"set {job_id}: nothing to change", "changes")
+        conn, channel = await self._writer()
+        publisher = await self.session.publisher()
+        return await jobs.change_job(conn, channel, publisher, self.scope, job_id, changes, _now())
+
+    async def delete(self, job_id: str) -> Deleted:
+        """Unregister the job: its chain ends, its row and its own delay and retry queues go, its runs stay."""
+        conn, channel = await self._writer()
+        return await jobs.delete_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+
+    # -- runs -----------------------------------------------------------------------------------------------
+
+    async def run_now(self, job_id: str, params: Mapping[str, Any] | None = None, *, queue: bool = False) -> RunQueued:
+        """One manual run of the job, with `params` over its default params. RunningNow (nothing queued) when
+        the job has a live run, unless `queue`."""
+        conn = await self.session.db()
+        job = await jobs.existing(conn, self.scope, job_id)
+        if not queue:
+            await runs.refuse_if_running(conn, job)
+        await declare_for(await self.session.channel(), job)  # a queue for the message before any worker started
+        return await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now())
+
+    async def wait_for(
+        self,
+        queued: RunQueued,
+        within_sec: float | None = None,
+        on_retry: Callable[[RunOutcome], None] | None = None,
+    ) -> RunOutcome:
+        """Follow a queued run and the retries the retry policy gives it to the final outcome; ActionFailed
+        after `within_sec` (default: as long as every attempt may take)."""
+        conn = await self.session.db()
+        job = await jobs.existing(conn, self.scope, queued.job_id)
+        return await runs.follow_run(conn, job, queued, _now(), within_sec, on_retry)
+
+    async def plan_backfill(
+        self,
+        job_id: str,
+        start: datetime | str,
+        end: datetime | str,
+        max_slots: int = runs.DEFAULT_MAX_SLOTS,
+        names: tuple[str, str] = ("from", "to"),
+    ) -> BackfillPlan:
+        """The job's past slots in [start, end] and which already have a run (those are not run again).
+        Text ends are ISO 8601 (in the job's time zone without an offset), `now` or `now-2h`."""
+        conn = await self.session.db()
+        job = await jobs.existing(conn, self.scope, job_id)
+        return await runs.plan_backfill(conn, job, runs.slots_in_range(job, start, end, _now(), max_slots, names))
+
+    async def backfill(
+        self,
+        plan: BackfillPlan,
+        wait: bool = True,
+        on_slot: Callable[[datetime, RunOutcome], None] | None = None,
+        on_retry: Callable[[RunOutcome], None] | None = None,
+    ) -> BackfillResult:
+        """Run each slot of the plan that has no run yet, once (see `shared.control.runs`)."""
+        conn = await self.session.db()
+        job = await jobs.existing(conn, self.scope, plan.job_id)
+        if plan.todo:
+            await declare_for(await self.session.channel(), job)
+        return await runs.backfill(conn, await self.session.publisher(), job, plan, wait, on_slot, on_retry)
+
+    async def runs(self, job_id: str, limit: int = 20) -> list[RunRecord]:
+        """The job's latest runs, newest slot first; a deleted job's history too (UnknownJob when there is
+        neither a job nor a run by that id)."""
+        conn = await self.session.db()
+        found = await runs.recent(conn, self.scope, job_id, limit)
+        if not found:
+            await jobs.existing(conn, self.scope, job_id)
+        return found
+
+    async def status(self) -> list[JobStatus]:
+        """Every job of the scope at a glance."""
+        return await status.statuses(await self.session.db(), self.scope, _now())
+
+    # -- parked messages, raw publish -----------------------------------------------------------------------
+
+    async def dead_letters(self, limit: int = 50) -> DeadLetters:
+        """Parked messages, oldest first (they stay parked)."""
+        return await dead.list_parked(await self.session.channel(), self.scope, limit)
+
+    async def replay(self, message_id: str) -> Replayed:
+        """Send one parked message back to its work queue (after a fix) and remove it from parking."""
+        return await dead.replay(await self.session.channel(), self.scope, message_id)
+
+    async def purge_dead(self) -> Purged:
+        """Delete every parked message of the scope."""
+        return await dead.purge(await self.session.channel(), self.scope)
+
+    async def publish(self, job_id: str, body: bytes | None = None) -> Published:
+        """A raw body (default `{"job_id": JOB}`) to the job's work queue, as from the management UI."""
+        job = await self.job(job_id)
+        data = default_body(job.job_id) if body is None else body
+        channel = await self.session.channel()
+        await declare_for(channel, job)
+        routing_key = await publish_raw(channel, self.scope, job.queue, data)
+        return Published(topology.exchange_name(self.scope), routing_key, len(data))

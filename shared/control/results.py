@@ -1,0 +1,224 @@
+"""What operator actions return: plain frozen dataclasses, no connections inside, ready to print or to serve
+as JSON (`plain` turns one into JSON-ready values)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from shared.definitions import JobDefinition
+from shared.vocabulary import RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    """A job after create/update, pause, resume or set: its chain was replaced at `epoch`."""
+
+    job_id: str
+    changed: bool  # the definition (or the enabled flag) differed from the stored one
+    epoch: int
+    first_slot: datetime | None  # None: paused, or no schedule (runs on events and by hand)
+
+
+class SeedChange(StrEnum):
+    """What seeding a file did to one job's stored definition."""
+
+    NEW = "new"
+    RE_ENABLED = "re-enabled"  # the file is the truth: a job paused by hand runs again after a seed
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+
+
+class MissingAction(StrEnum):
+    """What seeding a file did with a job of the scope the file no longer has (never deleted)."""
+
+    ALREADY_DISABLED = "already_disabled"
+    DISABLED = "disabled"  # prune asked for it
+    LEFT_ENABLED = "left_enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class SeededJob:
+    definition: JobDefinition
+    change: SeedChange
+    result: JobChange
+    seeded_at: datetime  # the clock the job's first slot was counted from
+
+
+@dataclass(frozen=True, slots=True)
+class SeedFileResult:
+    path: Path
+    jobs: list[SeededJob]
+    missing: list[tuple[str, MissingAction]]  # (job_id, what was done) for jobs the file does not declare
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A job unregistered: its chain ended at `epoch`, its row and its own delay and retry queues are gone;
+    its run history stays."""
+
+    job_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunQueued:
+    """A manual message published to the job's work queue."""
+
+    job_id: str
+    run_id: uuid.UUID
+    routing_key: str  # the work queue, `S.jobs.<queue>`
+    worker_live: bool  # a live worker consumes the queue now (else the run starts when one does)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """One attempt of a run, as recorded (terminal when returned by a wait)."""
+
+    run_id: uuid.UUID
+    status: str
+    attempt: int
+    duration_ms: int | None
+    error: str | None
+    worker: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == RunStatus.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    """A claimed or running row whose worker is alive."""
+
+    run_id: uuid.UUID
+    job_id: str
+    worker: str | None
+    status: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillPlan:
+    """The job's slots in a range, and which of them already have a run (any epoch) and so are not run again."""
+
+    job_id: str
+    slots: list[datetime]
+    done: dict[datetime, str]  # slot -> status of its first attempt
+
+    @property
+    def todo(self) -> list[datetime]:
+        return [slot for slot in self.slots if slot not in self.done]
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    plan: BackfillPlan
+    published: int
+    outcomes: dict[datetime, RunOutcome]  # empty when not waited for
+
+    @property
+    def succeeded(self) -> int:
+        return sum(outcome.succeeded for outcome in self.outcomes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job at a glance (`status`)."""
+
+    job_id: str
+    queue: str
+    enabled: bool
+    pause_note: str | None
+    schedule: str
+    timezone: str
+    next_slots: list[datetime]
+    next_due_at: datetime | None  # what the chain's waiting message is due at
+    epoch: int
+    last_run_at: datetime | None
+    last_status: str | None
+    last_error: str | None
+    last_duration_ms: int | None
+    consecutive_failures: int
+    running: int
+    last_lateness_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of a job's run history (`runs`)."""
+
+    run_id: uuid.UUID
+    job_id: str
+    epoch: int | None
+    trigger_source: str
+    scheduled_for: datetime
+    attempt: int
+    status: str
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    lateness_ms: int | None
+    error: str | None
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedMessage:
+    """A message in `S.jobs.dead`, with why it was parked (from its headers) and its body byte for byte."""
+
+    message_id: str | None
+    reason: str
+    detail: str
+    original_queue: str | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    queue: str
+    total: int  # parked in all; `messages` may show fewer
+    messages: list[ParkedMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    message_id: str
+    reason: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    queue: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    exchange: str
+    routing_key: str
+    size: int  # bytes
+
+
+def plain(value: Any) -> Any:
+    """A result (or a list of them) as JSON-ready values: times in ISO 8601 UTC, ids as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, uuid.UUID | Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(plain(k)): plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,54 @@
+"""Every job of a scope at a glance: enabled, schedule, next slots, last run, failures in a row, runs going
+on now, lateness of the last start."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from shared import schedule
+from shared.control.results import JobStatus
+from shared.store import history
+from shared.store import jobs as jobs_store
+from shared.store.jobs import JobRow
+from shared.vocabulary import RunStatus
+
+NEXT_SLOTS = 3
+BY_HAND = "on event or by hand"
+
+
+def describe_schedule(row: JobRow) -> str:
+    """The job's cadence in words, or how it runs when it has no chain."""
+    plan = row.schedule
+    return BY_HAND if plan is None or not row.has_chain else schedule.describe(plan)
+
+
+def job_status(row: JobRow, running: int, now: datetime) -> JobStatus:
+    plan = row.schedule
+    upcoming = schedule.next_slots(plan, now, NEXT_SLOTS) if plan is not None and row.has_chain and row.enabled else []
+    return JobStatus(
+        job_id=row.job_id,
+        queue=row.queue,
+        enabled=row.enabled,
+        pause_note=row.pause_note,
+        schedule=describe_schedule(row),
+        timezone=row.timezone,
+        next_slots=upcoming,
+        next_due_at=row.next_due_at,
+        epoch=row.epoch,
+        last_run_at=row.last_run_at,
+        last_status=row.last_status,
+        last_error=row.last_error,
+        last_duration_ms=row.last_duration_ms,
+        consecutive_failures=row.consecutive_failures,
+        running=running,
+        last_lateness_ms=row.last_lateness_ms,
+    )
+
+
+async def statuses(conn: asyncpg.Connection, scope: str, now: datetime) -> list[JobStatus]:
+    """Every job of the scope, by job_id."""
+    running = await history.counts_in(conn, scope, RunStatus.RUNNING)
+    rows = await jobs_store.list_jobs(conn, scope)
+    return [job_status(row, running.get(row.job_id, 0), now) for row in rows]
