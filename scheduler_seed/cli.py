@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 import traceback
@@ -21,7 +22,7 @@ import aiormq
 import asyncpg
 from pydantic import ValidationError
 
-from scheduler_seed import backfill, changes, dead, inputs, publish, render, run_now, runs, seed, status
+from scheduler_seed import audit, backfill, changes, dead, inputs, publish, render, run_now, runs, seed, status
 from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, exit_code
 from shared.control import Control, RunningNow, kind_of
 from shared.errors import SchedulerError
@@ -29,7 +30,7 @@ from shared.messages import describe_validation_error
 from shared.settings import Settings
 
 PROG = "python -m scheduler_seed"
-VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish)
+VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, audit)
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,11 +75,23 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        async with Control(settings, args.scope) as control:
+        async with Control(settings, args.scope, actor=actor()) as control:
             code: int = await args.execute(args, control)
             return code
     except Exception as exc:
         return fail(*explain(exc))
+
+
+def actor() -> str:
+    """Who the audit names for a CLI change: SCHEDULER_ACTOR if set (a deploy pipeline, a wrapper), else the
+    operating-system user."""
+    named = os.environ.get("SCHEDULER_ACTOR", "").strip()
+    if named:
+        return named[:200]
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (a container with an arbitrary uid)
+        return f"cli:uid{os.getuid()}"
 
 
 def explain(exc: Exception) -> tuple[int, str]:

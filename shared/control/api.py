@@ -6,6 +6,7 @@ to come all act through it, so an operator rule is written once.
 
 Connections open on first use: a read touches PostgreSQL only, and only write actions migrate the schema.
 Every method returns a dataclass of `shared.control.results` or raises an error of `shared.control.errors`.
+Every change is an audit row naming the actor (`actor`: the CLI's user, the API token's name, the bot's chat).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import topology
-from shared.control import dead, jobs, runs, status, validation
+from shared.control import audit, dead, jobs, runs, status, validation
 from shared.control.errors import InvalidRequest
 from shared.control.publish import default_body, publish_raw
 from shared.control.results import (
+    AuditEntry,
     BackfillPlan,
     BackfillResult,
     DeadLetters,
@@ -54,18 +56,29 @@ def _now() -> datetime:
 class Control:
     """Operator actions on the jobs of one scope (see the module docstring)."""
 
-    def __init__(self, settings: Settings, scope: str | None = None, *, session: Session | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scope: str | None = None,
+        *,
+        session: Session | None = None,
+        actor: str = "library",
+    ) -> None:
         self.settings: Settings | None = settings
         self.scope = scope or settings.scheduler_scope
         self.session = session or Session(settings, self.scope)
+        self.actor = actor
 
     @classmethod
-    def borrowing(cls, conn: asyncpg.Connection, channel: AbstractChannel, scope: str) -> Control:
+    def borrowing(
+        cls, conn: asyncpg.Connection, channel: AbstractChannel, scope: str, actor: str = "library"
+    ) -> Control:
         """A Control over the caller's connection and channel (with publisher confirms), which it never closes."""
         control = cls.__new__(cls)
         control.settings = None
         control.scope = scope
         control.session = Session.borrowing(conn, channel, scope)
+        control.actor = actor
         return control
 
     async def __aenter__(self) -> Control:
@@ -81,6 +94,28 @@ class Control:
 
     async def _writer(self) -> tuple[asyncpg.Connection, AbstractChannel]:
         return await self.session.db(write=True), await self.session.channel()
+
+    async def _audit(
+        self,
+        action: str,
+        job_id: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Record a change that has been made (the audit never blocks or undoes the change itself)."""
+        before, after = audit.difference(before, after)
+        conn = await self.session.db(write=True)
+        await audit.record(conn, self.scope, self.actor, action, job_id, before, after, note)
+
+    async def _row(self, job_id: str) -> JobRow | None:
+        return await jobs_store.get_job(await self.session.db(write=True), self.scope, job_id)
+
+    async def audit(self, limit: int = 50, job_id: str | None = None) -> list[AuditEntry]:
+        """The latest changes, newest first (of one job with `job_id`)."""
+        if limit < 1:
+            raise InvalidRequest(f"limit must be at least 1, got {limit}", "limit")
+        return await audit.recent(await self.session.db(write=True), self.scope, limit, job_id)
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
@@ -98,7 +133,12 @@ class Control:
         if not isinstance(definition, JobDefinition):
             definition = validation.definition(definition)
         conn, channel = await self._writer()
-        return await jobs.seed_job(conn, channel, await self.session.publisher(), self.scope, definition, _now())
+        before = await self._row(definition.job_id)
+        result = await jobs.seed_job(conn, channel, await self.session.publisher(), self.scope, definition, _now())
+        after = await self._row(definition.job_id)
+        action = "create" if before is None else "update"
+        await self._audit(action, definition.job_id, audit.snapshot(before), audit.snapshot(after))
+        return result
 
     async def seed_file(
         self, path: Path, prune: bool = False, on_job: Callable[[SeededJob], None] | None = None
@@ -109,18 +149,29 @@ class Control:
         definitions = validation.jobs_file(path)
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        return await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job)
+        result = await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job)
+        changed = [job.definition.job_id for job in result.jobs if job.change.value != "unchanged"]
+        pruned = [job_id for job_id, action in result.missing if action.value == "disabled"]
+        after = {"file": str(path), "jobs": len(result.jobs), "changed": changed, "paused": pruned}
+        await self._audit("seed", None, None, after)
+        return result
 
     async def pause(self, job_id: str, note: str | None = None) -> JobChange:
         """Disable the job and end its chain now; a run in progress finishes. `note` says why (status shows it)."""
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        return await jobs.pause_job(conn, channel, publisher, self.scope, job_id, _now(), note=note)
+        before = await self._row(job_id)
+        result = await jobs.pause_job(conn, channel, publisher, self.scope, job_id, _now(), note=note)
+        await self._audit("pause", job_id, audit.snapshot(before), audit.snapshot(await self._row(job_id)), note)
+        return result
 
     async def resume(self, job_id: str) -> JobChange:
         """Enable the job and start a fresh chain from now."""
         conn, channel = await self._writer()
-        return await jobs.resume_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+        before = await self._row(job_id)
+        result = await jobs.resume_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+        await self._audit("resume", job_id, audit.snapshot(before), audit.snapshot(await self._row(job_id)))
+        return result
 
     async def set(self, job_id: str, changes: Mapping[str, Any]) -> JobChange:
         """Change any definition fields (column names of scheduler.jobs) and restart the chain: effective now.
@@ -129,12 +180,18 @@ class Control:
             raise InvalidRequest(f"set {job_id}: nothing to change", "changes")
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        return await jobs.change_job(conn, channel, publisher, self.scope, job_id, changes, _now())
+        before = await self._row(job_id)
+        result = await jobs.change_job(conn, channel, publisher, self.scope, job_id, changes, _now())
+        await self._audit("set", job_id, audit.snapshot(before), audit.snapshot(await self._row(job_id)))
+        return result
 
     async def delete(self, job_id: str) -> Deleted:
         """Unregister the job: its chain ends, its row and its own delay and retry queues go, its runs stay."""
         conn, channel = await self._writer()
-        return await jobs.delete_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+        before = await self._row(job_id)
+        result = await jobs.delete_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
+        await self._audit("delete", job_id, audit.snapshot(before), None)
+        return result
 
     # -- runs -----------------------------------------------------------------------------------------------
 
@@ -146,7 +203,10 @@ class Control:
         if not queue:
             await runs.refuse_if_running(conn, job)
         await declare_for(await self.session.channel(), job)  # a queue for the message before any worker started
-        return await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now())
+        queued = await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now())
+        after = {"run_id": str(queued.run_id), "params": dict(params or {}), "queue": queue}
+        await self._audit("run-now", job_id, None, after)
+        return queued
 
     async def wait_for(
         self,
@@ -186,6 +246,8 @@ class Control:
         job = await jobs.existing(conn, self.scope, plan.job_id)
         if plan.todo:
             await declare_for(await self.session.channel(), job)
+            slots = [slot.isoformat() for slot in plan.todo]
+            await self._audit("backfill", job.job_id, None, {"slots": len(slots), "first": slots[0], "last": slots[-1]})
         return await runs.backfill(conn, await self.session.publisher(), job, plan, wait, on_slot, on_retry)
 
     async def runs(self, job_id: str, limit: int = 20) -> list[RunRecord]:
@@ -209,11 +271,16 @@ class Control:
 
     async def replay(self, message_id: str) -> Replayed:
         """Send one parked message back to its work queue (after a fix) and remove it from parking."""
-        return await dead.replay(await self.session.channel(), self.scope, message_id)
+        replayed = await dead.replay(await self.session.channel(), self.scope, message_id)
+        after = {"message_id": message_id, "reason": replayed.reason, "routing_key": replayed.routing_key}
+        await self._audit("replay", None, None, after)
+        return replayed
 
     async def purge_dead(self) -> Purged:
         """Delete every parked message of the scope."""
-        return await dead.purge(await self.session.channel(), self.scope)
+        purged = await dead.purge(await self.session.channel(), self.scope)
+        await self._audit("purge-dead", None, None, {"count": purged.count})
+        return purged
 
     async def publish(self, job_id: str, body: bytes | None = None) -> Published:
         """A raw body (default `{"job_id": JOB}`) to the job's work queue, as from the management UI."""
@@ -222,4 +289,5 @@ class Control:
         channel = await self.session.channel()
         await declare_for(channel, job)
         routing_key = await publish_raw(channel, self.scope, job.queue, data)
+        await self._audit("publish", job.job_id, None, {"routing_key": routing_key, "bytes": len(data)})
         return Published(topology.exchange_name(self.scope), routing_key, len(data))

@@ -207,6 +207,20 @@ class Published:
     size: int  # bytes
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator change: who, when, what, on which job, the fields before and after, the note."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    job_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    note: str | None
+
+
 def plain(value: Any) -> Any:
     """A result (or a list of them) as JSON-ready values: times in ISO 8601 UTC, ids as text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
