@@ -2,6 +2,7 @@
 statement found, the clock), a named decision out. No I/O here; `shared.protocol` gathers the facts, asks, and
 does what the decision says. tests/unit/test_decisions.py names every branch.
 
+    screen          step 1: a message for another scope, or asking for what the design does not do: park
     admit           step 2-3: park, drop, expire, skip as misfire, wait for a reseed to commit, or go on
     when_locked     step 4: every lock slot taken: skip the slot or buffer it
     on_existing     step 5: the slot already has a row: drop, take over, promote, revive, buffer, give up
@@ -120,6 +121,22 @@ def usable_cached(job: JobRow | None, msg: JobMessage, queue: str, now: datetime
 # -- the decisions ---------------------------------------------------------------------------------------------
 
 
+def screen(msg: JobMessage, scope: str) -> Decision:
+    """Step 1, on the message alone: one for another scope is parked; so is one that carries `next_delay_sec` (the
+    seed's "repost after N seconds"): a job's next slot is its schedule's, and running the message as if its delay
+    had been honoured would hide that from whoever sent it."""
+    if msg.scope is not None and msg.scope != scope:
+        detail = f"message scope {msg.scope!r}, worker scope {scope!r}"
+        return Decision(Action.PARK, ParkReason.WRONG_SCOPE.value, detail)
+    if msg.next_delay_sec is not None:
+        detail = (
+            f"next_delay_sec={msg.next_delay_sec:g} is not honoured: job {msg.job_id!r} runs on its own schedule "
+            "(cron_expr or interval_seconds); change that with `set`, and publish without next_delay_sec"
+        )
+        return Decision(Action.PARK, ParkReason.NEXT_DELAY.value, detail)
+    return PROCEED
+
+
 def admit(job: JobRow | None, msg: JobMessage, queue: str, scope: str, now: datetime, reread: bool) -> Decision:
     """Steps 2 and 3: what a message may do given its job row (None: no such job) as read now. `reread` is True
     once the row was read again after waiting for a reseed (an epoch ahead of the row then means stale)."""
@@ -143,12 +160,23 @@ def admit(job: JobRow | None, msg: JobMessage, queue: str, scope: str, now: date
     return PROCEED
 
 
-def when_locked(overlap: str, buffer_taken: bool) -> Decision:
-    """Step 4 with every lock slot taken (and the slot without a row): `buffer_one` keeps one slot waiting per
-    job (`buffer_taken`: one already waits); otherwise the slot is skipped and the chain goes on."""
+def when_locked(overlap: str, buffer_taken: bool, wait_for_lock: bool = False) -> Decision:
+    """Step 4 with every lock slot taken (and the slot without a row): a run asked for with `run-now --queue`
+    waits for the lock; `buffer_one` keeps one slot waiting per job (`buffer_taken`: one already waits);
+    otherwise the slot is skipped and the chain goes on."""
+    if wait_for_lock:
+        return Decision(Action.BUFFER, "queued")
     if overlap == "buffer_one" and not buffer_taken:
         return Decision(Action.BUFFER, "lock_busy")
     return Decision(Action.SKIP_LOCKED, "lock_busy")
+
+
+def wait_limit_sec(job: JobRow, msg: JobMessage) -> float:
+    """How long a waiting (buffered) run may wait for the lock before it gives up: the misfire grace for a slot of
+    the schedule; for a run queued by hand, long enough for the run in its way to time out, plus the grace."""
+    if msg.wait_for_lock:
+        return job.timeout_sec + job.misfire_grace_sec
+    return job.misfire_grace_sec
 
 
 def owner_check_needed(row: RunRow, worker_id: str, inflight: bool) -> bool:

@@ -69,7 +69,11 @@ class JobMessage(BaseModel):
     attempt: int = Field(default=1, ge=1, le=1000)
     timeout_sec: float | None = Field(default=None, gt=0, le=7 * 86400)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    # the seed's "repost after N seconds": never honoured here (the job's schedule names the next slot), so a
+    # message that carries it is parked with the reason instead of running as if it had been (decisions.screen)
     next_delay_sec: float | None = Field(default=None, ge=0, le=366 * 86400)
+    # run-now --queue: when every lock slot is taken, wait (through the retry queue) instead of being skipped
+    wait_for_lock: bool = False
     published_at: datetime | None = None
     expires_at: datetime | None = None
     upstream_run_id: uuid.UUID | None = None
@@ -223,9 +227,14 @@ def downstream_message(scope: str, job_id: str, upstream_run_id: uuid.UUID, now:
 
 
 def manual_message(
-    job_id: str, params: dict[str, Any] | None, now: datetime, ttl: timedelta | None = None
+    job_id: str,
+    params: dict[str, Any] | None,
+    now: datetime,
+    ttl: timedelta | None = None,
+    wait_for_lock: bool = False,
 ) -> JobMessage:
-    """A run-now message: not part of the chain, optionally expiring if no worker takes it in time."""
+    """A run-now message: not part of the chain, optionally expiring if no worker takes it in time; with
+    `wait_for_lock`, queued behind a run of the job that holds the lock instead of skipped."""
     return JobMessage(
         job_id=job_id,
         trigger_source=TriggerSource.MANUAL,
@@ -233,4 +242,5 @@ def manual_message(
         scheduled_for=now,
         published_at=now,
         expires_at=None if ttl is None else now + ttl,
+        wait_for_lock=wait_for_lock,
     )

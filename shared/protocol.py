@@ -118,9 +118,9 @@ async def parse_or_park(env: Env, delivery: Delivery) -> JobMessage | None:
     except BadMessage as exc:
         await park(env, delivery, exc.reason, exc.detail)
         return None
-    if message.scope is not None and message.scope != env.scope:
-        detail = f"message scope {message.scope!r}, worker scope {env.scope!r}"
-        await park(env, delivery, ParkReason.WRONG_SCOPE, detail)
+    screened = decisions.screen(message, env.scope)
+    if screened.action is Action.PARK:
+        await park(env, delivery, screened.reason, screened.detail)
         return None
     if unknown:
         log.debug("message.unknown_fields_ignored", job_id=message.job_id, fields=unknown[:20])
@@ -279,8 +279,9 @@ async def claim(turn: Turn) -> Decision:
     if lock.claimed:
         return Decision(Action.RUN)
     if lock.claimed is None:  # every lock slot taken: the slot is buffered or skipped, if it has no row yet
-        taken = job.overlap == "buffer_one" and await runs.has_waiter(turn.conn, env.scope, job.job_id)
-        decision = decisions.when_locked(job.overlap, taken)
+        asks_buffer = job.overlap == "buffer_one" and not turn.msg.wait_for_lock
+        taken = asks_buffer and await runs.has_waiter(turn.conn, env.scope, job.job_id)
+        decision = decisions.when_locked(job.overlap, taken, turn.msg.wait_for_lock)
         status = RunStatus.BUFFERED if decision.action is Action.BUFFER else RunStatus.SKIPPED_LOCKED
         if await runs.claim(turn.conn, run, status, env.worker_id):
             return decision
@@ -295,7 +296,7 @@ async def claim(turn: Turn) -> Decision:
     )
     decision = decisions.on_existing(
         row, turn.run, lock_free=lock.free, worker_id=env.worker_id, inflight=inflight, owner_alive=alive,
-        now=env.clock(), grace_sec=job.misfire_grace_sec,
+        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg),
     )  # fmt: skip
     return await _update_existing(turn, decision)
 

@@ -109,6 +109,7 @@ class ParkReason(StrEnum):
     UNKNOWN_JOB = "unknown_job"
     WRONG_QUEUE = "wrong_queue"
     NO_HANDLER = "no_handler"
+    NEXT_DELAY = "next_delay_sec"  # asks for a delay between runs: the job's schedule decides that (DESIGN 6)
     INTERNAL_ERROR = "internal_error"
 
 

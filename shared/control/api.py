@@ -203,7 +203,7 @@ class Control:
         if not queue:
             await runs.refuse_if_running(conn, job)
         await declare_for(await self.session.channel(), job)  # a queue for the message before any worker started
-        queued = await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now())
+        queued = await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now(), queue)
         after = {"run_id": str(queued.run_id), "params": dict(params or {}), "queue": queue}
         await self._audit("run-now", job_id, None, after)
         return queued

@@ -41,10 +41,16 @@ async def refuse_if_running(conn: asyncpg.Connection, job: JobRow) -> None:
 
 
 async def run_now(
-    conn: asyncpg.Connection, publisher: Publisher, job: JobRow, params: dict[str, Any], now: datetime
+    conn: asyncpg.Connection,
+    publisher: Publisher,
+    job: JobRow,
+    params: dict[str, Any],
+    now: datetime,
+    queue: bool = False,
 ) -> RunQueued:
-    """Publish one manual message to the job's work queue (its queues must be declared)."""
-    message = manual_message(job.job_id, params, now).model_copy(update={"scope": job.scope})
+    """Publish one manual message to the job's work queue (its queues must be declared). With `queue`, the run
+    waits for a run of the job (or its lock group) in its way instead of being skipped."""
+    message = manual_message(job.job_id, params, now, wait_for_lock=queue).model_copy(update={"scope": job.scope})
     await publisher.to_work(job.queue, message)
     live = job.queue in await workers.live_queues(conn, job.scope)
     return RunQueued(job.job_id, message.run_id, topology.work_queue_name(job.scope, job.queue), live)

@@ -145,7 +145,7 @@ async def test_an_unknown_job_is_not_found_for_every_action(control: Control, ac
 # -- runs -------------------------------------------------------------------------------------------------------
 
 
-async def test_run_now_refuses_a_running_job_naming_the_live_run_and_queue_overrides(
+async def test_run_now_refuses_a_running_job_naming_the_live_run_and_queue_waits_behind_it(
     control: Control, settings: Settings
 ) -> None:
     await control.put({"job_id": "slow", "cron_expr": YEARLY, "max_attempts": 1})
@@ -163,10 +163,13 @@ async def test_run_now_refuses_a_running_job_naming_the_live_run_and_queue_overr
         assert caught.value.since is not None and kind_of(caught.value) is ErrorKind.CONFLICT
         assert len(await control.runs("slow")) == 1  # nothing was queued
 
-        queued = await control.run_now("slow", queue=True)  # queued anyway: the job's overlap policy decides
+        queued = await control.run_now("slow", {"sleep_sec": 0.1}, queue=True)  # waits for the run in its way
         outcome = await control.wait_for(queued)
-        assert outcome.run_id == queued.run_id and outcome.status == "skipped_locked"  # overlap = skip
+        assert outcome.run_id == queued.run_id and outcome.succeeded  # not skipped, though overlap = skip
         assert (await control.wait_for(first)).succeeded
+    recorded = {r.run_id: r for r in await control.runs("slow")}
+    first_end, queued_start = recorded[first.run_id].finished_at, recorded[queued.run_id].started_at
+    assert first_end is not None and queued_start is not None and queued_start >= first_end  # after it, not beside
 
 
 async def test_wait_for_follows_a_failed_run_through_its_retries(control: Control, settings: Settings) -> None:

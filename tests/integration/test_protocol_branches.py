@@ -222,3 +222,57 @@ async def test_allow_all_lets_runs_overlap_and_skips_none(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_message_asking_for_next_delay_sec_is_parked_not_run(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """The seed's "repost after next_delay_sec": the job's schedule names the next slot, so such a message is parked
+    with a reason that says so, rather than run as if its delay had been honoured."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="scan", interval_seconds=HOUR)
+    async with running_worker(fast_settings(settings, scope), {"scan": (probe, ProbeParams)}):
+        await publish(amqp, scope, "scan", JobMessage(job_id="scan", next_delay_sec=600))
+        channel = await amqp.channel()
+        try:
+            dead = await channel.declare_queue(topology.dead_name(scope), passive=True)
+
+            async def parked() -> bool:
+                message = await dead.get(no_ack=True, fail=False)
+                if message is None:
+                    return False
+                assert message.headers["x-park-reason"] == "next_delay_sec"
+                assert "not honoured" in str(message.headers["x-park-detail"])
+                return True
+
+            await wait_until(parked, 15, "the parked message")
+        finally:
+            await channel.close()
+    assert [r for r in await control.runs("scan") if r["trigger_source"] == "manual"] == []
+
+
+async def test_a_queued_run_now_waits_behind_a_lock_group_peer(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """run-now --queue under overlap = skip: the lock is the group's, taken by a peer; the run waits, then runs."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    for job_id in ("left", "right"):
+        await control.seed(job_id=job_id, cron_expr="0 0 1 1 *", queue="pair", lock_group="pair")
+    async with running_worker(fast_settings(settings, scope), {"pair": (probe, ProbeParams)}):
+        await publish(amqp, scope, "pair", JobMessage(job_id="left", params={"sleep_sec": 2.0}))
+
+        async def left_running() -> bool:
+            return any(r["status"] == RunStatus.RUNNING for r in await control.runs("left"))
+
+        await wait_until(left_running, 15, "the peer's run")
+        await publish(amqp, scope, "pair", JobMessage(job_id="right", wait_for_lock=True))
+
+        async def right_done() -> bool:
+            return any(r["status"] == RunStatus.SUCCEEDED for r in await control.runs("right"))
+
+        await wait_until(right_done, 20, "the queued run")
+    (left,) = await control.runs("left")
+    (right,) = await control.runs("right")
+    assert right["started_at"] >= left["finished_at"]  # after the peer, not beside it

@@ -292,3 +292,37 @@ def test_with_run_id_keeps_everything_else() -> None:
     run = run_of(chain_msg())
     other = uuid.uuid4()
     assert decisions.with_run_id(run, other) == replace(run, run_id=other)
+
+
+# -- step 1 and queued runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "msg", "action", "reason"),
+    [
+        ("plain_message", manual_msg(), Action.PROCEED, ""),
+        ("its_own_scope", manual_msg(scope=SCOPE), Action.PROCEED, ""),
+        ("another_scope", manual_msg(scope="other"), Action.PARK, ParkReason.WRONG_SCOPE),
+        ("next_delay_sec_is_not_honoured", manual_msg(next_delay_sec=600), Action.PARK, ParkReason.NEXT_DELAY),
+        ("not_even_zero", chain_msg(next_delay_sec=0), Action.PARK, ParkReason.NEXT_DELAY),
+    ],
+)  # fmt: skip
+def test_screen(name: str, msg: JobMessage, action: Action, reason: str) -> None:
+    decision = decisions.screen(msg, SCOPE)
+    assert (decision.action, decision.reason) == (action, str(reason)), name
+
+
+def test_next_delay_parking_says_what_to_do_instead() -> None:
+    detail = decisions.screen(manual_msg(next_delay_sec=600), SCOPE).detail
+    assert "next_delay_sec=600 is not honoured" in detail and "set" in detail
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one"])
+def test_a_queued_run_waits_whatever_the_overlap(overlap: str) -> None:
+    assert decisions.when_locked(overlap, buffer_taken=True, wait_for_lock=True) == Decision(Action.BUFFER, "queued")
+
+
+def test_a_queued_run_waits_long_enough_for_the_run_in_its_way_to_time_out() -> None:
+    the_job = job(timeout_sec=600, misfire_grace_sec=30)
+    assert decisions.wait_limit_sec(the_job, manual_msg(wait_for_lock=True)) == 630
+    assert decisions.wait_limit_sec(the_job, chain_msg()) == 30
