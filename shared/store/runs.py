@@ -1,4 +1,5 @@
-"""Repository functions for `scheduler.job_runs`: claim, start, finish, take over, and the watchdog's sweeps."""
+"""Repository functions for `scheduler.job_runs` on the run protocol's path: claim, start, finish, take over.
+(The watchdog's statements are in `store/sweeps`, the operator's reads in `store/history`.)"""
 
 from __future__ import annotations
 
@@ -369,21 +370,6 @@ async def finish(
         sources(FINISHABLE),
         *args,
     )
-
-
-async def set_next_posted(conn: asyncpg.Connection, run_id: uuid.UUID, next_slot: datetime) -> None:
-    await conn.execute("UPDATE scheduler.job_runs SET next_posted_for = $2 WHERE run_id = $1", run_id, next_slot)
-
-
-async def recent(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str, limit: int) -> list[asyncpg.Record]:
-    records: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 ORDER BY scheduled_for DESC, attempt DESC"
-        " LIMIT $3",
-        scope,
-        job_id,
-        limit,
-    )
-    return records
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0
