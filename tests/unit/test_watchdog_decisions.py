@@ -17,6 +17,7 @@ from shared.vocabulary import ReseedReason, RunStatus, TriggerSource
 from shared.watchdog.abandoned import next_attempt, should_retry
 from shared.watchdog.pruning import Pruning
 from shared.watchdog.reseed import LostChains, lost_chains, reseed_reason
+from tests.support import rows
 from tests.support.logcapture import capture_logs
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -25,19 +26,8 @@ LOST_AFTER = timedelta(seconds=60)
 
 def job_row(job_id: str, **overrides: Any) -> JobRow:
     """An enabled 60 s interval chain job on a queue named like the job, due just now."""
-    values: dict[str, Any] = {
-        "scope": "s", "job_id": job_id, "description": "", "queue": job_id, "cron_expr": None, "timezone": "UTC",
-        "interval_seconds": 60, "align": False, "enabled": True, "default_params": {}, "timeout_sec": 60.0,
-        "max_attempts": 3, "retry_backoff_sec": 1.0, "retry_backoff_max_sec": 60.0, "max_parallel": 1,
-        "overlap": "skip", "jitter_sec": 0.0, "lock_group": None, "misfire_grace_sec": 300.0,
-        "run_on_startup": False, "reschedule_mode": "queue", "on_success": [], "queue_type": "classic", "epoch": 4,
-        "pause_note": None, "next_due_at": NOW, "last_run_at": None, "last_status": None, "last_error": None,
-        "last_duration_ms": None, "last_lateness_ms": None, "last_success_at": None, "consecutive_failures": 0,
-        "created_at": NOW, "updated_at": NOW,
-    }  # fmt: skip
-    values.update(overrides)
-    assert set(values) == {f.name for f in fields(JobRow)}
-    return JobRow(**values)
+    defaults = {"max_attempts": 3, "epoch": 4, "next_due_at": NOW, "created_at": NOW, "updated_at": NOW}
+    return rows.job_row(job_id, **{**defaults, **overrides})
 
 
 def run_row(**overrides: Any) -> RunRow:
