@@ -19,6 +19,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -142,12 +143,13 @@ class TelegramStandIn:
             if failure is not None:
                 self._failures.remove(failure)
                 return failure[1], {"ok": False, "error_code": failure[1], "description": failure[2]}
-        handler = {
+        handlers: dict[str, Callable[[], Any]] = {
             "getme": lambda: BOT_USER,
             "deletewebhook": lambda: True,
             "getupdates": lambda: self._get_updates(params),
             "sendmessage": lambda: self._send_message(params),
-        }.get(method.lower())
+        }
+        handler = handlers.get(method.lower())
         if handler is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
         try:
@@ -235,8 +237,9 @@ def _body(content_type: str, raw: bytes) -> dict[str, Any]:
     if content_type.startswith("multipart/"):
         header = f"Content-Type: {content_type}\r\n\r\n".encode()
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + raw)
-        return {
-            str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True).decode()
-            for part in message.iter_parts()  # type: ignore[attr-defined]
-        }
+        fields: dict[str, Any] = {}
+        for part in message.iter_parts():
+            payload = part.get_payload(decode=True)
+            fields[str(part.get_param("name", header="content-disposition"))] = bytes(payload).decode()
+        return fields
     return dict(urllib.parse.parse_qsl(raw.decode()))
