@@ -189,8 +189,10 @@ class TelegramBot:
         log.info("telegram.started", scope=self.scope, chats=len(self.chats), api_url=redact_url(self.api_url))
 
     async def stop(self) -> None:
-        """Stop polling, let commands being answered finish (a few seconds at most), close the HTTP session."""
+        """Stop polling, let commands being answered finish (a few seconds at most), close the HTTP session
+        (`notify` alone opens one too)."""
         if self._task is None:
+            await self._bot.session.close()
             return
         self._stopping.set()
         # stop_polling ends aiogram's own tasks; between two attempts polling is not running and cancelling is enough
@@ -213,7 +215,7 @@ class TelegramBot:
     async def _poll(self) -> None:
         attempt = 0
         retry = BackoffConfig(
-            min_delay=0.5, max_delay=max(1.0, self.settings.dependency_retry_max_sec), factor=2.0, jitter=0.25
+            min_delay=0.5, max_delay=max(1.0, self.settings.dependency_retry_max_sec), factor=2.0, jitter=0.1
         )
         while not self._stopping.is_set():
             began = time.monotonic()
