@@ -31,7 +31,7 @@ def job_row(job_id: str, **overrides: Any) -> JobRow:
         "run_on_startup": False, "reschedule_mode": "queue", "on_success": [], "queue_type": "classic", "epoch": 1,
         "pause_note": None, "next_due_at": None, "last_run_at": None, "last_status": None, "last_error": None,
         "last_duration_ms": None, "last_lateness_ms": None, "last_success_at": None, "consecutive_failures": 0,
-        "created_at": CREATED, "updated_at": CREATED,
+        "created_at": CREATED, "updated_at": CREATED, "expected_period_sec": None,
     }  # fmt: skip
     values.update(overrides)
     assert set(values) == {f.name for f in fields(JobRow)}
@@ -108,6 +108,17 @@ def test_served_enabled_chain_jobs_export_period_deadline_created_and_failures(m
     for absent in ("paused", "downstream", "elsewhere"):  # paused, event-only, not served: no deadline
         assert value(metrics, "scheduler_job_success_deadline_timestamp_seconds", scope="s", job_id=absent) is None
     assert value(metrics, "scheduler_consecutive_failures", scope="s", job_id="elsewhere") is None
+
+
+def test_a_declared_expected_period_is_the_period_a_cron_job_exports(metrics: Metrics) -> None:
+    # the cheat sheet's `"cron_expr": "*/5 * * * *"` with `"interval_seconds": 120`: the cron schedules, 120 s is meant
+    jobs = [
+        job_row("scanner", interval_seconds=None, cron_expr="*/5 * * * *", expected_period_sec=120),
+        job_row("plain", interval_seconds=None, cron_expr="*/5 * * * *"),
+    ]
+    publish_jobs(metrics, "s", jobs, ["scanner", "plain"], {})
+    assert value(metrics, "scheduler_job_expected_period_seconds", scope="s", job_id="scanner") == 120
+    assert value(metrics, "scheduler_job_expected_period_seconds", scope="s", job_id="plain") == 300
 
 
 def test_every_queue_of_an_enabled_job_reports_its_live_workers(metrics: Metrics) -> None:
