@@ -7,11 +7,10 @@ only to a loopback address and refuses any other with one line. Logs are JSON li
 from __future__ import annotations
 
 import argparse
+import logging
 
 import structlog
-import uvicorn
 
-from scheduler_seed.server.app import create_app
 from scheduler_seed.server.auth import check_bind, parse_tokens
 from scheduler_seed.server.config import ServerSettings, default_port
 from scheduler_seed.server.notify import Notifier
@@ -52,6 +51,13 @@ async def execute(args: argparse.Namespace, control: Control) -> int:
     host = args.host or server.control_api_host
     port = args.port or server.control_api_port or default_port(control.scope)
     check_bind(host, tokens)
+    # imported here, not at the top: every other CLI verb imports this module and need not load FastAPI
+    import uvicorn
+
+    from scheduler_seed.server.app import create_app
+
+    for handler in list(logging.getLogger().handlers):  # the CLI's own stderr handler: the server logs JSON lines
+        logging.getLogger().removeHandler(handler)
     logs.configure(settings.log_level, loki_url=settings.loki_url, service="scheduler-api", scope=control.scope)
     app = create_app(settings, control.scope, tokens, server, notifier_for(settings, control.scope))
     structlog.get_logger(__name__).info("api.listening", url=f"http://{host}:{port}/", scope=control.scope)
