@@ -21,6 +21,7 @@ from shared.control import ErrorKind, InvalidDefinition, InvalidRequest, Running
 from shared.control.results import plain
 from shared.dependencies import CONNECT_ERRORS
 from shared.errors import SchedulerError
+from shared.messages import describe_validation_error
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,10 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
         log.error("api.unexpected_error", incident=incident, error_type=type(exc).__name__, exc_info=exc)
         return 500, {"error": "internal", "detail": f"unexpected error; the server log has it as {incident}"}
     body: dict[str, Any] = {"error": kind.value, "detail": str(exc)}
-    if isinstance(exc, InvalidDefinition):
+    if isinstance(exc, ValidationError):  # a value a model refused inside an action (run-now params over the limit)
+        body["detail"] = describe_validation_error(exc).replace("Value error, ", "")
+        body["fields"] = [".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors(include_url=False)]
+    elif isinstance(exc, InvalidDefinition):
         body["fields"] = list(exc.fields)
     elif isinstance(exc, InvalidRequest) and exc.field:
         body["fields"] = [exc.field]
@@ -65,7 +69,8 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
     fields, problems = [], []
     for error in exc.errors():
         location = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(location) or "body"
+        # a body that is not JSON at all is located by character offset: the body is at fault
+        field = "body" if error.get("type") == "json_invalid" else ".".join(location) or "body"
         fields.append(field)
         problems.append(f"{field}: {str(error.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return {"error": ErrorKind.INVALID.value, "detail": "; ".join(problems) or "invalid request", "fields": fields}
