@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import aio_pika
+import aiormq
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -21,6 +22,7 @@ from yarl import URL
 from shared.backoff import forever
 from shared.control import Control, DependencyDown
 from shared.control.session import POSTGRES, RABBITMQ
+from shared.dependencies import CONNECT_ERRORS, DB_ERRORS, describe
 from shared.settings import Settings
 from shared.store.migrate import migrate
 from shared.store.pool import create_pool
@@ -32,6 +34,13 @@ CHANNEL_SEC = 5.0
 PROBE_SEC = 2.0
 RETRY_CAP_SEC = 10.0
 NAME = "scheduler-api"
+# errors only the RabbitMQ client raises (a ConnectionError alone could be either server's)
+AMQP_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+SERVER_GONE: tuple[type[BaseException], ...] = (*AMQP_LIBRARY_ERRORS, *DB_ERRORS)
 
 
 class Backend:
@@ -123,14 +132,22 @@ class Backend:
             conn = await self.pool.acquire(timeout=ACQUIRE_SEC)
         except TimeoutError:
             raise self._postgres_down(f"no connection within {ACQUIRE_SEC:g} s") from None
+        except CONNECT_ERRORS as exc:  # the pool could not open a connection: the server is down
+            raise self._postgres_down(describe(exc)) from None
         try:
             yield Control.borrowing(conn, None, self.scope, actor=actor, open_channel=open_channel)
+        except SERVER_GONE as exc:  # a server went away mid-action: say which
+            raise self._down(exc) from None
         finally:
             for channel in opened:
                 with contextlib.suppress(Exception):
                     await channel.close()
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
+
+    def _down(self, exc: BaseException) -> DependencyDown:
+        detail = describe(exc)
+        return self._rabbitmq_down(detail) if isinstance(exc, AMQP_LIBRARY_ERRORS) else self._postgres_down(detail)
 
     async def health(self) -> dict[str, str]:
         """Each server: `up` or `down` (a short probe of PostgreSQL; RabbitMQ: the connection's state)."""
