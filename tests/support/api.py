@@ -136,3 +136,26 @@ def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 
                 return dict(last)
         time.sleep(0.2)
     raise AssertionError(f"/healthz did not say {want!r} within {timeout} s (last: {last})")
+
+
+async def remove_scope(settings: Settings, scope: str) -> None:
+    """Delete a scope's job queues and rows (what the `cleanup_scope` fixture does, for module fixtures)."""
+    import aio_pika
+    import asyncpg
+
+    from shared import topology
+    from shared.store import jobs as jobs_store
+
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        rows = await conn.fetch("SELECT job_id, queue FROM scheduler.jobs WHERE scope = $1", scope)
+        connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+        try:
+            channel = await connection.channel()
+            await topology.delete_scope(channel, scope, [r["job_id"] for r in rows], [r["queue"] for r in rows])
+        finally:
+            await connection.close()
+        await jobs_store.delete_scope(conn, scope)
+        await conn.execute("DELETE FROM scheduler.audit WHERE scope = $1", scope)
+    finally:
+        await conn.close()
