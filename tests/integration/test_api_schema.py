@@ -30,7 +30,8 @@ schema = schemathesis.from_dict(create_app(Settings(), "schema", Tokens([])).ope
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`serve` in a private scope with tokens (schemathesis also checks that auth is enforced), with one job to act on; its rows and queues are removed afterwards."""
+    """`serve` in a private scope with tokens (schemathesis also checks that auth is enforced) and one job to act
+    on; its rows and queues are removed afterwards."""
     scope = "tschema" + str(free_port())
     proc = spawn_server(scope, PORT, Settings(), tmp_path_factory.mktemp("schema"), CONTROL_API_TOKENS=TOKENS)
     base = BASE_URL
