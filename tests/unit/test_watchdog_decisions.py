@@ -33,7 +33,7 @@ def job_row(job_id: str, **overrides: Any) -> JobRow:
         "run_on_startup": False, "reschedule_mode": "queue", "on_success": [], "queue_type": "classic", "epoch": 4,
         "pause_note": None, "next_due_at": NOW, "last_run_at": None, "last_status": None, "last_error": None,
         "last_duration_ms": None, "last_lateness_ms": None, "last_success_at": None, "consecutive_failures": 0,
-        "created_at": NOW, "updated_at": NOW,
+        "created_at": NOW, "updated_at": NOW, "expected_period_sec": None,
     }  # fmt: skip
     values.update(overrides)
     assert set(values) == {f.name for f in fields(JobRow)}
