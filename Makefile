@@ -9,7 +9,7 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install install-bench test lint format preflight prometheus demo seed status chaos bench up down logs ps compose-seed clean
+.PHONY: install install-bench browser test lint format preflight prometheus demo seed status chaos bench up down logs ps compose-seed clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 preflight: install
 	@$(PY) -m shared.preflight
 
-test: install-bench preflight prometheus
+test: install-bench preflight prometheus browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The observability tests run a real Prometheus and promtool (Debian's `prometheus` package).
@@ -32,12 +32,20 @@ prometheus:
 	  echo "installing Debian's prometheus package for the observability tests"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
+# The Admin UI test drives a real browser: Debian's chromium through Playwright (browsers cannot be downloaded here,
+# so Playwright's own browser download is never used).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the Admin UI test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared
 
-# Runs the system locally: seed the fast mock jobs in scope `mock`, two mock workers, a live status table (Ctrl-C).
+# Runs the system locally: seed the fast mock jobs in scope `mock`, two mock workers, the control plane (API and Admin
+# UI, its URL printed), a live status table (Ctrl-C).
 demo: install preflight
 	$(PY) -m scheduler_seed.demo --scope $(SCOPE)
 

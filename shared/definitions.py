@@ -63,6 +63,9 @@ class JobDefinition(BaseModel):
     reschedule_mode: RescheduleMode = RescheduleMode.QUEUE
     on_success: tuple[str, ...] = ()
     queue_type: QueueType = QueueType.CLASSIC
+    # the period an operator expects between runs (job-state metrics), when the schedule's own is not the one meant:
+    # a cron job given with `interval_seconds` too, as in the cheat sheet of 001_646fd6323acf08fa.txt
+    expected_period_sec: int | None = Field(default=None, ge=1, le=366 * DAY)
 
     @field_validator("job_id")
     @classmethod

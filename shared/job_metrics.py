@@ -44,6 +44,7 @@ def publish_jobs(
             plan=job.schedule if job.has_chain else None,
             created_at=job.created_at.timestamp(),
             consecutive_failures=job.consecutive_failures,
+            expected_period_sec=job.expected_period_sec,
         )
         for job in jobs
         if job.enabled and job.queue in served

@@ -26,6 +26,7 @@ class JobState:
     plan: schedule.Schedule | None  # None: the job has no chain (event-only)
     created_at: float
     consecutive_failures: int
+    expected_period_sec: float | None = None  # declared by the operator; else the schedule's own estimate
 
 
 def success_deadline(plan: schedule.Schedule, now: datetime) -> datetime | None:
@@ -40,6 +41,15 @@ def success_deadline(plan: schedule.Schedule, now: datetime) -> datetime | None:
     if last is None:
         return None
     return schedule.previous_slot(plan, last - timedelta(microseconds=1))
+
+
+def expected_period(job: JobState) -> float:
+    """Seconds between the job's slots as the operator expects them: the declared period when there is one (a cron
+    job given with `interval_seconds` too), else the schedule's own estimate."""
+    if job.expected_period_sec is not None:
+        return job.expected_period_sec
+    assert job.plan is not None
+    return schedule.period_estimate(job.plan).total_seconds()
 
 
 class JobStateCollector(Collector):
@@ -67,7 +77,7 @@ class JobStateCollector(Collector):
             failures.add_metric(labels, job.consecutive_failures)
             if job.plan is None:
                 continue
-            period.add_metric(labels, schedule.period_estimate(job.plan).total_seconds())
+            period.add_metric(labels, expected_period(job))
             created.add_metric(labels, job.created_at)
             due = self._deadline(job, now)
             if due is not None:

@@ -11,7 +11,7 @@ Every change is an audit row naming the actor (`actor`: the CLI's user, the API 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -71,13 +71,19 @@ class Control:
 
     @classmethod
     def borrowing(
-        cls, conn: asyncpg.Connection, channel: AbstractChannel, scope: str, actor: str = "library"
+        cls,
+        conn: asyncpg.Connection,
+        channel: AbstractChannel | None,
+        scope: str,
+        actor: str = "library",
+        open_channel: Callable[[], Awaitable[AbstractChannel]] | None = None,
     ) -> Control:
-        """A Control over the caller's connection and channel (with publisher confirms), which it never closes."""
+        """A Control over the caller's connection and channel (with publisher confirms), which it never closes.
+        `open_channel` instead of a channel: one opened by the caller on first use (see `Session.borrowing`)."""
         control = cls.__new__(cls)
         control.settings = None
         control.scope = scope
-        control.session = Session.borrowing(conn, channel, scope)
+        control.session = Session.borrowing(conn, channel, scope, open_channel)
         control.actor = actor
         return control
 

@@ -83,13 +83,15 @@ async def resume_job(
 def changed_definition(row: JobRow, changes: Mapping[str, Any]) -> JobDefinition:
     """The stored definition with `changes` applied, validated as a whole (InvalidDefinition names the fields).
 
-    Setting `cron_expr` clears `interval_seconds` and the other way round, so a job can switch kinds.
+    Setting `cron_expr` clears `interval_seconds` and the other way round, so a job can switch kinds; an interval
+    clears the expected period too (an interval job's period is its interval) unless the changes set one.
     """
     data = row.definition().model_dump()
     if changes.get("cron_expr") is not None:
         data["interval_seconds"] = None
     if changes.get("interval_seconds") is not None:
         data["cron_expr"] = None
+        data["expected_period_sec"] = None
     data.update(changes)
     data["job_id"] = row.job_id  # the key is not a field to change
     return validation.definition(data, source=f"set {row.job_id}")

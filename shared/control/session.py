@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -45,13 +45,23 @@ class Session:
         self._migrated = False
         self._amqp: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._open_channel: Callable[[], Awaitable[AbstractChannel]] | None = None
         self._owned = True
 
     @classmethod
-    def borrowing(cls, conn: asyncpg.Connection, channel: AbstractChannel, scope: str) -> Session:
-        """A session over connections the caller opened and closes (tests, a server with its own pool)."""
+    def borrowing(
+        cls,
+        conn: asyncpg.Connection,
+        channel: AbstractChannel | None,
+        scope: str,
+        open_channel: Callable[[], Awaitable[AbstractChannel]] | None = None,
+    ) -> Session:
+        """A session over connections the caller opened and closes (tests, a server with its own pool). Instead
+        of a channel, `open_channel` may give one on first use (the caller closes it too): a read that never
+        publishes then works while RabbitMQ is down."""
         session = cls(None, scope)
         session._db, session._channel, session._owned = conn, channel, False
+        session._open_channel = open_channel
         return session
 
     def _settings(self) -> Settings:
@@ -76,6 +86,8 @@ class Session:
 
     async def channel(self) -> AbstractChannel:
         """A channel with publisher confirms; an unroutable publish raises instead of vanishing."""
+        if self._channel is None and self._open_channel is not None:
+            self._channel = await self._open_channel()
         if self._channel is None:
             settings = self._settings()
             try:

@@ -19,7 +19,7 @@ DEFINITION_COLUMNS = (
     "description", "queue", "cron_expr", "timezone", "interval_seconds", "align", "enabled", "default_params",
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
-    "queue_type",
+    "queue_type", "expected_period_sec",
 )  # fmt: skip
 
 
@@ -75,6 +75,7 @@ class JobRow:
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    expected_period_sec: int | None = None  # declared, but last: a row built by hand may leave it out
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:

@@ -31,6 +31,7 @@ PROFILES = ("mock", "real")
 INFRA = {"rabbitmq", "postgres", "prometheus", "grafana", "loki"}
 APP_SERVICES = {
     "seeder", "buy-scanner", "news-crawler", "price-monitor", "scout", "daily-pipeline", "trading", "maintenance",
+    "scheduler-service",
 }  # fmt: skip
 CODE_DIRS = ("services", "shared", "scheduler_seed")
 
@@ -52,7 +53,9 @@ def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in app_services(services).items() if not name.startswith("seeder-")}
+    return {
+        name: s for name, s in app_services(services).items() if not name.startswith(("seeder-", "scheduler-service-"))
+    }
 
 
 def has_healthcheck(service: dict[str, Any]) -> bool:
@@ -113,6 +116,17 @@ def test_seeders_seed_their_own_scope_from_its_jobs_file(services: dict[str, dic
         assert command[command.index("--scope") + 1] == profile
         assert command[command.index("--file") + 1] == f"deploy/jobs/{profile}.toml"
         assert "--wait-for-deps" in command
+
+
+def test_each_scope_has_its_control_plane_on_the_seeds_port_with_tokens(services: dict[str, dict[str, Any]]) -> None:
+    for profile, port in (("mock", 9095), ("real", 8095)):
+        service = services[f"scheduler-service-{profile}"]
+        command = service["command"]
+        assert command[:4] == ["python", "-m", "scheduler_seed", "serve"]
+        assert command[command.index("--scope") + 1] == profile and command[command.index("--port") + 1] == str(port)
+        assert service["ports"] == [f"127.0.0.1:${{SCHEDULER_API_{profile.upper()}_PORT:-{port}}}:{port}"]
+        assert service["environment"]["CONTROL_API_TOKENS"], "0.0.0.0 inside the network needs tokens"
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
 
 
 def test_every_depends_on_waits_for_a_healthy_or_finished_service(services: dict[str, dict[str, Any]]) -> None:

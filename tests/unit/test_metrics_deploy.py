@@ -103,7 +103,12 @@ def test_dashboard_provider_reads_the_directory_compose_mounts() -> None:
 def worker_services() -> set[str]:
     """Compose services that are workers: app services of a profile, except the one-shot seeders."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    return {name for name, spec in services.items() if spec.get("profiles") and not name.startswith("seeder-")}
+    # the seeders are one-shots and the control plane serves no /metrics: neither is scraped
+    return {
+        name
+        for name, spec in services.items()
+        if spec.get("profiles") and not name.startswith(("seeder-", "scheduler-service-"))
+    }
 
 
 def test_prometheus_scrapes_every_worker_of_both_profiles_and_each_replica() -> None:

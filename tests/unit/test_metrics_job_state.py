@@ -90,6 +90,17 @@ def test_served_enabled_chain_jobs_export_period_deadline_created_and_failures(m
     assert value(metrics, "scheduler_consecutive_failures", scope="s", job_id="elsewhere") is None
 
 
+def test_a_declared_expected_period_is_the_period_a_cron_job_exports(metrics: Metrics) -> None:
+    # the cheat sheet's `"cron_expr": "*/5 * * * *"` with `"interval_seconds": 120`: the cron schedules, 120 s is meant
+    jobs = [
+        job_row("scanner", interval_seconds=None, cron_expr="*/5 * * * *", expected_period_sec=120),
+        job_row("plain", interval_seconds=None, cron_expr="*/5 * * * *"),
+    ]
+    publish_jobs(metrics, "s", jobs, ["scanner", "plain"], {})
+    assert value(metrics, "scheduler_job_expected_period_seconds", scope="s", job_id="scanner") == 120
+    assert value(metrics, "scheduler_job_expected_period_seconds", scope="s", job_id="plain") == 300
+
+
 def test_every_queue_of_an_enabled_job_reports_its_live_workers(metrics: Metrics) -> None:
     jobs = [job_row("a"), job_row("b", queue="shared"), job_row("c", queue="shared"), job_row("off", enabled=False)]
     publish_jobs(metrics, "s", jobs, ["a"], {"a": 1, "shared": 3})
