@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import structlog
 
+from shared.events.envelope import EventInfo
 from shared.procs import ProcessResult, run_process
 from shared.store import idempotency
 
@@ -42,6 +44,15 @@ class RunContext:
     idempotency: Idempotency
     upstream_run_id: uuid.UUID | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    event: EventInfo | None = None  # the event that triggered the run: topic, payload, id, published_at
+    emitter: Callable[[str, dict[str, Any], str | None], Awaitable[str]] | None = None
+
+    async def emit(self, topic: str, payload: dict[str, Any] | None = None, event_id: str | None = None) -> str:
+        """Publish an event on `topic` to the scope's `S.events` (confirmed); returns its id (its message_id,
+        generated unless given: give one to make a retried run's event the same event)."""
+        if self.emitter is None:
+            raise RuntimeError("this context publishes no events (no worker behind it)")
+        return await self.emitter(topic, payload or {}, event_id)
 
     async def run_subprocess(
         self,

@@ -264,11 +264,6 @@ def buffer_poll_delay(job: JobRow, rand: float) -> float:
     return min(2.0, max(0.2, period / 5)) * (0.75 + rand / 2)
 
 
-def downstream_ids(job: JobRow, status: RunStatus) -> list[str]:
-    """Step 10: the `on_success` jobs a run's outcome triggers."""
-    return list(job.on_success) if status is RunStatus.SUCCEEDED else []
-
-
 def with_run_id(run: NewRun, run_id: uuid.UUID) -> NewRun:
     """`run` under the run id of the row it matched (a slot claimed under another epoch's id)."""
     return NewRun(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared import schedule
 from shared.errors import ConfigError
+from shared.events import filters, topics
 from shared.messages import check_params_size
 from shared.names import check_ident
 
@@ -29,6 +30,13 @@ class Overlap(StrEnum):
 class RescheduleMode(StrEnum):
     QUEUE = "queue"  # the worker posts the next slot (the chain)
     NONE = "none"  # manual/event only: no chain
+
+
+class PausedEvents(StrEnum):
+    """What an event for a paused job does."""
+
+    DROP = "drop"  # acked and counted, never run (today's on_success behaviour)
+    HOLD = "hold"  # left in the job's event queue (not consumed) until the job is resumed
 
 
 class QueueType(StrEnum):
@@ -66,6 +74,11 @@ class JobDefinition(BaseModel):
     # the period an operator expects between runs (job-state metrics), when the schedule's own is not the one meant:
     # a cron job given with `interval_seconds` too, as in the cheat sheet of 001_646fd6323acf08fa.txt
     expected_period_sec: int | None = Field(default=None, ge=1, le=366 * DAY)
+    # events (DESIGN section 13): AMQP topic patterns (`**` is stored as `#`), a CEL filter on the payload bound as
+    # `event`, and what an event does while the job is paused
+    triggers_on: tuple[str, ...] = Field(default=(), max_length=50)
+    filter: str | None = None
+    on_paused_event: PausedEvents = PausedEvents.DROP
 
     @field_validator("job_id")
     @classmethod
@@ -81,6 +94,19 @@ class JobDefinition(BaseModel):
     @classmethod
     def _downstream(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(check_ident(v, "on_success job id") for v in value)
+
+    @field_validator("triggers_on")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(topics.normalize_pattern(p) for p in value))
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        filters.compile_filter(value)  # FilterError (a ValueError) names what is wrong
+        return value
 
     @field_validator("cron_expr")
     @classmethod
@@ -107,6 +133,8 @@ class JobDefinition(BaseModel):
             raise ValueError("the work queue name 'dead' is reserved for parking: set another queue")
         if self.job_id in self.on_success:
             raise ValueError("on_success cannot name the job itself")
+        if self.filter is not None and not self.triggers_on:
+            raise ValueError("filter: a filter needs triggers_on (it only applies to events)")
         if self.retry_backoff_max_sec < self.retry_backoff_sec:
             raise ValueError("retry_backoff_max_sec must be >= retry_backoff_sec")
         return self

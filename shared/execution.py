@@ -1,5 +1,6 @@
 """Steps 8-10 of the run protocol on a claimed slot: run the handler under its timeout, record the outcome (the
-statement that records it also releases the run lock), retry, trigger downstream jobs."""
+statement that records it also releases the run lock), retry, publish the outcome event (downstream jobs
+subscribe to it)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from pydantic import ValidationError
 from shared import backoff, decisions, retry_policy
 from shared.context import Idempotency, RunContext
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, describe
+from shared.events import outcomes
 from shared.lock_watch import LockWatch
-from shared.messages import describe_validation_error, downstream_message
+from shared.messages import describe_validation_error
 from shared.registry import Handler
 from shared.runtime import Env, Turn
-from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.vocabulary import RunStatus
 
@@ -68,6 +69,8 @@ def make_context(turn: Turn) -> RunContext:
         log=structlog.get_logger("job").bind(),
         idempotency=Idempotency(env.pool, env.scope, run.run_id),
         upstream_run_id=msg.upstream_run_id,
+        event=msg.event,
+        emitter=partial(outcomes.emit, env.publisher),
     )
 
 
@@ -213,20 +216,15 @@ async def retry_if_due(turn: Turn, result: RunResult) -> None:
     log.info("run.retry_scheduled", next_attempt=retry.attempt, retry_in_sec=round(delay, 3))
 
 
-async def trigger_downstream(turn: Turn, result: RunResult) -> None:
-    """Step 10: after a success, each `on_success` job gets an event message naming this run."""
-    env, job, run = turn.env, turn.job, turn.run
+async def publish_outcome(turn: Turn, status: RunStatus, duration_ms: int | None, error: str | None) -> None:
+    """Step 10: the run's outcome on `S.events` as `job.<job_id>.<status>` (the `on_success` jobs and every other
+    subscriber get it there). After the record: retried while RabbitMQ is down (logged), never losing the record."""
+    env, job, msg, run = turn.env, turn.job, turn.msg, turn.run
     assert job is not None and run is not None
-    downstream = decisions.downstream_ids(job, result.status)
-    if not downstream:
-        return
-    queues = await jobs_store.queues_of(env.pool, env.scope, downstream)
-    now = env.clock()
-    for job_id in downstream:
-        queue = queues.get(job_id)
-        if queue is None:
-            log.error("downstream.unknown_job", downstream=job_id)
-            continue
-        event = downstream_message(env.scope, job_id, run.run_id, now)
-        await persist(env, "downstream.publish", partial(env.publisher.to_work, queue, event))
-        log.info("downstream.triggered", downstream=job_id, downstream_run_id=str(event.run_id))
+    publish = partial(
+        outcomes.publish_outcome, env.publisher, run_id=run.run_id, job_id=job.job_id,
+        scheduled_for=msg.scheduled_for, trigger_source=msg.trigger_source.value, attempt=msg.attempt,
+        status=status.value, duration_ms=duration_ms, error=error,
+    )  # fmt: skip
+    if await persist(env, "outcome.publish", publish) is not None:
+        log.debug("outcome.published", status=status.value)

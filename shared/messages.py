@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared import retry_policy, schedule
 from shared.errors import SchedulerError
+from shared.events.envelope import EventInfo
 from shared.names import check_ident
 from shared.vocabulary import TriggerSource
 
@@ -77,6 +78,7 @@ class JobMessage(BaseModel):
     published_at: datetime | None = None
     expires_at: datetime | None = None
     upstream_run_id: uuid.UUID | None = None
+    event: EventInfo | None = None  # the event that triggered this run (trigger_source event): ctx.event
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
 
     @field_validator("job_id")
@@ -213,14 +215,18 @@ def startup_message(scope: str, job_id: str, now: datetime) -> JobMessage:
     )
 
 
-def downstream_message(scope: str, job_id: str, upstream_run_id: uuid.UUID, now: datetime) -> JobMessage:
-    """An `on_success` job's run after an upstream success; its run id is derived from the upstream run's."""
+def event_message(
+    scope: str, job_id: str, run_id: uuid.UUID, event: EventInfo, upstream_run_id: uuid.UUID | None, now: datetime
+) -> JobMessage:
+    """A run triggered by an event: `run_id` derived from (scope, job, event id) (events.decide.event_run_id), so
+    every copy of the event claims one row; an outcome event of an upstream success names that run."""
     return JobMessage(
         job_id=job_id,
         trigger_source=TriggerSource.EVENT,
         scope=scope,
-        run_id=uuid.uuid5(upstream_run_id, job_id),
+        run_id=run_id,
         upstream_run_id=upstream_run_id,
+        event=event,
         scheduled_for=now,
         published_at=now,
     )

@@ -10,7 +10,7 @@
       7 ack                ack_claimed
       8 run                execution.run_and_record
       9 retry              execution.retry_if_due
-     10 release            the finish statement of step 8 releases the lock; then execution.trigger_downstream
+     10 release            the finish statement of step 8 releases the lock; then execution.publish_outcome
 
 Every choice is made by a pure function of `shared.decisions` over what the steps found; this module only
 gathers facts and carries decisions out, on one `Turn` per message.
@@ -193,6 +193,9 @@ async def skip_misfire(turn: Turn) -> None:
         late = (env.clock() - msg.scheduled_for).total_seconds()
         log.warning("run.skipped_misfire", late_sec=round(late, 3))
         await post_next(turn)
+        await drop(env, turn.delivery, DropReason.MISFIRE, job_id=job.job_id)
+        await execution.publish_outcome(turn, RunStatus.SKIPPED_MISFIRE, None, None)
+        return
     await drop(env, turn.delivery, DropReason.MISFIRE, job_id=job.job_id)
 
 
@@ -376,6 +379,8 @@ async def _not_now(turn: Turn, decision: Decision) -> None:
         env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, msg.trigger_source).inc()
         log.info("run.skipped_locked")
     await turn.delivery.ack()
+    if not buffered and turn.existing is None:
+        await execution.publish_outcome(turn, RunStatus.SKIPPED_LOCKED, None, None)
 
 
 # -- 6-10 for a claimed slot -----------------------------------------------------------------------------------
@@ -397,7 +402,7 @@ async def _run(turn: Turn) -> None:
     finally:
         env.inflight.discard(run.run_id)
     await execution.retry_if_due(turn, result)  # 9
-    await execution.trigger_downstream(turn, result)  # 10
+    await execution.publish_outcome(turn, result.status, result.duration_ms, result.error)  # 10
 
 
 async def unclaim(env: Env, run_id: uuid.UUID) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiormq
@@ -85,6 +85,24 @@ class Publisher:
     async def to_work(self, queue: str, message: JobMessage) -> None:
         """Straight to a work queue through the scope's exchange (run-now, events, startup)."""
         await self._to_queue(topology.work_queue_name(self.scope, queue), message.to_body(), _properties())
+
+    async def emit(self, topic: str, body: bytes, message_id: str, headers: dict[str, Any] | None = None) -> None:
+        """An event to the scope's `S.events` topic exchange, under its id. Not `mandatory`: an event no job
+        subscribes to is simply not routed (that is not an error for whoever emits it)."""
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=PERSISTENT,
+            message_id=message_id,
+            timestamp=datetime.now(UTC),
+            headers=headers or {},
+        )
+        if self.channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{self.channel!r} closed")
+        async with asyncio.timeout(self.timeout):
+            channel = await self.channel.get_underlay_channel()
+            await channel.basic_publish(
+                body, exchange=topology.events_exchange_name(self.scope), routing_key=topic, properties=properties
+            )
 
     async def park(self, body: bytes, reason: str, detail: str, source_queue: str, headers: dict[str, Any]) -> None:
         """Poison message to `S.jobs.dead`, with why in its headers and a short message_id to replay it by.

@@ -6,7 +6,9 @@ Per scope ``S`` (see DESIGN section 3):
 - work queue ``S.jobs.<queue>`` bound to ``S.jobs`` with its own name as binding key;
 - delay queue ``S.jobs.<job_id>.delay`` and retry queue ``S.jobs.<job_id>.retry``, no consumers, whose
   messages expire (per-message TTL) and are dead-lettered to ``S.jobs`` with the work queue as routing key;
-- parking ``S.jobs.dead``: a fanout exchange and a durable queue of the same name bound to it.
+- parking ``S.jobs.dead``: a fanout exchange and a durable queue of the same name bound to it;
+- events ``S.events`` (topic, durable): run outcomes (``job.<job_id>.<status>``) and emitted events; a job that
+  subscribes has a durable event queue ``S.jobs.<job_id>.events`` bound to it with each of its patterns.
 
 Identifiers never contain dots, so none of these names can be another one's: ``S.jobs.<queue>`` has three
 dot-separated parts and the delay and retry queues have four. The one reserved short name is ``dead``.
@@ -65,6 +67,16 @@ def delay_queue_name(scope: str, job_id: str) -> str:
 def retry_queue_name(scope: str, job_id: str) -> str:
     """The queue holding retry and back-off messages of `job_id`: ``S.jobs.<job_id>.retry``."""
     return f"{exchange_name(scope)}.{check_ident(job_id, 'job id')}.retry"
+
+
+def events_exchange_name(scope: str) -> str:
+    """The topic exchange of `scope`'s events: ``S.events``."""
+    return f"{check_ident(scope, 'scope')}.events"
+
+
+def event_queue_name(scope: str, job_id: str) -> str:
+    """The queue of the events `job_id` subscribes to: ``S.jobs.<job_id>.events``."""
+    return f"{exchange_name(scope)}.{check_ident(job_id, 'job id')}.events"
 
 
 def dead_name(scope: str) -> str:
@@ -186,8 +198,21 @@ async def _declare_exchange(
         return await channel.declare_exchange(name, type_, durable=True)
 
 
+async def declare_events_exchange(channel: aio_pika.abc.AbstractChannel, scope: str) -> aio_pika.abc.AbstractExchange:
+    """Declare the ``S.events`` topic exchange of `scope`. Idempotent."""
+    return await _declare_exchange(channel, events_exchange_name(scope), aio_pika.ExchangeType.TOPIC)
+
+
+async def declare_event_queue(
+    channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str
+) -> aio_pika.abc.AbstractQueue:
+    """Declare the durable event queue of `job_id` (classic, no arguments: it is read, not dead-lettered)."""
+    return await _declare_queue(channel, _spec(event_queue_name(scope, job_id), {}))
+
+
 async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> None:
-    """Declare the ``S.jobs`` exchange and the parking exchange and queue of `scope`. Idempotent.
+    """Declare the ``S.jobs`` exchange, the parking exchange and queue and the ``S.events`` exchange of `scope`.
+    Idempotent.
 
     Give it a dedicated declaration channel: on `TopologyMismatch` RabbitMQ has closed the channel.
     """
@@ -195,6 +220,7 @@ async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> No
     dead_exchange = await _declare_exchange(channel, dead_name(scope), aio_pika.ExchangeType.FANOUT)
     dead_queue = await _declare_queue(channel, dead_queue_spec(scope))
     await dead_queue.bind(dead_exchange, routing_key="")
+    await declare_events_exchange(channel, scope)
 
 
 async def declare_work_queue(
@@ -237,9 +263,10 @@ async def declare_job(
 
 
 async def delete_job_queues(channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str) -> None:
-    """Delete the delay and retry queues of `job_id` with any messages in them (tests, prune)."""
+    """Delete the delay, retry and event queues of `job_id` with any messages in them (delete, tests)."""
     await channel.queue_delete(delay_queue_name(scope, job_id))
     await channel.queue_delete(retry_queue_name(scope, job_id))
+    await channel.queue_delete(event_queue_name(scope, job_id))
 
 
 async def _delete_quietly(channel: aio_pika.abc.AbstractChannel, name: str, *, exchange: bool) -> None:
@@ -258,13 +285,15 @@ async def delete_scope(
     """Best-effort removal of a scope's topology (tests, teardown): a failed deletion is logged, not raised.
 
     Deletes the work queues `queues` (short names), the delay and retry queues of `job_ids`, the parking
-    queue and exchange, and the ``S.jobs`` exchange. Messages in them are lost. Missing entities are fine.
+    queue and exchange, the event queues of `job_ids`, and the ``S.jobs`` and ``S.events`` exchanges. Messages in
+    them are lost. Missing entities are fine.
     """
     queue_names = [work_queue_name(scope, queue) for queue in queues]
     for job_id in job_ids:
         queue_names += [delay_queue_name(scope, job_id), retry_queue_name(scope, job_id)]
+        queue_names.append(event_queue_name(scope, job_id))
     queue_names.append(dead_name(scope))
     for name in queue_names:
         await _delete_quietly(channel, name, exchange=False)
-    for name in (dead_name(scope), exchange_name(scope)):
+    for name in (dead_name(scope), exchange_name(scope), events_exchange_name(scope)):
         await _delete_quietly(channel, name, exchange=True)

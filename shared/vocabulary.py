@@ -19,7 +19,7 @@ class TriggerSource(StrEnum):
     MANUAL = "manual"  # run-now, backfill, a hand-published message
     RETRY = "retry"  # the next attempt of a slot or a manual run
     STARTUP = "startup"  # run_on_startup: once per boot of the service
-    EVENT = "event"  # an upstream job's success (on_success)
+    EVENT = "event"  # an event on a topic the job subscribes to (triggers_on), an upstream success (on_success)
 
 
 class RunStatus(StrEnum):
@@ -96,6 +96,9 @@ class DropReason(StrEnum):
     ALREADY_DONE = "already_done"  # a redelivery of a slot that has finished
     OWNER_DEAD_LOCK_BUSY = "owner_dead_lock_busy"  # the owner died, but the lock is busy: the watchdog abandons it
     BUFFER_GAVE_UP = "buffer_gave_up"  # a buffered slot still locked after the grace (recorded as skipped_locked)
+    FILTERED = "filtered"  # an event the job's filter said false to
+    PAUSED_EVENT = "paused_event"  # an event for a paused job with on_paused_event = "drop"
+    EVENT_UNKNOWN_JOB = "event_unknown_job"  # an event in the queue of a job deleted since
 
 
 class ParkReason(StrEnum):
@@ -111,6 +114,8 @@ class ParkReason(StrEnum):
     NO_HANDLER = "no_handler"
     NEXT_DELAY = "next_delay_sec"  # asks for a delay between runs: the job's schedule decides that (DESIGN 6)
     INTERNAL_ERROR = "internal_error"
+    FILTER_ERROR = "filter_error"  # the job's event filter failed on this payload
+    EVENT_BODY = "event_body"  # an event body that is not a JSON object of at most 64 KiB
 
 
 class ReseedReason(StrEnum):

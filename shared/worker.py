@@ -36,6 +36,7 @@ from shared import connect, logs, topology
 from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
+from shared.events.subscriptions import EventConsumers, keep_consumers
 from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
@@ -80,6 +81,7 @@ class Worker:
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._env: Env | None = None
+        self._events: EventConsumers | None = None
 
     def handler(self, queue: str, params: Any = None, job: str | None = None) -> Any:
         """Decorator: `@worker.handler("queue-name", params=Model)` (or `job=` for one job of a shared queue)."""
@@ -213,6 +215,7 @@ class Worker:
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
         await self._consume(amqp)
+        await self._consume_events(stack, amqp, pool)
         log.info("worker.ready", worker=self.worker_id, prefetch=s.worker_prefetch, concurrency=s.worker_concurrency)
 
     def _background(self, stack: AsyncExitStack, coro: Any, name: str) -> None:
@@ -268,6 +271,22 @@ class Worker:
             tag = await queue.consume(partial(self._on_message, name))
             self._consumers.append((queue, tag))
 
+    async def _consume_events(self, stack: AsyncExitStack, amqp: AbstractRobustConnection, pool: Any) -> None:
+        """The event queues of the jobs this worker serves, consumed now and kept in line with the job rows."""
+        assert self._env is not None
+        channel = await amqp.channel()
+        await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
+        self._events = EventConsumers(self._env, channel, self.registry.queues, self._spawn)
+        jobs, _bad = await jobs_store.list_jobs_checked(pool, self.settings.scheduler_scope)
+        await self._events.refresh(jobs)
+        period, cap = self.settings.heartbeat_sec, self.settings.dependency_retry_max_sec
+        self._background(stack, keep_consumers(self._events, pool, period, cap), "event-consumers")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro, name="event")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         """Hand the message to a task this worker owns. aio-pika cancels the consumer callbacks of a channel that
         closes: a broker hiccup would otherwise cancel every run in progress, long after its message was acked."""
@@ -291,6 +310,8 @@ class Worker:
         for queue, tag in getattr(self, "_consumers", []):
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
+        if self._events is not None:
+            await self._events.close()
         pending = set(self._tasks)
         log.info("worker.draining", running=len(pending), grace_sec=self.settings.shutdown_grace_sec)
         if pending:

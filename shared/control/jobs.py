@@ -21,6 +21,7 @@ from shared.control import validation
 from shared.control.results import Deleted, JobChange, MissingAction, SeedChange, SeededJob, SeedFileResult
 from shared.definitions import JobDefinition
 from shared.errors import UnknownJob
+from shared.events import bindings
 from shared.publisher import Publisher
 from shared.seeding import declare_for
 from shared.store import jobs as jobs_store
@@ -33,6 +34,15 @@ async def existing(conn: asyncpg.Connection, scope: str, job_id: str) -> JobRow:
     if row is None:
         raise UnknownJob(scope, job_id)
     return row
+
+
+async def _rebind(
+    conn: asyncpg.Connection, channel: AbstractChannel, scope: str, job_id: str, before: list[JobRow]
+) -> None:
+    """Event bindings after a change to `job_id`: bound and unbound at once (workers consume within seconds)."""
+    also = sorted({name for job in before for name in job.on_success} | {job.job_id for job in before})
+    after = await jobs_store.subscription_neighbourhood(conn, scope, job_id, also)
+    await bindings.sync(channel, scope, before, after, [job_id])
 
 
 def _change(job_id: str, changed: bool, replaced: tuple[int, chain.Slot | None]) -> JobChange:
@@ -48,9 +58,12 @@ async def seed_job(
     definition: JobDefinition,
     now: datetime,
 ) -> JobChange:
-    """Upsert the definition, declare its topology and replace its chain: seeding twice leaves one chain."""
+    """Upsert the definition, declare its topology (event bindings included) and replace its chain: seeding twice
+    leaves one chain."""
+    before = await jobs_store.subscription_neighbourhood(conn, scope, definition.job_id, list(definition.on_success))
     row, changed = await jobs_store.upsert_job(conn, scope, definition)
     await declare_for(channel, row)
+    await _rebind(conn, channel, scope, row.job_id, before)
     return _change(row.job_id, changed, await chain.replace(conn, channel, publisher, row, now))
 
 
@@ -119,10 +132,12 @@ async def delete_job(
     stays, and so does its work queue, which other jobs may share. A message still on its way to the work
     queue finds no job and is parked, where `dead` shows it."""
     row = await existing(conn, scope, job_id)
+    before = await jobs_store.subscription_neighbourhood(conn, scope, job_id, [])
     await jobs_store.set_enabled(conn, scope, job_id, False, "deleted")
     epoch, _ = await chain.replace(conn, channel, publisher, row, now)
     await jobs_store.delete_job(conn, scope, job_id)
     await topology.delete_job_queues(channel, scope, job_id)
+    await _rebind(conn, channel, scope, job_id, before)
     return Deleted(job_id, epoch)
 
 

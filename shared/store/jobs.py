@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -19,7 +19,7 @@ DEFINITION_COLUMNS = (
     "description", "queue", "cron_expr", "timezone", "interval_seconds", "align", "enabled", "default_params",
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
-    "queue_type", "expected_period_sec",
+    "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event",
 )  # fmt: skip
 
 
@@ -76,6 +76,9 @@ class JobRow:
     created_at: datetime
     updated_at: datetime
     expected_period_sec: int | None = None  # declared, but last: a row built by hand may leave it out
+    triggers_on: list[str] = field(default_factory=list)  # event subscriptions (AMQP topic patterns)
+    filter: str | None = None  # CEL over the event payload
+    on_paused_event: str = "drop"
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
@@ -101,6 +104,7 @@ class JobRow:
         """The declared part of the row, validated again (used by `set` to merge changes)."""
         data: dict[str, Any] = {name: getattr(self, name) for name in DEFINITION_COLUMNS}
         data["on_success"] = tuple(self.on_success)
+        data["triggers_on"] = tuple(self.triggers_on)
         return JobDefinition.model_validate({"job_id": self.job_id, **data})
 
 
@@ -112,6 +116,7 @@ def definition_values(definition: JobDefinition) -> list[Any]:
     data = definition.model_dump(mode="json")
     data["queue"] = definition.queue_name
     data["on_success"] = list(definition.on_success)
+    data["triggers_on"] = list(definition.triggers_on)
     return [data[name] for name in DEFINITION_COLUMNS]
 
 
@@ -127,6 +132,24 @@ async def list_jobs(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> list
 
 async def jobs_for_queues(conn: asyncpg.Connection | asyncpg.Pool, scope: str, queues: list[str]) -> list[JobRow]:
     records = await conn.fetch(f"{_SELECT} WHERE scope = $1 AND queue = ANY($2::text[]) ORDER BY job_id", scope, queues)
+    return [JobRow.from_record(r) for r in records]
+
+
+_NEIGHBOURHOOD = """
+    WITH ids AS (
+        SELECT $2::text[] || coalesce((SELECT on_success FROM scheduler.jobs WHERE scope = $1 AND job_id = $3), '{}')
+            AS ids
+    )
+    SELECT j.* FROM scheduler.jobs j, ids WHERE j.scope = $1 AND (j.job_id = ANY(ids.ids) OR j.on_success && ids.ids)
+"""
+
+
+async def subscription_neighbourhood(
+    conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_id: str, also: list[str]
+) -> list[JobRow]:
+    """The rows a change to `job_id` reads to rebind events: the job, the jobs in `also` and in its stored
+    on_success, and every job naming any of them in its on_success."""
+    records = await conn.fetch(_NEIGHBOURHOOD, scope, [job_id, *also], job_id)
     return [JobRow.from_record(r) for r in records]
 
 

@@ -332,7 +332,11 @@ async def record_posted(
 _FINISH = """
     WITH run AS (
         UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms
+        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms, trigger_source
+    ), counted AS (
+        INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
+        SELECT scope, job_id, trigger_source, 1, $5 FROM run
+        ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + 1, last_at = EXCLUDED.last_at
     ), job AS (
         UPDATE scheduler.jobs j SET
             last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
@@ -353,7 +357,8 @@ async def finish(
     finished_at: datetime,
     release_key: int | None = None,
 ) -> None:
-    """Record the outcome on the run and, for executed runs, on the job's last_* columns, in one statement;
+    """Record the outcome on the run, on the job's last_* columns and in the job's trigger count (per trigger
+    source), in one statement;
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
     free never overlaps this one in the record, whenever this statement commits."""

@@ -13,6 +13,8 @@ import pytest
 from shared import decisions, schedule
 from shared.decisions import Action, ChainRepair, Decision
 from shared.definitions import load_definition
+from shared.events import topics
+from shared.events.decide import subscriptions
 from shared.messages import JobMessage
 from shared.store.jobs import DEFINITION_COLUMNS, JobRow
 from shared.store.runs import NewRun, RunRow
@@ -277,9 +279,10 @@ def test_buffer_poll_is_a_fifth_of_the_period_within_bounds() -> None:
 
 
 def test_downstream_only_after_success() -> None:
-    upstream = job(on_success=["report"])
-    assert decisions.downstream_ids(upstream, RunStatus.SUCCEEDED) == ["report"]
-    assert decisions.downstream_ids(upstream, RunStatus.FAILED) == []
+    upstream, report = job(on_success=["report"]), job(job_id="report")
+    (pattern,) = subscriptions(report, [upstream, report])
+    assert topics.matches(pattern, topics.outcome_topic(upstream.job_id, RunStatus.SUCCEEDED))
+    assert not topics.matches(pattern, topics.outcome_topic(upstream.job_id, RunStatus.FAILED))
 
 
 def test_next_slot_only_for_chain_messages_of_scheduled_jobs() -> None:
