@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import celpy
+from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 
@@ -56,7 +57,7 @@ def evaluate(expression: str | None, payload: dict[str, Any]) -> FilterResult:
         return FilterResult(Verdict.ERROR, _one_line(exc))
     if isinstance(value, Exception):
         return FilterResult(Verdict.ERROR, _one_line(value))
-    if not isinstance(value, bool):  # celpy's BoolType is a bool subclass; anything else is not a verdict
+    if not isinstance(value, bool | celtypes.BoolType):  # an int (celpy's IntType is one too) is no verdict
         return FilterResult(Verdict.ERROR, f"filter gave {type(value).__name__}, not a bool")
     return FilterResult(Verdict.PASS if value else Verdict.FILTERED)
 
