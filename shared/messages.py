@@ -219,7 +219,8 @@ def event_message(
     scope: str, job_id: str, run_id: uuid.UUID, event: EventInfo, upstream_run_id: uuid.UUID | None, now: datetime
 ) -> JobMessage:
     """A run triggered by an event: `run_id` derived from (scope, job, event id) (events.decide.event_run_id), so
-    every copy of the event claims one row; an outcome event of an upstream success names that run."""
+    every copy of the event claims one row; an outcome event of an upstream success names that run. It waits for
+    the lock behind a run of the job in its way (as `run-now --queue`): an event is not a slot to skip."""
     return JobMessage(
         job_id=job_id,
         trigger_source=TriggerSource.EVENT,
@@ -229,6 +230,7 @@ def event_message(
         event=event,
         scheduled_for=now,
         published_at=now,
+        wait_for_lock=True,
     )
 
 

@@ -21,7 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import topology
-from shared.control import audit, dead, jobs, runs, status, validation
+from shared.control import audit, dead, events, jobs, runs, status, validation
 from shared.control.errors import InvalidRequest
 from shared.control.publish import default_body, publish_raw
 from shared.control.results import (
@@ -30,6 +30,7 @@ from shared.control.results import (
     BackfillResult,
     DeadLetters,
     Deleted,
+    EventEmitted,
     JobChange,
     JobStatus,
     Published,
@@ -287,6 +288,15 @@ class Control:
         purged = await dead.purge(await self.session.channel(), self.scope)
         await self._audit("purge-dead", None, None, {"count": purged.count})
         return purged
+
+    async def emit(self, topic: str, payload: Any, event_id: str | None = None) -> EventEmitted:
+        """An event on `topic` to the scope's `S.events` (its id: `event_id`, or a new one); says which jobs it
+        triggers. Audited as `emit` with the topic, id and those jobs."""
+        conn, _channel = await self._writer()
+        emitted = await events.emit(conn, await self.session.publisher(), topic, payload, event_id)
+        after = {"topic": topic, "event_id": emitted.event_id, "triggered": emitted.triggered}
+        await self._audit("emit", None, None, after)
+        return emitted
 
     async def publish(self, job_id: str, body: bytes | None = None) -> Published:
         """A raw body (default `{"job_id": JOB}`) to the job's work queue, as from the management UI."""

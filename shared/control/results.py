@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -147,6 +147,8 @@ class JobStatus:
     consecutive_failures: int
     running: int
     last_lateness_ms: int | None
+    triggers_on: list[str] = field(default_factory=list)  # its event subscriptions (on_success ones included)
+    trigger_counts: dict[str, int] = field(default_factory=dict)  # executed runs per trigger source, ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,20 @@ class Published:
     exchange: str
     routing_key: str
     size: int  # bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventEmitted:
+    """An event published to `S.events`: its id and the jobs it triggers (pattern matches, filter passes, and the
+    job is enabled or holds events while paused)."""
+
+    topic: str
+    event_id: str
+    triggered: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.triggered)
 
 
 @dataclass(frozen=True, slots=True)

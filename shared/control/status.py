@@ -9,7 +9,8 @@ import asyncpg
 
 from shared import schedule
 from shared.control.results import JobStatus
-from shared.store import history
+from shared.events.decide import subscriptions
+from shared.store import history, triggers
 from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
 from shared.vocabulary import RunStatus
@@ -24,7 +25,13 @@ def describe_schedule(row: JobRow) -> str:
     return BY_HAND if plan is None or not row.has_chain else schedule.describe(plan)
 
 
-def job_status(row: JobRow, running: int, now: datetime) -> JobStatus:
+def job_status(
+    row: JobRow,
+    running: int,
+    now: datetime,
+    triggers_on: list[str] | None = None,
+    trigger_counts: dict[str, int] | None = None,
+) -> JobStatus:
     plan = row.schedule
     upcoming = schedule.next_slots(plan, now, NEXT_SLOTS) if plan is not None and row.has_chain and row.enabled else []
     return JobStatus(
@@ -44,6 +51,8 @@ def job_status(row: JobRow, running: int, now: datetime) -> JobStatus:
         consecutive_failures=row.consecutive_failures,
         running=running,
         last_lateness_ms=row.last_lateness_ms,
+        triggers_on=list(row.triggers_on) if triggers_on is None else triggers_on,
+        trigger_counts=trigger_counts or {},
     )
 
 
@@ -51,4 +60,8 @@ async def statuses(conn: asyncpg.Connection, scope: str, now: datetime) -> list[
     """Every job of the scope, by job_id."""
     running = await history.counts_in(conn, scope, RunStatus.RUNNING)
     rows = await jobs_store.list_jobs(conn, scope)
-    return [job_status(row, running.get(row.job_id, 0), now) for row in rows]
+    counted = await triggers.counts(conn, scope)
+    return [
+        job_status(row, running.get(row.job_id, 0), now, subscriptions(row, rows), counted.get(row.job_id, {}))
+        for row in rows
+    ]
