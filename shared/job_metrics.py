@@ -17,6 +17,7 @@ from shared.dependencies import CONNECT_ERRORS
 from shared.job_state import JobState
 from shared.metrics import Metrics
 from shared.store import jobs as jobs_store
+from shared.store import triggers
 from shared.store.jobs import JobRow
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, ReseedReason, RunStatus, TriggerSource
 
@@ -95,7 +96,24 @@ async def refresh_job_metrics(metrics: Metrics, pool: asyncpg.Pool, scope: str, 
     async with pool.acquire() as conn:
         jobs, _bad = await jobs_store.list_jobs_checked(conn, scope)  # the reseed sweep logs the bad ones
         live = {r["queue"]: r["workers"] for r in await conn.fetch(_LIVE_WORKERS_SQL, scope)}
+        counted = await triggers.counts(conn, scope)
     publish_jobs(metrics, scope, jobs, queues, live)
+    publish_trigger_counts(metrics, scope, jobs, queues, counted)
+
+
+def publish_trigger_counts(
+    metrics: Metrics,
+    scope: str,
+    jobs: Sequence[JobRow],
+    queues: Iterable[str],
+    counted: Mapping[str, Mapping[str, int]],
+) -> None:
+    """The durable trigger counts (`scheduler.trigger_counts`) of the jobs of `queues`, as gauges."""
+    served = set(queues)
+    for job in jobs:
+        if job.queue in served:
+            for source, runs in counted.get(job.job_id, {}).items():
+                metrics.trigger_runs.labels(scope, job.job_id, source).set(runs)
 
 
 async def keep_job_metrics(

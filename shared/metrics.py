@@ -95,6 +95,12 @@ class Metrics:
             **kw,
         )
         self.retries = Counter("scheduler_retries_total", "Retry messages published", ["scope", "job_id"], **kw)
+        self.trigger_runs = Gauge(
+            "scheduler_job_trigger_runs",
+            "Executed runs of the job ever, by trigger source (from PostgreSQL: the same on every replica)",
+            ["scope", "job_id", "trigger_source"],
+            **kw,
+        )
         self.dependency_up = Gauge("scheduler_dependency_up", "1 when the dependency answers", ["dependency"], **kw)
         self.worker = Info("scheduler_worker", "This worker process", **kw)
         self.log_lines_pushed = Counter("scheduler_log_lines_pushed_total", "Log lines accepted by Loki", **kw)

@@ -208,3 +208,18 @@ def test_a_bad_subscription_is_refused_at_load_naming_job_and_field(extra: dict[
 def test_a_definition_stores_double_star_as_hash_once() -> None:
     definition = load_definition({"job_id": "w", "reschedule_mode": "none", "triggers_on": ["logs.**", "logs.#"]})
     assert definition.triggers_on == ("logs.#",)
+
+
+def test_trigger_counts_become_gauges_for_the_served_jobs_only() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from shared.job_metrics import publish_trigger_counts
+    from shared.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    jobs = [job_row("a"), job_row("b", queue="other")]
+    publish_trigger_counts(metrics, "s", jobs, ["a"], {"a": {"event": 3, "scheduler": 7}, "b": {"event": 1}})
+    value = metrics.registry.get_sample_value
+    assert value("scheduler_job_trigger_runs", {"scope": "s", "job_id": "a", "trigger_source": "event"}) == 3
+    assert value("scheduler_job_trigger_runs", {"scope": "s", "job_id": "a", "trigger_source": "scheduler"}) == 7
+    assert value("scheduler_job_trigger_runs", {"scope": "s", "job_id": "b", "trigger_source": "event"}) is None
