@@ -39,6 +39,7 @@ from shared.definitions import JobDefinition
 from shared.errors import ConfigError
 from shared.jobsfile import load_jobs_file
 from tests.chaos import timeline
+from tests.chaos.event_check import check_events
 from tests.chaos.faultlog import Event, iso, parse_time, read_events
 from tests.chaos.history import (
     History,
@@ -99,6 +100,7 @@ def check(history: History, limits: Limits | None = None) -> Report:
     check_abandoned(report, history, limits)
     check_records(report, history, deaths, limits)
     check_reseeds(report, history, limits)
+    report.events = {job_id: asdict(t) for job_id, t in check_events(report, history, limits, horizon).items()}
     report.recovery = recovery(history, end)
     for event in history.events:
         if event.kind == "soak_check":

@@ -8,7 +8,10 @@ Any prefix of the recipe has one job of each kind, so a short soak (12 jobs) sti
 * a job with `max_parallel = 2` and long runs (at most two at once);
 * lock groups: three jobs on one queue sharing one lock (never two of them at once);
 * flaky jobs failing at random with retries, a job that sometimes times out, jittered and misfire-prone jobs;
-* an `overlap = "allow_all"` job whose lock-free runs overlap (each slot still runs once).
+* an `overlap = "allow_all"` job whose lock-free runs overlap (each slot still runs once);
+* an event-triggered job (13th): its own chain, and a run for every success of the first job (`triggers_on` its
+  outcome topic `job.plain-00.succeeded`, holding events while paused); the checker proves each (job, event) ran
+  once and none was lost outside fault windows.
 
 The handler (tests.chaos.worker) reads `sleep_sec`, `sleep_spread_sec` and `fail_rate` from the params.
 """
@@ -23,6 +26,7 @@ from typing import Any
 from shared.definitions import JobDefinition, load_definition
 
 Table = dict[str, Any]
+EVENT_SOURCE = "plain-00"  # the recipe's first job: its successes are the events of the event-triggered job
 
 
 def _plain(rng: random.Random) -> Table:
@@ -95,6 +99,11 @@ def _misfire(rng: random.Random) -> Table:
     return {**_plain(rng), "misfire_grace_sec": 5}
 
 
+def _event_follower(rng: random.Random) -> Table:
+    """Runs on every success of the recipe's first job (and on its own schedule)."""
+    return {**_plain(rng), "triggers_on": [f"job.{EVENT_SOURCE}.succeeded"], "on_paused_event": "hold"}
+
+
 def _params(sleep: float, *, spread: float = 0.0, fail_rate: float = 0.0) -> Table:
     return {"sleep_sec": round(sleep, 3), "sleep_spread_sec": spread, "fail_rate": fail_rate}
 
@@ -113,6 +122,7 @@ RECIPE: list[tuple[str, Callable[[random.Random], Table]]] = [
     ("longbuf", _long_buffered),
     ("timeout", _timeouts),
     ("free", _allow_all),
+    ("evt", _event_follower),
     # the full soak (30) adds more of each
     ("grpa", _group("a")),
     ("grpb", _group("b")),

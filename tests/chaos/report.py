@@ -63,6 +63,7 @@ class Report:
     faults: Counter[str] = field(default_factory=Counter)
     checks: dict[str, bool] = field(default_factory=dict)  # the soak's own checks (one chain per job, ...)
     sources: dict[str, Any] = field(default_factory=dict)
+    events: dict[str, dict[str, int]] = field(default_factory=dict)  # per event-triggered job: (job, event) pairs
 
     def add(self, kind: str, job_id: str | None, **detail: Any) -> None:
         self.violations.append(Violation(kind, job_id, {k: _plain(v) for k, v in detail.items()}))
@@ -105,6 +106,7 @@ class Report:
             "epochs": self.epochs,
             "jobs": {job_id: j.to_json() for job_id, j in sorted(self.jobs.items())},
             "sources": self.sources,
+            "events": self.events,
         }
 
     def table(self, max_violations: int = 20) -> str:
@@ -117,6 +119,8 @@ class Report:
         lines = _grid(head, [*rows, total])
         lines.append("")
         lines.append("faults: " + (", ".join(f"{k} x{n}" for k, n in sorted(self.faults.items())) or "none"))
+        for job_id, tally in sorted(self.events.items()):
+            lines.append(f"events of {job_id}: " + ", ".join(f"{k} {v}" for k, v in tally.items()))
         if self.checks:
             lines.append("soak checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in self.checks.items()))
         if self.lost_in_window_by_cause:

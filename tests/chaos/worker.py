@@ -64,6 +64,7 @@ async def chaos_run(ctx: RunContext, params: ChaosParams) -> None:
         "attempt": ctx.attempt,
         "trigger_source": ctx.trigger_source,
         "pid": os.getpid(),
+        "event_id": None if ctx.event is None else ctx.event.id,
     }
     LOG.write(event="start", at=time.time(), **key)
     outcome = "cancelled"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 
 from shared.definitions import JobDefinition, load_definition
+from shared.events.decide import event_run_id
+from shared.events.envelope import outcome_message_id
 from tests.chaos.checker import check, main
 from tests.chaos.faultlog import Event, FaultLog
 from tests.chaos.history import Execution, History, LogEvent, Run, dump_runs
@@ -261,3 +264,53 @@ def test_the_command_line_writes_the_report_and_exits_1_on_a_violation(
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] is False and [v["kind"] for v in report["violations"]] == ["lost_slot"]
     assert "VIOLATIONS: 1" in capsys.readouterr().out
+
+
+# -- event-triggered jobs: each (job, event) once, none lost outside windows ------------------------------------
+
+
+def upstream_runs() -> list[Run]:
+    """`tick` every second, each run with a real run id (outcome event ids derive from it)."""
+    return [replace(r, run_id=str(uuid.uuid5(uuid.NAMESPACE_URL, r.run_id))) for r in every("tick")]
+
+
+def event_row(upstream: Run, job_id: str = "evt") -> Run:
+    event = outcome_message_id(uuid.UUID(upstream.run_id), "succeeded")
+    assert upstream.finished_at is not None
+    start = upstream.finished_at + timedelta(seconds=0.3)
+    return Run(str(event_run_id("chaos", job_id, event)), job_id, None, "event", start, 1, "succeeded", WORKER,
+               start, start, start + timedelta(seconds=0.1))  # fmt: skip
+
+
+def follower() -> JobDefinition:
+    return job("evt", triggers_on=["job.tick.succeeded"])
+
+
+def test_every_upstream_success_running_its_subscriber_once_passes() -> None:
+    ups = upstream_runs()
+    report = check(history([job(), follower()], [*ups, *every("evt"), *(event_row(u) for u in ups)]))
+    assert report.ok, report.violations
+    assert report.events["evt"]["expected"] == report.events["evt"]["ran_once"] == len(ups)
+
+
+def test_an_event_with_no_run_outside_every_window_is_lost_and_inside_one_excused() -> None:
+    ups = upstream_runs()
+    runs = [*ups, *every("evt"), *(event_row(u) for u in ups if u.scheduled_for != at(10))]
+    report = check(history([job(), follower()], runs))
+    assert kinds(report) == ["event_lost"] and report.events["evt"]["lost"] == 1
+    outage = Event("pg_outage", at(9), at(10.5), detail={})
+    report = check(history([job(), follower()], runs, outage))
+    assert report.ok, report.violations
+    assert report.events["evt"]["lost_in_window"] == 1
+
+
+def test_an_event_run_twice_is_caught() -> None:
+    ups = upstream_runs()
+    twice = event_row(ups[4])
+    copies = [
+        Execution(twice.run_id, "evt", twice.scheduled_for, 1, "event", 100, at(40), at(40.1), "succeeded"),
+        Execution(twice.run_id, "evt", twice.scheduled_for, 1, "event", 200, at(41), at(41.1), "succeeded"),
+    ]
+    runs = [*ups, *every("evt"), *(event_row(u) for u in ups)]
+    report = check(history([job(), follower()], runs, executions=copies))
+    assert "event_ran_twice" in kinds(report) and report.events["evt"]["ran_twice"] == 1
