@@ -11,6 +11,7 @@ import structlog
 
 from shared import backoff
 from shared.dependencies import AMQP_ERRORS, classify, describe
+from shared.events import outcomes
 from shared.messages import JobMessage, retry_message
 from shared.metrics import Metrics
 from shared.publisher import Publisher
@@ -82,6 +83,20 @@ class AbandonedRuns:
         if retry:
             await self.publish_retry(next_attempt(row, self.clock()))
             self.metrics.retries.labels(self.scope, row.job_id).inc()
+        await self.publish_outcome(row)
+
+    async def publish_outcome(self, row: RunRow) -> None:
+        """`job.<job_id>.abandoned` on S.events, once, best effort: the row is the record; a broker that is down now
+        loses this event (logged), never the sweep."""
+        try:
+            await outcomes.publish_outcome(
+                self.publisher, run_id=row.run_id, job_id=row.job_id, scheduled_for=row.scheduled_for,
+                trigger_source=row.trigger_source, attempt=row.attempt, status=RunStatus.ABANDONED.value,
+                duration_ms=None, error=f"abandoned: worker {row.worker} is gone",
+            )  # fmt: skip
+        except AMQP_ERRORS as exc:
+            run_id = str(row.run_id)
+            log.warning("watchdog.outcome_not_published", job_id=row.job_id, run_id=run_id, error=describe(exc))
 
     async def publish_retry(self, message: JobMessage) -> None:
         """The row is abandoned already (committed): publish its retry until the broker takes it. A run abandoned

@@ -167,6 +167,24 @@ async def test_abandoned_run_of_a_dead_worker_is_marked_and_retried_once(
         await alive.close()
 
 
+async def test_an_abandoned_run_publishes_its_outcome_event(
+    conn: asyncpg.Connection, channel: AbstractChannel, metrics: Metrics, database_url: str, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    last = await add_job(conn, channel, scope, job_id="last", max_attempts=1)
+    listener = await channel.declare_queue(exclusive=True)
+    await topology.declare_events_exchange(channel, scope)
+    await listener.bind(topology.events_exchange_name(scope), "job.last.*")
+    gone = await dead_worker(database_url, scope, "gone", ["last"])
+    orphan = await add_run(conn, last, RunStatus.CLAIMED, gone)
+    await AbandonedRuns(scope, Publisher(channel, scope), metrics, now).run(conn)
+    message = await listener.get(timeout=5)
+    body = json.loads(message.body)
+    assert message.routing_key == "job.last.abandoned"
+    assert (body["run_id"], body["status"], body["attempt"]) == (str(orphan), "abandoned", 1)
+    assert message.message_id == str(uuid.uuid5(orphan, "outcome:abandoned"))
+
+
 async def test_a_claim_given_back_is_abandoned_only_after_the_grace(
     conn: asyncpg.Connection, channel: AbstractChannel, metrics: Metrics, cleanup_scope: str
 ) -> None:
