@@ -1,5 +1,5 @@
 """`status`: every job of the scope at a glance (or as JSON): enabled, schedule, next slots, last run,
-failures in a row, runs going on now, lateness of the last start."""
+failures in a row, runs going on now, lateness of the last start, runs by trigger source and event subscriptions."""
 
 from __future__ import annotations
 
@@ -35,11 +35,20 @@ def as_table(statuses: list[JobStatus], now: datetime) -> str:
             s.consecutive_failures,
             s.running,
             render.millis(s.last_lateness_ms),
+            triggers(s),
         ]
         for s in statuses
     ]
-    headers = ["JOB", "ENABLED", "SCHEDULE", f"NEXT {NEXT_SLOTS}", "LAST RUN", "STATUS", "FAILS", "RUNNING", "LATE"]
+    headers = [
+        "JOB", "ENABLED", "SCHEDULE", f"NEXT {NEXT_SLOTS}", "LAST RUN", "STATUS", "FAILS", "RUNNING", "LATE", "RUNS BY",
+    ]  # fmt: skip
     return render.table(headers, rows)
+
+
+def triggers(status: JobStatus) -> str:
+    """Executed runs by trigger source, ever (`scheduler 120, event 4`), and the event patterns subscribed to."""
+    counts = ", ".join(f"{source} {n}" for source, n in sorted(status.trigger_counts.items())) or "-"
+    return counts if not status.triggers_on else f"{counts}; on {' '.join(status.triggers_on)}"
 
 
 async def execute(args: argparse.Namespace, control: Control) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from shared import topology
 from shared.control.errors import InvalidRequest
 from shared.control.results import EventEmitted
 from shared.events import outcomes, topics
@@ -33,5 +34,7 @@ async def emit(
         Candidate(job.job_id, subscriptions(job, jobs), job.filter, job.enabled, job.on_paused_event) for job in jobs
     ]
     hits = triggered(candidates, topic, payload)
+    # a scope no worker or seed has declared yet has no S.events: publishing there would close the channel
+    await topology.declare_events_exchange(publisher.channel, publisher.scope)
     sent = await outcomes.emit(publisher, topic, payload, event_id)
     return EventEmitted(topic=topic, event_id=sent, triggered=hits)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -18,6 +21,7 @@ from shared.context import RunContext
 from shared.control.errors import InvalidDefinition
 from shared.settings import Settings
 from shared.store import triggers
+from tests.support.api import serving
 from tests.support.runtime import Control, fast_settings, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -290,3 +294,44 @@ async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomi
             return message
         await asyncio.sleep(0.1)
     raise AssertionError("no outcome event")
+
+
+async def test_post_events_and_the_emit_verb_answer_with_the_jobs_an_event_triggers(
+    settings: Settings, pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, cleanup_scope: str
+) -> None:
+    scope, seen = cleanup_scope, Seen()
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="big", reschedule_mode="none", triggers_on=["data.*"], filter="event.rows > 1000")
+    await control.seed(job_id="any", reschedule_mode="none", triggers_on=["data.#"])
+    handlers = {"big": (seen.handler(), None), "any": (seen.handler(), None)}
+    async with running_worker(fast_settings(settings, scope), handlers), serving(settings, scope) as api:
+        answer = await api.post("/events/data.ready?id=api-1", json={"rows": 5000})
+        assert answer.status_code == 202, answer.text
+        expected = {"topic": "data.ready", "event_id": "api-1", "triggered": ["any", "big"], "count": 2}
+        assert answer.json() == expected
+        refused = await api.post("/events/data.ready", json=[1, 2])
+        assert refused.status_code == 422 and "Traceback" not in refused.text
+        wild = await api.post("/events/data.*", json={})
+        assert wild.status_code == 422
+        shell = await cli_emit(settings, scope, "data.ready", '{"rows": 3}')
+        assert shell.returncode == 0 and "triggers 1 job(s): any" in shell.stdout
+        await wait_until(lambda: _count(seen, 3), 20, "three runs")
+        await quiet()
+    assert sorted(c["job_id"] for c in seen.calls) == ["any", "any", "big"]
+    statuses = {s["job_id"]: s for s in (await _api_jobs(settings, scope))}
+    assert statuses["any"]["trigger_counts"] == {"event": 2} and statuses["any"]["triggers_on"] == ["data.#"]
+
+
+async def cli_emit(settings: Settings, scope: str, topic: str, body: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AMQP_URL": settings.amqp_url.get_secret_value(),
+           "DATABASE_URL": settings.database_url.get_secret_value(), "SCHEDULER_SCOPE": scope}  # fmt: skip
+    argv = [sys.executable, "-m", "scheduler_seed", "emit", topic, "--body", body]
+    return await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+async def _api_jobs(settings: Settings, scope: str) -> list[dict[str, Any]]:
+    async with serving(settings, scope) as api:
+        answer = await api.get("/jobs")
+        assert answer.status_code == 200
+        jobs: list[dict[str, Any]] = answer.json()
+        return jobs
