@@ -8,7 +8,7 @@ first event if the series already existed before it. The values come from `share
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from shared.store.jobs import JobRow
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, ReseedReason, RunStatus, TriggerSource
 
 REFRESH_TIMEOUT_SEC = 15.0
+OnJobs = Callable[[list[JobRow]], Awaitable[None]]
 # the run statuses a chain job's runs_total series start at zero with (what a chain run can end as)
 ZERO_RUN_STATUSES = (
     RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED, RunStatus.SKIPPED_LOCKED,
@@ -90,15 +91,20 @@ GROUP BY q
 """
 
 
-async def refresh_job_metrics(metrics: Metrics, pool: asyncpg.Pool, scope: str, queues: Iterable[str]) -> None:
+async def refresh_job_metrics(
+    metrics: Metrics, pool: asyncpg.Pool, scope: str, queues: Iterable[str], on_jobs: OnJobs | None = None
+) -> None:
     """Read the scope's jobs and live workers once and publish them (see `publish_jobs`). A job row that no longer
-    makes a job (a definition broken in SQL) is left out: the other jobs' series stay current."""
+    makes a job (a definition broken in SQL) is left out: the other jobs' series stay current. `on_jobs` gets the
+    rows too (the worker's event consumers follow them: one read of the jobs serves both)."""
     async with pool.acquire() as conn:
         jobs, _bad = await jobs_store.list_jobs_checked(conn, scope)  # the reseed sweep logs the bad ones
         live = {r["queue"]: r["workers"] for r in await conn.fetch(_LIVE_WORKERS_SQL, scope)}
         counted = await triggers.counts(conn, scope)
     publish_jobs(metrics, scope, jobs, queues, live)
     publish_trigger_counts(metrics, scope, jobs, queues, counted)
+    if on_jobs is not None:
+        await on_jobs(jobs)
 
 
 def publish_trigger_counts(
@@ -117,7 +123,12 @@ def publish_trigger_counts(
 
 
 async def keep_job_metrics(
-    metrics: Metrics, pool: asyncpg.Pool, scope: str, queues: Iterable[str], period_sec: float = 5.0
+    metrics: Metrics,
+    pool: asyncpg.Pool,
+    scope: str,
+    queues: Iterable[str],
+    period_sec: float = 5.0,
+    on_jobs: OnJobs | None = None,
 ) -> None:
     """Forever: refresh the job-state series, then sleep `period_sec`. A database that is down only delays the
     next refresh (retried with back-off, at most `period_sec` apart; the series keep their last values); this task
@@ -128,7 +139,7 @@ async def keep_job_metrics(
 
     async def refresh() -> None:
         async with asyncio.timeout(REFRESH_TIMEOUT_SEC):  # a hung connection counts as down, too
-            await refresh_job_metrics(metrics, pool, scope, queues)
+            await refresh_job_metrics(metrics, pool, scope, queues, on_jobs)
 
     while True:
         await backoff.forever(

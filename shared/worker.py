@@ -36,7 +36,7 @@ from shared import connect, logs, topology
 from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import TopologyMismatch
-from shared.events.subscriptions import EventConsumers, keep_consumers
+from shared.events.subscriptions import EventConsumers
 from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
@@ -51,6 +51,7 @@ from shared.seeding import declare_for
 from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import workers
+from shared.store.jobs import JobRow
 from shared.store.migrate import migrate
 from shared.watchdog import Leadership, Watchdog, standard_sweeps
 
@@ -185,7 +186,9 @@ class Worker:
         await self._declare(amqp, pool)
         self._background(
             stack,
-            keep_job_metrics(self.metrics, pool, s.scheduler_scope, self.registry.queues, s.heartbeat_sec),
+            keep_job_metrics(
+                self.metrics, pool, s.scheduler_scope, self.registry.queues, s.heartbeat_sec, self._follow_jobs
+            ),
             "job-metrics",
         )
 
@@ -215,7 +218,7 @@ class Worker:
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
         await self._consume(amqp)
-        await self._consume_events(stack, amqp, pool)
+        await self._consume_events(amqp, pool)
         log.info("worker.ready", worker=self.worker_id, prefetch=s.worker_prefetch, concurrency=s.worker_concurrency)
 
     def _background(self, stack: AsyncExitStack, coro: Any, name: str) -> None:
@@ -271,16 +274,18 @@ class Worker:
             tag = await queue.consume(partial(self._on_message, name))
             self._consumers.append((queue, tag))
 
-    async def _consume_events(self, stack: AsyncExitStack, amqp: AbstractRobustConnection, pool: Any) -> None:
+    async def _consume_events(self, amqp: AbstractRobustConnection, pool: Any) -> None:
         """The event queues of the jobs this worker serves, consumed now and kept in line with the job rows."""
         assert self._env is not None
         channel = await amqp.channel()
         await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
         self._events = EventConsumers(self._env, channel, self.registry.queues, self._spawn)
         jobs, _bad = await jobs_store.list_jobs_checked(pool, self.settings.scheduler_scope)
-        await self._events.refresh(jobs)
-        period, cap = self.settings.heartbeat_sec, self.settings.dependency_retry_max_sec
-        self._background(stack, keep_consumers(self._events, pool, period, cap), "event-consumers")
+        await self._events.refresh(jobs)  # then after every job-state refresh (_follow_jobs)
+
+    async def _follow_jobs(self, jobs: list[JobRow]) -> None:
+        if self._events is not None:
+            await self._events.follow(jobs)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro, name="event")

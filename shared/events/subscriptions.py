@@ -1,32 +1,29 @@
 """The worker's event consumers (I/O): for every job it serves that subscribes to events (and is not a paused job
 holding them), one consumer on the job's event queue. `EventConsumers.refresh` brings the set in line with the
-job rows; the worker calls it at start and after every job-state refresh (HEARTBEAT_SEC, 5 s by default), so a
+job rows; the worker calls it at start and after every job-state refresh (HEARTBEAT_SEC, 5 s by default, the same
+read of the jobs: shared.job_metrics), so a
 job created, changed, paused, resumed or deleted through the control layer is consumed or let go of within that
 period (its queue is bound at once by the control layer: events published meanwhile wait in the queue)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any
 
-import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from shared import backoff, topology
-from shared.dependencies import AMQP_ERRORS, DB_ERRORS
+from shared import topology
+from shared.dependencies import AMQP_ERRORS, describe
 from shared.events.bindings import bind_job
 from shared.events.consumer import handle_event
 from shared.events.decide import subscriptions
 from shared.runtime import Env
-from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
 
 log = structlog.get_logger("shared.events.subscriptions")
-REFRESH_TIMEOUT_SEC = 15.0
 
 
 def wanted(jobs: Sequence[JobRow], queues: Iterable[str]) -> dict[str, list[str]]:
@@ -109,19 +106,10 @@ class EventConsumers:
         for job_id in list(self._consuming):
             await self._stop(job_id)
 
-
-async def keep_consumers(consumers: EventConsumers, pool: asyncpg.Pool, period_sec: float, cap_sec: float) -> None:
-    """Forever: read the scope's jobs and refresh the event consumers, every `period_sec`. PostgreSQL or RabbitMQ
-    being down only delays the next refresh (retried with back-off, logged); the consumers keep what they had."""
-
-    async def refresh() -> None:
-        async with asyncio.timeout(REFRESH_TIMEOUT_SEC):
-            jobs, _bad = await jobs_store.list_jobs_checked(pool, consumers.env.scope)
-            await consumers.refresh(jobs)
-
-    while True:
-        await backoff.forever(
-            "event consumers", refresh, cap_sec=cap_sec, errors=(*DB_ERRORS, *AMQP_ERRORS),
-            event="events.refresh_failed",
-        )  # fmt: skip
-        await asyncio.sleep(period_sec)
+    async def follow(self, jobs: list[JobRow]) -> None:
+        """`refresh`, for the job-state poller (shared.job_metrics): RabbitMQ being down only delays the next
+        refresh (logged); the consumers keep what they had and the poller goes on."""
+        try:
+            await self.refresh(jobs)
+        except AMQP_ERRORS as exc:
+            log.warning("events.refresh_failed", error=describe(exc))
