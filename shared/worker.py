@@ -47,7 +47,7 @@ from shared.publisher import Publisher
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_for
-from shared.settings import Settings
+from shared.settings import Settings, unknown_variables_line
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.migrate import migrate
@@ -65,6 +65,13 @@ def refusal_line(exc: aiormq.exceptions.AMQPError, settings: Settings) -> str:
         f"may only use its own scope's resources; SCHEDULER_SCOPE is {settings.scheduler_scope!r}: "
         "use that scope's user, or give the user permissions on it"
     )
+
+
+def warn_unknown_variables() -> None:
+    """One warning line at start naming SCHEDULER_* variables nothing reads (a typo is otherwise silent)."""
+    line = unknown_variables_line(os.environ)
+    if line is not None:
+        log.warning("settings.unknown_variables", message=line)
 
 
 class Worker:
@@ -121,6 +128,7 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         if not self.registry.queues:
             raise RuntimeError(f"service {self.service!r} registered no handlers")
+        warn_unknown_variables()
         server = serve(s.metrics_port, self.metrics.registry)
         self.metrics.worker.info(
             {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
@@ -245,9 +253,13 @@ class Worker:
 
     async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
         """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the
-        earliest-registered live worker on the queue posts it (checked under a per-queue lock)."""
+        earliest-registered live worker on the queue posts it (checked under a per-queue lock). With
+        SCHEDULER_RUN_IMMEDIATELY every scheduled job of the service does (the seed's "run once at start" switch);
+        a job without a schedule (runs on events or by hand) only with its own `run_on_startup`."""
         scope = self.settings.scheduler_scope
-        jobs = [j for j in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues) if j.run_on_startup]
+        every = self.settings.scheduler_run_immediately
+        served = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
+        jobs = [j for j in served if j.run_on_startup or (every and j.schedule is not None)]
         for job in jobs:
             if not job.enabled:
                 continue

@@ -289,3 +289,22 @@ async def list_jobs_checked(conn: asyncpg.Connection | asyncpg.Pool, scope: str)
     """`list_jobs`, tolerant: the rows that make a job, plus a `BadJob` for each row that does not."""
     records = await conn.fetch(f"{_SELECT} WHERE scope = $1 ORDER BY job_id", scope)
     return checked_rows(records)
+
+
+def declared(definition: JobDefinition) -> dict[str, Any]:
+    """The declared columns of a definition as JSON-ready values, by column name (what `seeded_definition`
+    stores, and what seed compares field by field)."""
+    return dict(zip(DEFINITION_COLUMNS, definition_values(definition), strict=True))
+
+
+async def seeded_definitions(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> dict[str, dict[str, Any] | None]:
+    """job_id -> what the jobs file declared at the job's last seed (None: never seeded from a file)."""
+    records = await conn.fetch("SELECT job_id, seeded_definition FROM scheduler.jobs WHERE scope = $1", scope)
+    return {r["job_id"]: r["seeded_definition"] for r in records}
+
+
+async def set_seeded_definition(conn: asyncpg.Connection, scope: str, job_id: str, seeded: dict[str, Any]) -> None:
+    """Remember what the file declared at this seed (no `updated_at` bump: the live definition did not change)."""
+    await conn.execute(
+        "UPDATE scheduler.jobs SET seeded_definition = $3 WHERE scope = $1 AND job_id = $2", scope, job_id, seeded
+    )
