@@ -66,6 +66,24 @@ async def test_mock_profile_comes_up_healthy_and_runs_every_job(image: Image) ->
                 raise AssertionError(f"{exc}: never ran {sorted(jobs - await ran())}") from None
         finally:
             await conn.close()
+        # `make ctl PROFILE=mock ARGS="..."`: a verb in the stack, as the scope's own user
+        status = await asyncio.to_thread(
+            rehearsal.run, "seeder-mock", ["python", "-m", "scheduler_seed", "status", "--json"]
+        )
+        assert status.returncode == 0, status.stdout
+        assert {job["job_id"] for job in json.loads(status.stdout)} == jobs
+        paused = await asyncio.to_thread(
+            rehearsal.run,
+            "seeder-mock",
+            ["python", "-m", "scheduler_seed", "pause", "maintenance", "--note", "rehearsal"],
+            {"SCHEDULER_ACTOR": "cli:rehearsal@compose"},
+        )
+        assert paused.returncode == 0, paused.stdout
+        audit = await asyncio.to_thread(
+            rehearsal.run, "seeder-mock", ["python", "-m", "scheduler_seed", "audit", "maintenance", "--json"]
+        )
+        assert audit.returncode == 0, audit.stdout
+        assert json.loads(audit.stdout)[0]["actor"] == "cli:rehearsal@compose", audit.stdout
         for container in rehearsal.app_containers():
             assert container.proc is not None
             alive = container.service.startswith("seeder-") or container.proc.poll() is None

@@ -341,8 +341,10 @@ class Rehearsal:
         replicas = int((service.get("deploy") or {}).get("replicas", 1))
         self.containers[name] = [self._replica(name, service, index) for index in range(1, replicas + 1)]
 
-    def _replica(self, name: str, service: dict[str, Any], index: int) -> Container:
-        container = f"{name}-{index}"
+    def _replica(
+        self, name: str, service: dict[str, Any], index: int, extra_env: dict[str, str] | None = None
+    ) -> Container:
+        container = f"{name}-{index}" if index else f"{name}-run-{time.monotonic_ns()}"
         fs = self.base / container
         workdir = fs / self.image.workdir.lstrip("/")
         shutil.copytree(self.image.host(self.image.workdir), workdir, symlinks=True)
@@ -358,7 +360,7 @@ class Rehearsal:
         check = healthcheck_argv(service)
         check = [self.addresses.rewrite(a, own) for a in check] if check else None
         log_path = self.base / f"{container}.log"
-        full_env = self.image.process_env(env)
+        full_env = self.image.process_env({**env, **(extra_env or {})})
         with log_path.open("wb") as log:
             proc = subprocess.Popen(argv, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         return Container(name, container, proc, workdir, full_env, log_path, check)
@@ -470,6 +472,21 @@ class Rehearsal:
 
     def app_containers(self) -> list[Container]:
         return [c for cs in self.containers.values() for c in cs if c.proc is not None]
+
+    def run(self, service: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`docker compose run --rm --no-deps [-e K=V] SERVICE ARGV...`: a one-off container of `service` (its
+        image, environment and mounts) running `argv` instead of its command; what `make ctl` does."""
+        spec = dict(self.services[service])
+        spec["command"] = argv
+        spec.pop("deploy", None)
+        container = self._replica(service, spec, index=0, extra_env=env)
+        assert container.proc is not None
+        try:
+            code = container.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            container.proc.kill()
+            code = container.proc.wait(5)
+        return subprocess.CompletedProcess(argv, code, container.output(100_000), "")
 
     def app_containers_of(self, service: str) -> list[Container]:
         return [c for c in self.containers.get(service, []) if c.proc is not None]
