@@ -35,7 +35,7 @@ def check(port: int, timeout_sec: float = 5.0) -> str | None:
     except urllib.error.HTTPError as exc:
         return f"port {port}: {exc.code}: {_reason(exc.read(100_000))}"
     except (urllib.error.URLError, OSError) as exc:
-        return f"nothing answers on port {port}: {exc}"
+        return f"no metrics on port {port}, nothing answers: {exc}"
     return None
 
 
