@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import tomllib
 import urllib.request
 from urllib.parse import urlsplit
@@ -38,6 +39,23 @@ def every_worker_is_ready(rehearsal: Rehearsal) -> None:
             assert json.loads(answer.read())["status"] == "ready"
 
 
+def prometheus_sends_to_alertmanager(rehearsal: Rehearsal) -> None:
+    """The shipped Prometheus config, as the compose file mounts it, loaded its rules and found Alertmanager."""
+    prometheus = f"http://127.0.0.1:{rehearsal.addresses.ports[('prometheus', 9090)]}"
+    alertmanager = rehearsal.addresses.ports[("alertmanager", 9093)]
+    with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as answer:
+        groups = json.loads(answer.read())["data"]["groups"]
+    assert {g["name"] for g in groups} >= {"scheduler-jobs", "scheduler-workers"}
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/alertmanagers", timeout=10) as answer:
+            active = json.loads(answer.read())["data"]["activeAlertmanagers"]
+        if any(f"127.0.0.1:{alertmanager}" in a["url"] for a in active):
+            return
+        assert time.monotonic() < deadline, f"prometheus found no alertmanager: {active}"
+        time.sleep(1)
+
+
 def scheduler_dsn(rehearsal: Rehearsal, service: str) -> str:
     return rehearsal.app_containers_of(service)[0].env["DATABASE_URL"]
 
@@ -48,6 +66,7 @@ async def test_mock_profile_comes_up_healthy_and_runs_every_job(image: Image) ->
         assert {c.service for c in rehearsal.app_containers()} >= {"seeder-mock", "buy-scanner-mock"}
         assert len(rehearsal.containers["buy-scanner-mock"]) == 2, "replicas: 2 must give two processes"
         await asyncio.to_thread(every_worker_is_ready, rehearsal)
+        await asyncio.to_thread(prometheus_sends_to_alertmanager, rehearsal)
         conn = await asyncpg.connect(scheduler_dsn(rehearsal, "buy-scanner-mock"))
         try:
 

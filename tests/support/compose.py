@@ -16,8 +16,10 @@ machine's shared servers or a live demo on them:
   and so with deploy/rabbitmq/definitions.json: the scope users and their permissions are the deploy's.
 * `postgres:*` -> a private PostgreSQL cluster where POSTGRES_USER / POSTGRES_DB are created as the image's
   entrypoint creates them (trust authentication: the password is not checked).
-Any other image (Prometheus, Loki, Grafana, Alertmanager) is not started: `Rehearsal.not_rehearsed` says so, and a
-service whose `depends_on` names one fails the rehearsal.
+* `prom/prometheus`, `prom/alertmanager` -> Debian's `prometheus` / `prometheus-alertmanager` with the service's
+  command and mounted config files (host names and ports rewritten), listening on a free port.
+Any other image (Loki, Grafana) is not started: `Rehearsal.not_rehearsed` says so, and an app service whose
+`depends_on` names one fails the rehearsal.
 
 A variable `${NAME}` without a default that is not given, an `env_file` or a bind-mounted file that does not
 exist: each raises RehearsalError naming it.
@@ -47,6 +49,8 @@ from tests.support.prometheus import free_port
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+# Images whose program Debian packages: the rehearsal runs the package's binary with the service's command.
+BINARIES = {"prom/prometheus": "prometheus", "prom/alertmanager": "prometheus-alertmanager"}
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
@@ -196,6 +200,7 @@ class Container:
     log_path: Path
     healthcheck: list[str] | None
     started: float = field(default_factory=time.monotonic)
+    app: bool = True  # from the app image (else a stand-in's program)
 
     def output(self, tail: int = 3000) -> str:
         with contextlib.suppress(OSError):
@@ -280,6 +285,8 @@ class Rehearsal:
             self._start_rabbit(name, service)
         elif image.startswith("postgres:"):
             self._start_postgres(name, service)
+        else:
+            self._start_binary(name, service, BINARIES[image.split(":")[0]])
 
     def _mounted(self, service: dict[str, Any], container_path: str) -> Path | None:
         for volume in service.get("volumes", []):
@@ -334,6 +341,44 @@ class Rehearsal:
         self.containers[name] = [
             Container(name, name, None, pg.base, check_env, pg.log_path, healthcheck_argv(service))
         ]
+
+    def _start_binary(self, name: str, service: dict[str, Any], binary: str) -> None:
+        """A program of Debian's packaging in place of the image's: the service's command, its bind-mounted files
+        (host names and ports rewritten) and named volumes under a folder of its own, listening on its free port."""
+        fs = self.base / name
+        own = {port: self.addresses.ports[(name, port)] for port in container_ports(service)}
+        mounts: dict[str, Path] = {}
+        for volume in service.get("volumes", []):
+            source, _, rest = str(volume).partition(":")
+            target = rest.split(":")[0]
+            inside = fs / target.lstrip("/")
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            if source.startswith((".", "/")):
+                host = (DEPLOY / source).resolve()
+                if not host.exists():
+                    raise RehearsalError(f"{name}: volume source {source} does not exist ({host})")
+                if host.is_dir():
+                    shutil.copytree(host, inside)
+                else:
+                    inside.write_text(self.addresses.rewrite(host.read_text(), own))
+            else:
+                inside.mkdir(parents=True, exist_ok=True)
+            mounts[target] = inside
+        # one pass over each argument: a container path that is (or is under) a mount point -> its folder
+        pattern = re.compile(
+            r"(?<![\w/.-])(" + "|".join(re.escape(t) for t in sorted(mounts, key=len, reverse=True)) + r")(?=/|$)"
+        )
+        argv = [shutil.which(binary) or binary]
+        argv += [pattern.sub(lambda m: str(mounts[m.group(1)]), arg) for arg in _command(service.get("command"))]
+        (port,) = own.values()  # the one port the image's program listens on: moved to its free one
+        argv.append(f"--web.listen-address=127.0.0.1:{port}")
+        check = healthcheck_argv(service)
+        check = [self.addresses.rewrite(a, own) for a in check] if check else None
+        log_path = self.base / f"{name}.log"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(fs)}
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(argv, cwd=fs, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.containers[name] = [Container(name, name, proc, fs, env, log_path, check, app=False)]
 
     # -- app containers ----------------------------------------------------------------------------------------
 
@@ -471,6 +516,10 @@ class Rehearsal:
         raise RehearsalError(f"{container.name} not healthy in time; last check: {last}\n{container.output()}")
 
     def app_containers(self) -> list[Container]:
+        return [c for c in self.processes() if c.app]
+
+    def processes(self) -> list[Container]:
+        """Every process the rehearsal started (app containers and stand-in programs)."""
         return [c for cs in self.containers.values() for c in cs if c.proc is not None]
 
     def run(self, service: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -492,11 +541,11 @@ class Rehearsal:
         return [c for c in self.containers.get(service, []) if c.proc is not None]
 
     def down(self) -> None:
-        for container in reversed(self.app_containers()):
+        for container in reversed(self.processes()):
             assert container.proc is not None
             if container.proc.poll() is None:
                 container.proc.terminate()
-        for container in self.app_containers():
+        for container in self.processes():
             assert container.proc is not None
             try:
                 container.proc.wait(20)
@@ -511,7 +560,9 @@ class Rehearsal:
 
 
 def _stood_in(service: dict[str, Any]) -> bool:
-    return str(service.get("image", "")).startswith(("rabbitmq:", "postgres:"))
+    image = str(service.get("image", ""))
+    binary = BINARIES.get(image.split(":")[0])
+    return image.startswith(("rabbitmq:", "postgres:")) or (binary is not None and shutil.which(binary) is not None)
 
 
 class _DeployRabbit(PrivateRabbit):
