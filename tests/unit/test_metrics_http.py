@@ -4,6 +4,7 @@ answers one line of JSON, never a traceback."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.error
 import urllib.request
@@ -65,8 +66,15 @@ def test_metrics_are_byte_identical_to_prometheus_clients_server(
         theirs.shutdown()
         theirs.server_close()
         thread.join(5)
-    assert get(f"{ours}{path}", headers) == expected
+    assert unzipped(get(f"{ours}{path}", headers)) == unzipped(expected)
     assert expected[0] == 200 and expected[1]
+    assert (expected[1][:2] == b"\x1f\x8b") == ("gzip" in headers.get("Accept-Encoding", ""))
+
+
+def unzipped(answer: tuple[int, bytes, str]) -> tuple[int, bytes, str]:
+    """A gzip answer with its body unpacked: gzip's header carries the second it was made in."""
+    status, body, content_type = answer
+    return (status, gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body, content_type)
 
 
 def test_healthz_answers_alive(ours: str) -> None:
