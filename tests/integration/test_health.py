@@ -1,6 +1,6 @@
-"""Health that tells the truth: a worker whose PostgreSQL is gone answers /readyz 503 with the reason, and 200
-again once it is back; /healthz stays 200 throughout (the process is alive). The PostgreSQL is a private
-cluster (tests/chaos/servers.py) so the machine's server is never stopped; RabbitMQ is the machine's."""
+"""Health that tells the truth: a worker whose PostgreSQL (or RabbitMQ) is gone answers /readyz 503 with the
+reason, and 200 again once it is back; /healthz stays 200 throughout (the process is alive). The server that is
+stopped is always a private one (tests/chaos/servers.py), so the machine's servers are never touched."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from services.mock_executor import MockParams, mock_run
 from shared import topology
 from shared.settings import Settings
-from tests.chaos.servers import PrivatePostgres
+from tests.chaos.servers import PrivatePostgres, PrivateRabbit
 from tests.support.prometheus import free_port
 from tests.support.runtime import FAST, ROOT, running_worker
 
@@ -139,3 +139,31 @@ async def test_readyz_names_a_schema_behind_the_code(settings: Settings, queues_
             assert behind["checks"]["migrations"] == f"at {head - 1}, this code needs {head}", behind
     finally:
         pg.remove()
+
+
+async def test_readyz_is_503_while_rabbitmq_is_down_and_200_when_it_is_back(
+    settings: Settings, cleanup_scope: str
+) -> None:
+    """The broker's side: a private RabbitMQ node stopped (`stop_app`) under a worker, then started again."""
+    rabbit = PrivateRabbit().start()
+    try:
+        port = free_port()
+        worker_settings = Settings(
+            amqp_url=rabbit.url(),
+            database_url=settings.database_url,
+            scheduler_scope=cleanup_scope,
+            metrics_port=port,
+            **FAST,
+        )
+        base = f"http://127.0.0.1:{port}/readyz"
+        async with running_worker(worker_settings, {"health": (mock_run, MockParams)}):
+            await wait_status(base, 200, 20)
+            await rabbit.actl("stop_app")
+            down = await wait_status(base, 503, 20)
+            assert down["checks"]["rabbitmq"] != "ok" and down["checks"]["postgres"] == "ok", down
+            assert down["reason"].startswith("rabbitmq: "), down
+            await rabbit.actl("start_app")
+            back = await wait_status(base, 200, 60)
+            assert back["checks"] == {"rabbitmq": "ok", "postgres": "ok", "migrations": "ok", "queues": "ok"}
+    finally:
+        rabbit.stop()
