@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from tests.chaos.servers import PrivatePostgres, PrivateRabbit
+from tests.chaos.servers import PrivatePostgres, PrivateRabbit, die_with_parent
 from tests.support.image import Image
 from tests.support.prometheus import free_port
 
@@ -377,7 +377,9 @@ class Rehearsal:
         log_path = self.base / f"{name}.log"
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(fs)}
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=fs, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv, cwd=fs, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
         self.containers[name] = [Container(name, name, proc, fs, env, log_path, check, app=False)]
 
     # -- app containers ----------------------------------------------------------------------------------------
@@ -406,8 +408,11 @@ class Rehearsal:
         check = [self.addresses.rewrite(a, own) for a in check] if check else None
         log_path = self.base / f"{container}.log"
         full_env = self.image.process_env({**env, **(extra_env or {})})
+        # dies with the thread that started it (die_with_parent): a killed test run leaves no service behind
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
         return Container(name, container, proc, workdir, full_env, log_path, check)
 
     def _volumes(self, name: str, service: dict[str, Any], fs: Path) -> dict[str, Path]:
