@@ -271,9 +271,12 @@ class Rehearsal:
     # -- addresses ----------------------------------------------------------------------------------------
 
     def _reserve_ports(self) -> None:
+        """A free port for each container port of every service other services can address by name (so a config
+        file naming `scheduler-service-mock:9095` reaches it); a replicated service's replicas get theirs when
+        they start, as nothing can address one replica by the service's name."""
         for name, service in self.services.items():
-            if "build" in service:
-                continue  # an app container's own ports are given per replica
+            if int((service.get("deploy") or {}).get("replicas", 1)) > 1:
+                continue
             for port in container_ports(service):
                 self.addresses.ports[(name, port)] = free_port()
 
@@ -396,7 +399,8 @@ class Rehearsal:
         workdir = fs / self.image.workdir.lstrip("/")
         shutil.copytree(self.image.host(self.image.workdir), workdir, symlinks=True)
         volumes = self._volumes(name, service, fs)
-        own = {port: free_port() for port in container_ports(service)}
+        named = index == 1 and int((service.get("deploy") or {}).get("replicas", 1)) == 1
+        own = {port: self.addresses.ports[(name, port)] if named else free_port() for port in container_ports(service)}
         env = {
             key: self._map_paths(self.addresses.rewrite(value, own), volumes)
             for key, value in environment(service, name, self.variables).items()
