@@ -44,6 +44,7 @@ from shared.metrics import Metrics, new_registry
 from shared.metrics_http import serve
 from shared.protocol import handle_delivery
 from shared.publisher import Publisher
+from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_for
@@ -87,6 +88,7 @@ class Worker:
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._env: Env | None = None
+        self.readiness = Readiness()  # what /readyz answers; attached once the worker consumes
 
     def handler(self, queue: str, params: Any = None, job: str | None = None) -> Any:
         """Decorator: `@worker.handler("queue-name", params=Model)` (or `job=` for one job of a shared queue)."""
@@ -129,7 +131,7 @@ class Worker:
         if not self.registry.queues:
             raise RuntimeError(f"service {self.service!r} registered no handlers")
         warn_unknown_variables()
-        server = serve(s.metrics_port, self.metrics.registry)
+        server = serve(s.metrics_port, self.metrics.registry, self.readiness)
         self.metrics.worker.info(
             {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
         )
@@ -220,7 +222,9 @@ class Worker:
             interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
-        await self._consume(amqp)
+        channel = await self._consume(amqp)
+        self.readiness.attach(Probe(pool, amqp, channel, self.registry.queues, self._consumed, self._stopping))
+        stack.callback(self.readiness.detach)
         log.info("worker.ready", worker=self.worker_id, prefetch=s.worker_prefetch, concurrency=s.worker_concurrency)
 
     def _background(self, stack: AsyncExitStack, coro: Any, name: str) -> None:
@@ -271,14 +275,24 @@ class Worker:
                 await publisher.to_work(job.queue, message)
                 log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
 
-    async def _consume(self, amqp: AbstractRobustConnection) -> None:
+    async def _consume(self, amqp: AbstractRobustConnection) -> AbstractChannel:
         channel = await amqp.channel()
         await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
         self._consumers = []
+        self._consuming: set[str] = set()
         for name in self.registry.queues:
             queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name)
             tag = await queue.consume(partial(self._on_message, name))
             self._consumers.append((queue, tag))
+            self._consuming.add(name)
+        return channel
+
+    def _consumed(self) -> set[str]:
+        """The work queues this worker has a consumer on (for readiness)."""
+        return set(getattr(self, "_consuming", ()))
+
+    def _stopping(self) -> bool:
+        return self.stop_event.is_set()
 
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         """Hand the message to a task this worker owns. aio-pika cancels the consumer callbacks of a channel that
