@@ -90,6 +90,8 @@ _DST_WINDOW = timedelta(hours=3)
 _PREVIOUS_HORIZON = timedelta(days=400)
 # A minutely job scans about 2 * (offset change) / 1 min candidates near a transition; this only stops a bug.
 _MAX_SCAN_STEPS = 5_000
+# A forward search starts again at most once or twice (the offset changes near its start or its end).
+_MAX_RESTARTS = 8
 # Any fixed naive instant works; a Monday in January keeps period_estimate free of calendar oddities.
 _REFERENCE_NAIVE = datetime(2001, 1, 1)
 _PERIOD_SAMPLES = 8
@@ -609,41 +611,73 @@ def _step(it: croniter, forward: bool) -> datetime | None:
 
 def _cron_next(schedule: CronSchedule, after: datetime) -> datetime:
     plan, zone = _plan(schedule.expr), _zone(schedule.timezone)
-    # croniter's first wall time after ours; with no offset change nearby it is the answer (the hot path).
-    candidate = _step(plan.iterator(_floor_minute(_wall(after, zone))), forward=True)
-    if candidate is None:
-        raise ValueError(f"cron expression {schedule.expr!r} has no slot after {after.isoformat()}")
-    instant = _first_instant(candidate, zone)
-    probes = (after, after + _DST_WINDOW, instant - _DST_WINDOW, instant, instant + _DST_WINDOW)
-    swing = _offset_swing(zone, probes)
-    if not swing:
-        return instant
-    return _scan_forward(schedule, plan, zone, after, swing + _MINUTE)
+    if plan.wildcard:
+        return _wildcard_next(schedule, plan, zone, after)
+    return _fixed_next(schedule, plan, zone, after)
 
 
-def _scan_forward(
-    schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: datetime, margin: timedelta
-) -> datetime:
-    """Earliest slot after `after` near an offset change, where wall order and time order disagree.
+def _fixed_next(schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: datetime) -> datetime:
+    """A fixed-time job's first slot after `after`: its next wall time beyond the highest the clock has shown.
 
-    A wall time up to `margin` before ours may still lie ahead (fall-back repeats it), and a later wall
-    time can lie before an earlier one, so scan from `margin` back until wall times pass the best
-    instant found by `margin`.
+    This is cron's virtual time: each wall time fires once, when the clock first reaches it, so a time in a
+    gap fires at the gap's end and a repeated time only on its first pass. One croniter step.
     """
-    it = plan.iterator(_floor_minute(_wall(after, zone)) - margin)
-    best: datetime | None = None
-    for _ in range(_MAX_SCAN_STEPS):
-        naive = _step(it, forward=True)
-        if naive is None or (best is not None and naive >= _wall(best, zone) + margin):
-            break
-        for instant in _instants(naive, zone, plan.wildcard):
-            if instant > after and (best is None or instant < best):
-                best = instant
-    else:
-        raise RuntimeError(f"cron search for {schedule!r} after {after.isoformat()} did not converge")
-    if best is None:
-        raise ValueError(f"cron expression {schedule.expr!r} has no slot after {after.isoformat()}")
-    return best
+    wall = _wall(after, zone)
+    earlier = after - _DST_WINDOW
+    if _offset(zone, earlier) > _offset(zone, after):
+        # Clocks went back within the window: the wall times up to where they stood have fired already.
+        change = _transition_instant(earlier, after, zone)
+        wall = max(wall, _wall(change - _MICROSECOND, zone))
+    candidate = _next_wall(schedule, plan, wall)
+    return _instants(candidate, zone, wildcard=False)[0]
+
+
+def _wildcard_next(schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: datetime) -> datetime:
+    """A wildcard job's first slot after `after`: the first later instant whose wall time matches.
+
+    Away from offset changes that is one croniter step (the hot path of every chain message). Across one,
+    the search starts again where the new offset begins, so skipped wall times never fire and repeated
+    ones fire on both passes.
+    """
+    start, inclusive = after, False
+    for _ in range(_MAX_RESTARTS):
+        offset = _offset(zone, start)
+        wall = _wall(start, zone)
+        # Inclusive: a wall time equal to the restart instant's own counts (a whole minute after the change).
+        candidate = _next_wall(schedule, plan, wall - _MICROSECOND if inclusive else wall)
+        instant = (candidate - offset).replace(tzinfo=UTC)
+        restart = _restart_point(zone, start, instant, offset)
+        if restart is None:
+            return instant
+        start, inclusive = restart, True
+    raise RuntimeError(f"cron search for {schedule!r} after {after.isoformat()} did not converge")
+
+
+def _restart_point(zone: ZoneInfo, start: datetime, end: datetime, offset: timedelta) -> datetime | None:
+    """None if `offset` holds from `start` to `end`, else an instant before which (after `start`) no slot lies.
+
+    Only the stretches within _DST_WINDOW of either end are probed: an offset that differs only in between
+    (by less than the window) maps that stretch to wall times between the two ends', where nothing matches.
+    """
+    near = min(end, start + _DST_WINDOW)
+    if _offset(zone, near) != offset:
+        return _transition_instant(start, near, zone)
+    if end == near:
+        return None
+    far = max(near, end - _DST_WINDOW)
+    if _offset(zone, far) != offset:
+        return far
+    if _offset(zone, end) != offset:
+        return _transition_instant(far, end, zone)
+    return None
+
+
+def _next_wall(schedule: CronSchedule, plan: _CronPlan, wall: datetime) -> datetime:
+    """The first whole-minute wall time after `wall` that the expression names."""
+    found = _step(plan.iterator(_floor_minute(wall)), forward=True)
+    if found is None:
+        raise ValueError(f"cron expression {schedule.expr!r} has no slot after {wall.isoformat()} (wall time)")
+    return found
 
 
 def _cron_previous(schedule: CronSchedule, at: datetime) -> datetime | None:

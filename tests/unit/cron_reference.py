@@ -235,10 +235,28 @@ def cronsim_expression(expr: str) -> str:
     return " ".join(fields)
 
 
-def has_fractional_hour_transition(zone_name: str) -> bool:
+def cronsim_misreads_zone(zone_name: str) -> bool:
+    """True if some transition of the zone in YEARS is one cronsim 2.x gets wrong for wildcard jobs.
+
+    cronsim moves a wildcard job through real time in steps of whole hours and minutes from a wall hour or
+    from a day's midnight it builds on the wall clock. That holds only where every clock change happens at a
+    whole wall hour on both sides, by whole hours, and not at midnight going forward. Lord Howe (02:00 ->
+    02:30), Chatham (02:45 -> 03:45) and the zones whose spring gap starts at midnight (Santiago, Havana,
+    Cairo, Beirut, ...) break it: `45 * * * *` on Lord Howe misses the second 01:45 of the night clocks go
+    back; `* 3 * * *` in Chatham misses 03:45-03:59 on the day clocks go forward; `*/7 */7 */2 */4 sat-7` in
+    Santiago fires at 01:00 on 2027-09-05, a wall time it does not name. Debian's cron (wake-up "case 0" and
+    "case 2" of its main loop) runs what the framework runs, as the loop transcription shows.
+    """
     zone = ZoneInfo(zone_name)
-    changes = transitions(zone_name)
-    return any((_offset(zone, t) - _offset(zone, t - MINUTE)) % timedelta(hours=1) for t in changes)
+    for change in transitions(zone_name):
+        before, after = _offset(zone, change - MINUTE), _offset(zone, change)
+        wall_before = (change + before).replace(tzinfo=None)
+        wall_after = (change + after).replace(tzinfo=None)
+        if wall_before.minute or wall_after.minute or (after - before) % timedelta(hours=1):
+            return True
+        if after > before and wall_before.hour == 0:
+            return True
+    return False
 
 
 def is_wildcard(expr: str) -> bool:
@@ -247,15 +265,8 @@ def is_wildcard(expr: str) -> bool:
 
 
 def cronsim_is_known_wrong(expr: str, zone_name: str) -> bool:
-    """Where cronsim 2.x is known to differ from Debian's cron, so the framework is held to the loop instead.
-
-    cronsim moves a wildcard job (minute or hour starting with '*') in steps of whole minutes and hours of
-    real time from a minute it computed on the wall clock; across a clock change that is not a whole number
-    of hours (Lord Howe: 30 minutes) those steps land beside the wall minute: `45 * * * *` then misses the
-    second 01:45 of the night clocks go back, which cron runs (its wake-up "case 0" runs wildcard jobs at
-    every wall minute, repeated or not).
-    """
-    return is_wildcard(expr) and has_fractional_hour_transition(zone_name)
+    """Where cronsim 2.x is known to differ from Debian's cron: wildcard jobs in the zones above."""
+    return is_wildcard(expr) and cronsim_misreads_zone(zone_name)
 
 
 # --- oracle 2: Debian's cron main loop --------------------------------------------------------------------------
