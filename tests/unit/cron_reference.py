@@ -192,16 +192,34 @@ def random_expression(rng: random.Random) -> str:
 # --- oracle 1: cronsim ------------------------------------------------------------------------------------------
 
 
+class CronsimStuck(Exception):
+    """cronsim ran out of its budget of clock ticks without finding the slots asked for."""
+
+
+class _BoundedCronSim(CronSim):
+    """cronsim with a budget of clock ticks: in a zone it misreads its wildcard walk can cycle for ever
+    ('*/9 23-23/3,17-18,0-6/3 * * *' in Pacific/Chatham)."""
+
+    budget = 200_000
+
+    def tick(self, seconds: int = 1) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise CronsimStuck
+        super().tick(seconds)
+
+
 def cronsim_slots(expr: str, zone_name: str, start: datetime, count: int) -> list[datetime] | None:
     """The first `count` instants strictly after `start` at which cronsim says cron runs; None if it refuses.
 
     cronsim answers aware datetimes in the zone. For a fixed-time job it walks naive wall time and resolves each
     match with fold=0, so from a start inside the second pass of a repeated hour it also yields matches from the
     first pass, which lie before the start: those are dropped (cron ran them then, and does not run them again).
+    Raises CronsimStuck when cronsim does not get there.
     """
     zone = ZoneInfo(zone_name)
     try:
-        iterator = CronSim(cronsim_expression(expr), start.astimezone(zone))
+        iterator = _BoundedCronSim(cronsim_expression(expr), start.astimezone(zone))
     except CronSimError:
         return None
     slots: list[datetime] = []

@@ -2,10 +2,10 @@
 
 Thousands of generated expressions (steps, ranges including one-value ones, lists, names, ``*/N`` everywhere),
 in zones with hard transitions, from start instants on both sides of every transition of 2026 and 2027, 30
-forward slots each. Every case is compared with cronsim; every tenth also with a transcription of cron's main
-loop over 30 hours. Where cronsim differs, the case must be one of cronsim's known misreadings (see
-tests/unit/cron_reference.py) and the loop, run over every differing slot, must side with the framework.
-Zero failures, fixed seed. More cases by hand, either way:
+forward slots each. Every case is compared with cronsim. cronsim itself misreads wildcard jobs in the few zones
+whose clocks change by half an hour, at :45 or at midnight (tests/unit/cron_reference.py); there, and only
+there, a difference is settled by a transcription of cron's own main loop, run over every differing slot.
+Every tenth case is also held to the loop over 30 hours. Zero failures, fixed seed. More cases by hand, either way:
 
     CRON_DIFF_CASES=50000 CRON_DIFF_SEED=7 .venv/bin/python -m pytest tests/unit/test_cron_differential.py
     .venv/bin/python -m tests.unit.test_cron_differential --cases 50000 --seed 7
@@ -26,6 +26,7 @@ import pytest
 
 from shared.schedule import CronSchedule, make_schedule, next_slots, slots_between, validate_cron
 from tests.unit.cron_reference import (
+    CronsimStuck,
     all_starts,
     cronsim_is_known_wrong,
     cronsim_slots,
@@ -38,7 +39,7 @@ SEED = int(os.environ.get("CRON_DIFF_SEED", "20260308"))
 SLOTS = 30
 LOOP_EVERY = 10
 LOOP_SPAN = timedelta(hours=30)
-# Where cronsim differs the loop runs over the differing slots; this bounds its minute-by-minute walk.
+# Where the loop settles a difference it walks this far at most (minute by minute) over the 30 slots.
 ARBITRATION_SPAN = timedelta(days=10)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -49,14 +50,14 @@ class Report:
     slots: int = 0
     cronsim_agreed: int = 0
     cronsim_refused: int = 0  # cronsim refuses some OR-ed day fields cron accepts ('0 0 30 2 1'): loop only
-    arbitrated: int = 0
+    arbitrated: int = 0  # cronsim wrong (or stuck) in a zone it misreads, and cron's loop sides with us
     loop_checked: int = 0
     failures: list[str] = field(default_factory=list)
 
     def summary(self, seconds: float) -> str:
         return (
             f"{self.cases} cases, {self.slots} slots in {seconds:.1f} s: cronsim agreed on {self.cronsim_agreed}, "
-            f"refused {self.cronsim_refused}; {self.arbitrated} known cronsim misreadings settled by cron's loop; "
+            f"refused {self.cronsim_refused}; {self.arbitrated} cronsim misreadings settled by cron's loop; "
             f"{self.loop_checked} cases checked against the loop; {len(self.failures)} failures"
         )
 
@@ -89,20 +90,24 @@ def check_case(expr: str, zone_name: str, start: datetime, with_loop: bool, repo
     schedule = make_schedule(cron_expr=expr, timezone=zone_name, interval_seconds=None, job_id="j", align=False)
     assert isinstance(schedule, CronSchedule)
     ours = next_slots(schedule, start, SLOTS)
-    theirs = cronsim_slots(expr, zone_name, start, SLOTS)
     report.cases += 1
     report.slots += len(ours)
+    try:
+        theirs = cronsim_slots(expr, zone_name, start, SLOTS)
+    except CronsimStuck:
+        theirs = []
     failure: str | None = None
     if theirs == ours:
         report.cronsim_agreed += 1
     else:
+        # The loop walks minute by minute, so over at most ARBITRATION_SPAN of the 30 slots.
         end = min(ours[-1], start + ARBITRATION_SPAN)
         if theirs is None:
             report.cronsim_refused += 1
         elif not cronsim_is_known_wrong(expr, zone_name):
             failure = _describe(expr, zone_name, start, ours, theirs, "cronsim")
-        elif len(theirs) != len(ours) or any(min(a, b) > end for a, b in zip(ours, theirs, strict=True) if a != b):
-            failure = _describe(expr, zone_name, start, ours, theirs, "cronsim") + "\n  (beyond the loop's span)"
+        elif any(slot > end and theirs[k : k + 1] != [slot] for k, slot in enumerate(ours)):
+            failure = _describe(expr, zone_name, start, ours, theirs, "cronsim") + "\n  (past the loop's span)"
         else:
             report.arbitrated += 1
         failure = failure or _loop_disagreement(schedule, start, end)
@@ -140,8 +145,8 @@ def test_cron_slots_match_debian_cron_for_generated_expressions() -> None:
     print(report.summary(time.perf_counter() - began))
     assert report.failures == [], "\n".join(report.failures[:10])
     assert report.cases == CASES
-    # The comparison is with cronsim for nearly every case, not mostly with our own loop transcription.
-    assert report.cronsim_agreed >= 0.95 * CASES
+    # Nearly every case agrees with cronsim itself, not only with our own transcription of cron's loop.
+    assert report.cronsim_agreed >= 0.97 * CASES
 
 
 def test_every_start_instant_is_used() -> None:
