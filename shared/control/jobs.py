@@ -96,7 +96,9 @@ def changed_definition(row: JobRow, changes: Mapping[str, Any]) -> JobDefinition
     Setting `cron_expr` clears `interval_seconds` and the other way round, so a job can switch kinds; an interval
     clears the expected period too (an interval job's period is its interval) unless the changes set one.
     """
-    data = row.definition().model_dump()
+    # the row as stored, validated only with the changes applied: a definition that stopped validating (a cron
+    # expression refused by newer rules) can be repaired with `set`
+    data = row.raw_definition()
     if changes.get("cron_expr") is not None:
         data["interval_seconds"] = None
     if changes.get("interval_seconds") is not None:

@@ -97,11 +97,15 @@ class JobRow:
     def version(self) -> JobVersion:
         return JobVersion(self.epoch, self.enabled, self.updated_at)
 
-    def definition(self) -> JobDefinition:
-        """The declared part of the row, validated again (used by `set` to merge changes)."""
+    def raw_definition(self) -> dict[str, Any]:
+        """The declared part of the row as stored, not validated (a row stored under older rules may not be)."""
         data: dict[str, Any] = {name: getattr(self, name) for name in DEFINITION_COLUMNS}
         data["on_success"] = tuple(self.on_success)
-        return JobDefinition.model_validate({"job_id": self.job_id, **data})
+        return {"job_id": self.job_id, **data}
+
+    def definition(self) -> JobDefinition:
+        """The declared part of the row, validated again."""
+        return JobDefinition.model_validate(self.raw_definition())
 
 
 _SELECT = "SELECT * FROM scheduler.jobs"
