@@ -9,7 +9,8 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install install-bench browser test lint format preflight prometheus demo seed status chaos bench up down logs ps compose-seed clean
+.PHONY: install install-bench browser test lint format preflight prometheus demo seed status chaos bench up down logs ps \
+	compose-seed ctl rehearse clean
 
 install: $(VENV)/.installed
 
@@ -25,12 +26,15 @@ preflight: install
 test: install-bench preflight prometheus browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The observability tests run a real Prometheus and promtool (Debian's `prometheus` package).
+# The observability tests run a real Prometheus, promtool and Alertmanager (Debian's `prometheus` and
+# `prometheus-alertmanager` packages).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  echo "installing Debian's prometheus package for the observability tests"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v amtool >/dev/null || { \
+	  echo "installing Debian's prometheus and prometheus-alertmanager packages for the observability tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager; }
 
 # The Admin UI test drives a real browser: Debian's chromium through Playwright (browsers cannot be downloaded here,
 # so Playwright's own browser download is never used).
@@ -82,8 +86,41 @@ bench: install-bench preflight
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 # Docker Compose (needs a Docker engine): infrastructure + the PROFILE's seeder and workers.
+# A wrong PROFILE, a missing env file or no Docker engine stop make before anything runs, with one line and
+# exit code 2 (make's `$(error)`), instead of compose starting a half-configured stack.
+PROFILES := mock real
+ENV_FILE ?= deploy/.env
+ifneq ($(filter up ctl logs ps compose-seed,$(MAKECMDGOALS)),)
+  ifeq ($(filter $(PROFILE),$(PROFILES)),)
+    $(error unknown PROFILE '$(PROFILE)': use one of: $(PROFILES))
+  endif
+endif
+ifneq ($(filter up ctl compose-seed,$(MAKECMDGOALS)),)
+  ifeq ($(wildcard $(ENV_FILE)),)
+    $(error $(ENV_FILE) is missing: cp deploy/.env.example $(ENV_FILE) and change every password (the same ones in deploy/rabbitmq/definitions.json))
+  endif
+  ifeq ($(shell docker compose version >/dev/null 2>&1 && echo yes),)
+    $(error no 'docker compose' here: the stack needs a Docker engine (without one: make demo, or make rehearse))
+  endif
+endif
+
 up:
-	$(COMPOSE) up -d --build
+	$(COMPOSE) --env-file $(ENV_FILE) up -d --build
+
+# Any CLI verb against the running stack, as the profile's own RabbitMQ user and in its scope, from a one-off
+# container of the profile's seeder service (its environment, its network; nothing else is started):
+#   make ctl PROFILE=real ARGS="status"
+#   make ctl PROFILE=mock ARGS="pause buy-scanner --note 'market closed'"
+# The audit names you: SCHEDULER_ACTOR=cli:<your user>@compose.
+ARGS ?= status
+ctl:
+	@$(COMPOSE) --env-file $(ENV_FILE) run --rm --no-deps -T -e SCHEDULER_ACTOR=cli:$${USER:-$$(id -un)}@compose \
+	  seeder-$(PROFILE) python -m scheduler_seed $(ARGS)
+
+# The compose rehearsal without an engine (also part of `make test`): every service of both profiles as local
+# processes from the installed image, private RabbitMQ and PostgreSQL stand-ins; see README "Deploy with Docker Compose".
+rehearse: install-bench preflight prometheus
+	$(PY) -m pytest tests/integration/test_compose_rehearsal.py tests/integration/test_packaging.py $(PYTEST_ARGS)
 
 # Stops every profile's containers; `make down V=1` also deletes the volumes.
 down:
@@ -96,9 +133,9 @@ logs:
 ps:
 	$(COMPOSE) ps
 
-# Reseed inside the running stack.
+# Reseed inside the running stack: `make compose-seed PROFILE=mock`.
 compose-seed:
-	docker compose -f $(COMPOSE_FILE) --profile $(SCOPE) run --rm seeder-$(SCOPE)
+	$(COMPOSE) --env-file $(ENV_FILE) run --rm seeder-$(PROFILE)
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -15,6 +15,17 @@ from shared import schedule
 from shared.control import Control
 from shared.control.results import JobChange
 
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def boolean(text: str) -> bool:
+    """true/false (also yes/no, on/off, 1/0)."""
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"expected true or false, got {text!r}") from None
+
+
 # (flag, column of scheduler.jobs, parser, metavar, help): what `set` can change
 SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cron", "cron_expr", str, "EXPR", "cron expression, 5 fields (switches an interval job to cron)"),
@@ -26,7 +37,11 @@ SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--jitter", "jitter_sec", seconds, "SEC", "spread each slot's start over [0, SEC)"),
     ("--misfire-grace", "misfire_grace_sec", seconds, "SEC", "a slot later than this is skipped, not run"),
     ("--description", "description", str, "TEXT", "free text"),
-)
+    (
+        "--run-on-startup", "run_on_startup", boolean, "BOOL",
+        "true: each boot of the service serving the job posts one startup run (once per boot, not per replica)",
+    ),
+)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -44,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         parents=[common],
         help="change a job's schedule or settings, effective now",
         description="Change the stored definition and restart the chain at once. The jobs file is not edited: "
-        "the next `seed` applies the file again.",
+        "the next `seed` keeps the change and prints it as drift; `seed --reset JOB` applies the file again.",
     )
     p.add_argument("job", metavar="JOB")
     for flag, column, parse, metavar, text in SETTABLE:

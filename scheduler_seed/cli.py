@@ -28,7 +28,7 @@ from scheduler_seed.server import serve
 from shared.control import Control, RunningNow, kind_of
 from shared.errors import SchedulerError
 from shared.messages import describe_validation_error
-from shared.settings import Settings
+from shared.settings import Settings, unknown_variables_line
 
 PROG = "python -m scheduler_seed"
 VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, emit, audit, serve)
@@ -71,6 +71,9 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
         settings = settings or Settings()
     except ValidationError as exc:
         return fail(EXIT_USAGE, "configuration: " + describe_validation_error(exc).replace("Value error, ", ""))
+    unknown = unknown_variables_line(os.environ)
+    if unknown is not None:  # a typo in a variable name is otherwise silently ignored
+        print(f"warning: {unknown}", file=sys.stderr)
     try:
         args = build_parser(settings.scheduler_scope).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line

@@ -6,6 +6,8 @@ Use `redact_url` when a URL has to be named in a message.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -62,6 +64,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="watchdog reseeds a chain whose next message is this overdue"
     )
     dependency_retry_max_sec: float = Field(default=30.0, gt=0, description="cap of the reconnect back-off")
+    scheduler_run_immediately: bool = Field(
+        default=False,
+        description="true: each boot of a service posts one startup run of every scheduled job it serves (once per "
+        "service boot, not per replica), as if each had run_on_startup; for development, off by default",
+    )
 
     @field_validator("scheduler_scope")
     @classmethod
@@ -94,3 +101,38 @@ class Settings(BaseSettings):
     @property
     def pool_size(self) -> int:
         return self.db_pool_max or self.worker_concurrency + 4
+
+
+# SCHEDULER_* names read outside Settings (the CLI's audit actor): known, so not warned about.
+OTHER_SCHEDULER_VARIABLES = frozenset({"SCHEDULER_ACTOR"})
+_PREFIX = "SCHEDULER_"
+
+
+def known_scheduler_variables() -> frozenset[str]:
+    """Every SCHEDULER_* environment variable something here reads."""
+    fields = {name.upper() for name in Settings.model_fields if name.upper().startswith(_PREFIX)}
+    return frozenset(fields) | OTHER_SCHEDULER_VARIABLES
+
+
+def unknown_scheduler_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """(name, closest known name or None) for each SCHEDULER_* variable of `environ` nothing reads: a typo such
+    as SCHEDULER_RUN_IMEDIATELY would otherwise be ignored without a word."""
+    known = {name.removeprefix(_PREFIX): name for name in known_scheduler_variables()}
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(_PREFIX) or upper in known.values():
+            continue
+        # compared without the common prefix, which would make every name look close to every other
+        close = difflib.get_close_matches(upper.removeprefix(_PREFIX), list(known), n=1, cutoff=0.6)
+        found.append((name, known[close[0]] if close else None))
+    return found
+
+
+def unknown_variables_line(environ: Mapping[str, str]) -> str | None:
+    """One line naming the unknown SCHEDULER_* variables (with the closest known name), or None if there are none."""
+    unknown = unknown_scheduler_variables(environ)
+    if not unknown:
+        return None
+    named = ", ".join(name if close is None else f"{name} (did you mean {close}?)" for name, close in unknown)
+    return f"unknown environment variable{'s' if len(unknown) > 1 else ''} ignored: {named}"

@@ -45,10 +45,11 @@ from shared.metrics import Metrics, new_registry
 from shared.metrics_http import serve
 from shared.protocol import handle_delivery
 from shared.publisher import Publisher
+from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_for
-from shared.settings import Settings
+from shared.settings import Settings, unknown_variables_line
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.jobs import JobRow
@@ -69,6 +70,13 @@ def refusal_line(exc: aiormq.exceptions.AMQPError, settings: Settings) -> str:
     )
 
 
+def warn_unknown_variables() -> None:
+    """One warning line at start naming SCHEDULER_* variables nothing reads (a typo is otherwise silent)."""
+    line = unknown_variables_line(os.environ)
+    if line is not None:
+        log.warning("settings.unknown_variables", message=line)
+
+
 class Worker:
     """One worker process serving the work queues its handlers are registered for."""
 
@@ -83,6 +91,7 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._env: Env | None = None
         self._events: EventConsumers | None = None
+        self.readiness = Readiness()  # what /readyz answers; attached once the worker consumes
 
     def handler(self, queue: str, params: Any = None, job: str | None = None) -> Any:
         """Decorator: `@worker.handler("queue-name", params=Model)` (or `job=` for one job of a shared queue)."""
@@ -124,7 +133,8 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         if not self.registry.queues:
             raise RuntimeError(f"service {self.service!r} registered no handlers")
-        server = serve(s.metrics_port, self.metrics.registry)
+        warn_unknown_variables()
+        server = serve(s.metrics_port, self.metrics.registry, self.readiness)
         self.metrics.worker.info(
             {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
         )
@@ -217,8 +227,10 @@ class Worker:
             interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
-        await self._consume(amqp)
+        channel = await self._consume(amqp)
         await self._consume_events(amqp, pool)
+        self.readiness.attach(Probe(pool, amqp, channel, self.registry.queues, self._consumed, self._stopping))
+        stack.callback(self.readiness.detach)
         log.info("worker.ready", worker=self.worker_id, prefetch=s.worker_prefetch, concurrency=s.worker_concurrency)
 
     def _background(self, stack: AsyncExitStack, coro: Any, name: str) -> None:
@@ -251,9 +263,13 @@ class Worker:
 
     async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
         """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the
-        earliest-registered live worker on the queue posts it (checked under a per-queue lock)."""
+        earliest-registered live worker on the queue posts it (checked under a per-queue lock). With
+        SCHEDULER_RUN_IMMEDIATELY every scheduled job of the service does (the seed's "run once at start" switch);
+        a job without a schedule (runs on events or by hand) only with its own `run_on_startup`."""
         scope = self.settings.scheduler_scope
-        jobs = [j for j in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues) if j.run_on_startup]
+        every = self.settings.scheduler_run_immediately
+        served = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
+        jobs = [j for j in served if j.run_on_startup or (every and j.schedule is not None)]
         for job in jobs:
             if not job.enabled:
                 continue
@@ -265,14 +281,24 @@ class Worker:
                 await publisher.to_work(job.queue, message)
                 log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
 
-    async def _consume(self, amqp: AbstractRobustConnection) -> None:
+    async def _consume(self, amqp: AbstractRobustConnection) -> AbstractChannel:
         channel = await amqp.channel()
         await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
         self._consumers = []
+        self._consuming: set[str] = set()
         for name in self.registry.queues:
             queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name)
             tag = await queue.consume(partial(self._on_message, name))
             self._consumers.append((queue, tag))
+            self._consuming.add(name)
+        return channel
+
+    def _consumed(self) -> set[str]:
+        """The work queues this worker has a consumer on (for readiness)."""
+        return set(getattr(self, "_consuming", ()))
+
+    def _stopping(self) -> bool:
+        return self.stop_event.is_set()
 
     async def _consume_events(self, amqp: AbstractRobustConnection, pool: Any) -> None:
         """The event queues of the jobs this worker serves, consumed now and kept in line with the job rows."""

@@ -11,7 +11,6 @@ import logging
 
 import structlog
 
-from scheduler_seed.server import telegram
 from scheduler_seed.server.auth import check_bind, parse_tokens
 from scheduler_seed.server.config import ServerSettings, default_port
 from scheduler_seed.server.notify import Notifier
@@ -38,6 +37,8 @@ def notifier_for(settings: Settings, scope: str) -> Notifier | None:
     """Where `POST /alerts` lines go: the Telegram bot when TELEGRAM_BOT_TOKEN is set (it then also answers the
     allowed chats' commands), else nowhere. A bot misconfigured (a token without an allowed chat, ...) stops the
     server with one line (ConfigError, exit 2)."""
+    from scheduler_seed.server import telegram  # here: the other verbs import this module and need no aiogram
+
     return telegram.from_env(settings, scope)
 
 

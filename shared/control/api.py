@@ -11,7 +11,7 @@ Every change is an audit row naming the actor (`actor`: the CLI's user, the API 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -148,19 +148,40 @@ class Control:
         return result
 
     async def seed_file(
-        self, path: Path, prune: bool = False, on_job: Callable[[SeededJob], None] | None = None
+        self,
+        path: Path,
+        prune: bool = False,
+        on_job: Callable[[SeededJob], None] | None = None,
+        reset: bool | Collection[str] = False,
+        note: str | None = None,
     ) -> SeedFileResult:
-        """Upsert every job of a jobs file and (re)start each enabled job's chain; seeding twice leaves one
-        chain per job. Jobs of the scope the file does not declare are reported, never deleted; `prune`
-        disables them. The file is checked whole before anything changes."""
+        """Seed a jobs file over the live definitions: new jobs are created; a field edited in the file since
+        the last seed and not changed at runtime takes the file's value; a field changed at runtime (`pause`,
+        `set`, the HTTP API) keeps its live value and is reported as drift (`SeededJob.drift`). `reset` (True:
+        every job of the file; or the job ids) puts the file's values back. A chain is replaced only when the
+        job is new or its schedule, time zone, queue or enabled flag changed, so seeding twice leaves one chain
+        per job. Jobs of the scope the file does not declare are reported, never deleted; `prune` disables them.
+        The file is checked whole, and every job decided, before anything changes. Each job whose stored
+        definition changed is an audit row (`seed`, or `reset` when runtime changes were undone), and the seed
+        as a whole is one more, with the drift it left in place."""
         definitions = validation.jobs_file(path)
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        result = await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job)
+        before = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
+        result = await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job, reset)
+        note = note or f"from {path}"
+        after = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
+        for job in result.jobs:
+            job_id = job.definition.job_id
+            old, new = audit.snapshot(before.get(job_id)), audit.snapshot(after.get(job_id))
+            if old != new:
+                await self._audit("reset" if job.reset else "seed", job_id, old, new, note)
         changed = [job.definition.job_id for job in result.jobs if job.change.value != "unchanged"]
         pruned = [job_id for job_id, action in result.missing if action.value == "disabled"]
-        after = {"file": str(path), "jobs": len(result.jobs), "changed": changed, "paused": pruned}
-        await self._audit("seed", None, None, after)
+        drifted = {job.definition.job_id: [d.field for d in job.drift] for job in result.jobs if job.drift}
+        summary = {"file": str(path), "jobs": len(result.jobs), "changed": changed, "paused": pruned}
+        summary |= {"drift": drifted, "reset": sorted(job.definition.job_id for job in result.jobs if job.reset)}
+        await self._audit("seed", None, None, summary, note)
         return result
 
     async def pause(self, job_id: str, note: str | None = None) -> JobChange:
@@ -181,8 +202,9 @@ class Control:
         return result
 
     async def set(self, job_id: str, changes: Mapping[str, Any]) -> JobChange:
-        """Change any definition fields (column names of scheduler.jobs) and restart the chain: effective now.
-        The jobs file is not edited: the next seed of the file applies the file again."""
+        """Change any definition fields (column names of scheduler.jobs, `run_on_startup` included) and restart
+        the chain: effective now. The jobs file is not edited: the next seed keeps the change and reports the
+        drift; `seed_file(reset=...)` puts the file's values back."""
         if not changes:
             raise InvalidRequest(f"set {job_id}: nothing to change", "changes")
         conn, channel = await self._writer()

@@ -8,7 +8,8 @@ them; `Control` is the usual entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,17 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import chain, topology
-from shared.control import validation
-from shared.control.results import Deleted, JobChange, MissingAction, SeedChange, SeededJob, SeedFileResult
+from shared.control import drift, validation
+from shared.control.errors import InvalidDefinition, InvalidRequest
+from shared.control.results import (
+    ChainAction,
+    Deleted,
+    JobChange,
+    MissingAction,
+    SeedChange,
+    SeededJob,
+    SeedFileResult,
+)
 from shared.definitions import JobDefinition
 from shared.errors import UnknownJob
 from shared.events import bindings
@@ -99,7 +109,9 @@ def changed_definition(row: JobRow, changes: Mapping[str, Any]) -> JobDefinition
     Setting `cron_expr` clears `interval_seconds` and the other way round, so a job can switch kinds; an interval
     clears the expected period too (an interval job's period is its interval) unless the changes set one.
     """
-    data = row.definition().model_dump()
+    # the row as stored, validated only with the changes applied: a definition that stopped validating (a cron
+    # expression refused by newer rules) can be repaired with `set`
+    data = row.raw_definition()
     if changes.get("cron_expr") is not None:
         data["interval_seconds"] = None
     if changes.get("interval_seconds") is not None:
@@ -141,6 +153,78 @@ async def delete_job(
     return Deleted(job_id, epoch)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedSeed:
+    """One job of a jobs file, decided before anything is written: the file's definition, the live row (None
+    for a new job) and the definition to store (`shared.control.drift`)."""
+
+    definition: JobDefinition
+    row: JobRow | None
+    target: JobDefinition
+    merged: drift.Merged | None  # None for a new job
+
+
+def resets(reset: bool | Collection[str], definitions: list[JobDefinition], path: Path) -> set[str]:
+    """The job ids `reset` names (True: every job of the file); InvalidRequest for a name not in the file."""
+    declared = {d.job_id for d in definitions}
+    if reset is True or reset is False:
+        return declared if reset else set()
+    unknown = sorted(set(reset) - declared)
+    if unknown:
+        raise InvalidRequest(f"seed --reset: {', '.join(map(repr, unknown))} not in {path}", "reset")
+    return set(reset)
+
+
+async def plan_seed(
+    conn: asyncpg.Connection, scope: str, path: Path, definitions: list[JobDefinition], reset: set[str]
+) -> list[PlannedSeed]:
+    """What seeding the file will store for each job; InvalidDefinition (before anything is written) when the
+    file's values and the runtime changes kept do not make a valid definition together."""
+    rows = {row.job_id: row for row in await jobs_store.list_jobs(conn, scope)}
+    seeded = await jobs_store.seeded_definitions(conn, scope)
+    planned = []
+    for definition in definitions:
+        row = rows.get(definition.job_id)
+        if row is None:
+            planned.append(PlannedSeed(definition, None, definition, None))
+            continue
+        live = jobs_store.declared(row.definition())
+        file = jobs_store.declared(definition)
+        merged = drift.merge(file, live, seeded.get(definition.job_id), reset=definition.job_id in reset)
+        try:
+            target = validation.definition({"job_id": definition.job_id, **merged.values}, source=str(path))
+        except InvalidDefinition as exc:
+            hint = f"the file and the live definition of {definition.job_id!r} do not combine: `seed --reset "
+            raise InvalidDefinition(f"{exc}\n{hint}{definition.job_id}` applies the file", exc.fields) from None
+        planned.append(PlannedSeed(definition, row, target, merged))
+    return planned
+
+
+async def seed_planned(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    scope: str,
+    plan: PlannedSeed,
+    now: datetime,
+) -> tuple[JobChange, ChainAction]:
+    """Store the planned definition and what the file said, declare the topology, and start a new chain only
+    when the job is new or something its chain depends on changed: a kept chain keeps its waiting message, its
+    retries and buffered slots (a lost chain is the watchdog's to reseed)."""
+    row, changed = await jobs_store.upsert_job(conn, scope, plan.target)
+    job_id = row.job_id
+    await jobs_store.set_seeded_definition(conn, scope, job_id, jobs_store.declared(plan.definition))
+    if row.enabled and row.pause_note is not None:
+        await jobs_store.set_enabled(conn, scope, job_id, True, None)  # enabled again (reset): the pause note goes
+    await declare_for(channel, row)
+    if plan.row is None or drift.chain_affected(
+        jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target)
+    ):
+        return _change(job_id, changed, await chain.replace(conn, channel, publisher, row, now)), ChainAction.STARTED
+    upcoming = row.next_due_at if row.enabled and row.has_chain else None
+    return JobChange(job_id, changed, row.epoch, upcoming), ChainAction.KEPT
+
+
 async def seed_file(
     conn: asyncpg.Connection,
     channel: AbstractChannel,
@@ -150,24 +234,32 @@ async def seed_file(
     definitions: list[JobDefinition],
     prune: bool,
     on_job: Callable[[SeededJob], None] | None = None,
+    reset: bool | Collection[str] = False,
 ) -> SeedFileResult:
-    """Seed every definition of a (validated) jobs file; then report, or with `prune` disable, the jobs of the
-    scope the file does not declare (never deleted: the file may be wrong)."""
-    before = {row.job_id: row for row in await jobs_store.list_jobs(conn, scope)}
+    """Seed every definition of a (validated) jobs file over the live definitions (`shared.control.drift`:
+    file edits apply, runtime changes stay unless `reset` names the job or is True); then report, or with
+    `prune` disable, the jobs of the scope the file does not declare (never deleted: the file may be wrong).
+    Every job is decided before the first is written."""
+    planned = await plan_seed(conn, scope, path, definitions, resets(reset, definitions, path))
     seeded = []
-    for definition in definitions:
+    for plan in planned:
         # each job's own clock: with one `now` for the whole file, the last jobs of a long file would get a
         # first slot already past, run late, and count their next slot from then (skipping one)
         now = datetime.now(UTC)
-        result = await seed_job(conn, channel, publisher, scope, definition, now)
+        result, chain_action = await seed_planned(conn, channel, publisher, scope, plan, now)
+        merged = plan.merged
         seeded.append(
-            SeededJob(definition, seed_change(definition, result, before.get(definition.job_id)), result, now)
-        )
+            SeededJob(
+                plan.definition, seed_change(plan.target, result, plan.row), result, now, chain_action,
+                drift=() if merged is None else merged.drift, reset=() if merged is None else merged.reset,
+                applied=() if merged is None else merged.applied,
+            )
+        )  # fmt: skip
         if on_job is not None:
             on_job(seeded[-1])
     declared = {d.job_id for d in definitions}
     missing = []
-    for row in (row for row in before.values() if row.job_id not in declared):
+    for row in (row for row in await jobs_store.list_jobs(conn, scope) if row.job_id not in declared):
         if not row.enabled:
             missing.append((row.job_id, MissingAction.ALREADY_DISABLED))
         elif prune:
@@ -179,10 +271,10 @@ async def seed_file(
     return SeedFileResult(path, seeded, missing)
 
 
-def seed_change(definition: JobDefinition, result: JobChange, before: JobRow | None) -> SeedChange:
+def seed_change(target: JobDefinition, result: JobChange, before: JobRow | None) -> SeedChange:
     """What seeding did to the stored definition (`before`: the row as it was, if any)."""
     if before is None:
         return SeedChange.NEW
-    if not before.enabled and definition.enabled:
-        return SeedChange.RE_ENABLED  # the file is the truth: a job paused by hand runs again after a seed
+    if not before.enabled and target.enabled:
+        return SeedChange.RE_ENABLED  # the file enabled it (it was disabled by the file), or --reset undid a pause
     return SeedChange.CHANGED if result.changed else SeedChange.UNCHANGED

@@ -29,9 +29,26 @@ class SeedChange(StrEnum):
     """What seeding a file did to one job's stored definition."""
 
     NEW = "new"
-    RE_ENABLED = "re-enabled"  # the file is the truth: a job paused by hand runs again after a seed
+    RE_ENABLED = "re-enabled"  # the file enabled a job disabled by the file before (or `--reset` undid a pause)
     CHANGED = "changed"
     UNCHANGED = "unchanged"
+
+
+class ChainAction(StrEnum):
+    """What seeding a file did to one job's chain."""
+
+    STARTED = "started"  # a new chain (new epoch, delay queue purged, first message posted or none if paused)
+    KEPT = "kept"  # nothing the chain depends on changed: the waiting message and any retry stay valid
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDrift:
+    """One field where the jobs file and the live definition differ (`shared.control.drift`)."""
+
+    field: str
+    file: Any  # what the file says now
+    live: Any  # the live value: kept by `seed`, replaced by `seed --reset`
+    file_edited: bool  # the file changed this field since the last seed too (both sides changed it)
 
 
 class MissingAction(StrEnum):
@@ -44,10 +61,14 @@ class MissingAction(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SeededJob:
-    definition: JobDefinition
+    definition: JobDefinition  # as the file declares it
     change: SeedChange
     result: JobChange
     seeded_at: datetime  # the clock the job's first slot was counted from
+    chain: ChainAction = ChainAction.STARTED
+    drift: tuple[FieldDrift, ...] = ()  # live values kept although the file differs
+    reset: tuple[FieldDrift, ...] = ()  # live values replaced by the file's (`seed --reset`)
+    applied: tuple[str, ...] = ()  # fields edited in the file since the last seed and not changed at runtime
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,12 +100,16 @@ class JobRow:
     def version(self) -> JobVersion:
         return JobVersion(self.epoch, self.enabled, self.updated_at)
 
-    def definition(self) -> JobDefinition:
-        """The declared part of the row, validated again (used by `set` to merge changes)."""
+    def raw_definition(self) -> dict[str, Any]:
+        """The declared part of the row as stored, not validated (a row stored under older rules may not be)."""
         data: dict[str, Any] = {name: getattr(self, name) for name in DEFINITION_COLUMNS}
         data["on_success"] = tuple(self.on_success)
         data["triggers_on"] = tuple(self.triggers_on)
-        return JobDefinition.model_validate({"job_id": self.job_id, **data})
+        return {"job_id": self.job_id, **data}
+
+    def definition(self) -> JobDefinition:
+        """The declared part of the row, validated again."""
+        return JobDefinition.model_validate(self.raw_definition())
 
 
 _SELECT = "SELECT * FROM scheduler.jobs"
@@ -312,3 +316,22 @@ async def list_jobs_checked(conn: asyncpg.Connection | asyncpg.Pool, scope: str)
     """`list_jobs`, tolerant: the rows that make a job, plus a `BadJob` for each row that does not."""
     records = await conn.fetch(f"{_SELECT} WHERE scope = $1 ORDER BY job_id", scope)
     return checked_rows(records)
+
+
+def declared(definition: JobDefinition) -> dict[str, Any]:
+    """The declared columns of a definition as JSON-ready values, by column name (what `seeded_definition`
+    stores, and what seed compares field by field)."""
+    return dict(zip(DEFINITION_COLUMNS, definition_values(definition), strict=True))
+
+
+async def seeded_definitions(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> dict[str, dict[str, Any] | None]:
+    """job_id -> what the jobs file declared at the job's last seed (None: never seeded from a file)."""
+    records = await conn.fetch("SELECT job_id, seeded_definition FROM scheduler.jobs WHERE scope = $1", scope)
+    return {r["job_id"]: r["seeded_definition"] for r in records}
+
+
+async def set_seeded_definition(conn: asyncpg.Connection, scope: str, job_id: str, seeded: dict[str, Any]) -> None:
+    """Remember what the file declared at this seed (no `updated_at` bump: the live definition did not change)."""
+    await conn.execute(
+        "UPDATE scheduler.jobs SET seeded_definition = $3 WHERE scope = $1 AND job_id = $2", scope, job_id, seeded
+    )

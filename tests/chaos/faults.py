@@ -153,9 +153,10 @@ def pg_outage(low: float = 10, high: float = 30) -> Injector:
 
 
 async def reseed(rig: Rig) -> Event:
-    """A second `seed` of the whole file while everything runs: every chain restarts, definitions reset."""
+    """A second `seed --reset` of the whole file while everything runs: the file's definitions come back over the
+    storm's pauses and sets (a plain `seed` would keep those), and the chains they changed restart."""
     start = utcnow()
-    ok, attempts, error = await rig.cli.until_ok("seed", "--file", str(rig.jobs_file))
+    ok, attempts, error = await rig.cli.until_ok("seed", "--reset", "--file", str(rig.jobs_file))
     if ok:
         rig.current = dict(rig.file_jobs)
         rig.paused.clear()

@@ -116,6 +116,7 @@ async def test_seeding_the_mock_file_twice_leaves_one_chain_per_job(
     second = await cli(settings, scope, "seed", "--file", str(MOCK_FILE))
     assert first.code == second.code == 0, first.err + second.err
     assert "seeded 10 jobs" in second.out and second.out.count("unchanged") == 10
+    assert len(re.findall(r"\bunchanged\s+kept\b", second.out)) == 10, second.out  # no chain needlessly replaced
     definitions = tomllib.loads(MOCK_FILE.read_text())["jobs"]
     queues = {definition["queue"] for definition in definitions.values()}
     handlers = {queue: (mock_run, MockParams) for queue in queues}
@@ -124,7 +125,8 @@ async def test_seeding_the_mock_file_twice_leaves_one_chain_per_job(
         await wait_until(lambda: _ran(control, "buy-scanner", 2), 30, "2 runs of the 5 s job")
     rows = await control.runs()
     assert slots_run_more_than_once(rows) == []
-    assert {r["epoch"] for r in rows if r["trigger_source"] == "scheduler"} == {2}  # the first seed's chain is gone
+    # the second seed of an unchanged file keeps the first seed's chain (it used to replace it with epoch 2)
+    assert {r["epoch"] for r in rows if r["trigger_source"] == "scheduler"} == {1}
 
     status = await cli(settings, scope, "status")
     assert status.code == 0

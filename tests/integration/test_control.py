@@ -283,3 +283,16 @@ async def test_reads_do_not_wait_for_the_migration_lock_and_writes_do(
     finally:
         await holder.close()
     assert await control.jobs() == []
+
+
+async def test_set_repairs_a_stored_definition_that_no_longer_validates(control: Control, pool: asyncpg.Pool) -> None:
+    """A cron expression accepted by older rules and refused now (cron reads `5/15` as 5 and drops the step): the job
+    gets no schedule, and `set` must still be able to fix it."""
+    await control.put({"job_id": "old", "cron_expr": YEARLY})
+    await pool.execute(
+        "UPDATE scheduler.jobs SET cron_expr = '5/15 * * * *' WHERE scope = $1 AND job_id = 'old'", control.scope
+    )
+    with pytest.raises(InvalidDefinition):  # the refusal still names the field when the change keeps it
+        await control.set("old", {"description": "still broken"})
+    repaired = await control.set("old", {"cron_expr": "5-59/15 * * * *"})
+    assert repaired.changed and repaired.first_slot is not None and repaired.first_slot.minute in (5, 20, 35, 50)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 PROFILES = ("mock", "real")
-INFRA = {"rabbitmq", "postgres", "prometheus", "grafana", "loki"}
+INFRA = {"rabbitmq", "postgres", "prometheus", "alertmanager", "grafana", "loki"}
 APP_SERVICES = {
     "seeder", "buy-scanner", "news-crawler", "price-monitor", "scout", "daily-pipeline", "trading", "maintenance",
     "scheduler-service",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from shared.schedule import (
@@ -32,6 +33,7 @@ from shared.schedule import (
     validate_cron,
     validate_timezone,
 )
+from tests.unit.cron_reference import all_starts, debian_loop_slots, random_expression
 
 MINUTE = timedelta(minutes=1)
 
@@ -119,13 +121,92 @@ def test_quarter_past_minutes_cross_the_hour(zone: str) -> None:
         # The gap's 02:30 lands on the real 03:00: one slot, then 03:30 EDT.
         ("0,30 2,3 * * *", "America/New_York", utc(2026, 3, 8, 6, 59), utc(2026, 3, 8, 7, 0)),
         ("0,30 2,3 * * *", "America/New_York", utc(2026, 3, 8, 7, 0), utc(2026, 3, 8, 7, 30)),
-        # Every-other-hour is specific hours: 02:00 in the gap still fires once after the gap.
-        ("0 */2 * * *", "America/New_York", utc(2026, 3, 8, 6, 0), utc(2026, 3, 8, 7, 0)),
+        # An hour field starting with '*' (every other hour) makes a wildcard job, as in cron: 02:00 does
+        # not exist that day and is skipped (it used to fire at 03:00 EDT), 04:00 EDT is next.
+        ("0 */2 * * *", "America/New_York", utc(2026, 3, 8, 6, 0), utc(2026, 3, 8, 8, 0)),
         ("0 */2 * * *", "America/New_York", utc(2026, 3, 8, 7, 0), utc(2026, 3, 8, 8, 0)),
+        # The issue's cases. A minute field starting with '*' makes a wildcard job too: Chatham skips
+        # 02:45-03:44 on 2026-09-27, so 02:51 does not fire; the next slot is 02:00 the next day.
+        ("*/17 2 * * *", "Pacific/Chatham", utc(2026, 9, 26, 13, 34), utc(2026, 9, 26, 13, 49)),
+        ("*/17 2 * * *", "Pacific/Chatham", utc(2026, 9, 26, 13, 49), utc(2026, 9, 27, 12, 15)),
+        # Santiago skips 00:00-00:59 on 2026-09-06: 00:15 does not fire, 07:15 -03 does.
+        ("15 */7 * * *", "America/Santiago", utc(2026, 9, 6, 3, 50), utc(2026, 9, 6, 10, 15)),
+        # Lord Howe skips 02:00-02:29 on 2026-10-04: 02:01 does not fire, 04:01 +11 does.
+        ("1 */2 * * *", "Australia/Lord_Howe", utc(2026, 10, 3, 14, 1), utc(2026, 10, 3, 17, 1)),
+        # A fixed time in Lord Howe's half-hour gap fires at its end, 02:30 +11.
+        ("15 2 * * *", "Australia/Lord_Howe", utc(2026, 10, 3, 14, 1), utc(2026, 10, 3, 15, 30)),
     ],
 )
 def test_daylight_saving_transitions(expr: str, zone: str, after: datetime, expected: datetime) -> None:
     assert next_slot(cron(expr, zone), after) == expected
+
+
+def test_wildcard_job_fires_a_repeated_wall_time_twice() -> None:
+    # Chatham goes back from 03:45 to 02:45 on 2026-04-05 (14:00 UTC): 02:52, 03:00 and 03:26 happen twice.
+    schedule = cron("*/26 1-19 * * */3", "Pacific/Chatham")
+    slots = slots_between(schedule, utc(2026, 4, 4, 13), utc(2026, 4, 4, 15, 10))
+    assert slots == [
+        utc(2026, 4, 4, 13, 7),
+        utc(2026, 4, 4, 13, 15),
+        utc(2026, 4, 4, 13, 41),
+        utc(2026, 4, 4, 14, 7),
+        utc(2026, 4, 4, 14, 15),
+        utc(2026, 4, 4, 14, 41),
+        utc(2026, 4, 4, 15, 7),
+    ]
+    chatham = ZoneInfo("Pacific/Chatham")
+    assert [slot.astimezone(chatham).strftime("%H:%M") for slot in slots] == [
+        "02:52",
+        "03:00",
+        "03:26",
+        "02:52",
+        "03:00",
+        "03:26",
+        "03:52",
+    ]
+
+
+def test_fixed_job_fires_a_repeated_wall_time_once() -> None:
+    # The same night, '0,26,52 2-3 * * *' names the same wall times but neither field starts with '*'.
+    slots = slots_between(cron("0,26,52 2-3 * * *", "Pacific/Chatham"), utc(2026, 4, 4, 13), utc(2026, 4, 4, 15, 10))
+    assert slots == [utc(2026, 4, 4, 13, 7), utc(2026, 4, 4, 13, 15), utc(2026, 4, 4, 13, 41), utc(2026, 4, 4, 15, 7)]
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # croniter 7 reads a one-value range as '*': '3-3' is minute 3, not every minute.
+        ("3-3 * * * *", utc(2026, 5, 4, 10), [utc(2026, 5, 4, 10, 3), utc(2026, 5, 4, 11, 3)]),
+        (
+            "9,34 0 20-20 * *",
+            utc(2026, 5, 4),
+            [utc(2026, 5, 20, 0, 9), utc(2026, 5, 20, 0, 34), utc(2026, 6, 20, 0, 9)],
+        ),
+        ("7-7/10 * * * *", utc(2026, 5, 4, 10), [utc(2026, 5, 4, 10, 7), utc(2026, 5, 4, 11, 7)]),
+        # Both day fields restricted: either matches (the 1st, the 15th, every Tuesday).
+        (
+            "1 0 1,15 * 2",
+            utc(2026, 3, 1),
+            [utc(2026, 3, 1, 0, 1), utc(2026, 3, 3, 0, 1), utc(2026, 3, 10, 0, 1), utc(2026, 3, 15, 0, 1)],
+        ),
+        # A day field starting with '*' counts as unrestricted: both must match (Tuesdays on day 1, 4, 7, ...).
+        ("1 0 */3 * 2", utc(2026, 3, 1), [utc(2026, 3, 10, 0, 1), utc(2026, 3, 31, 0, 1), utc(2026, 4, 7, 0, 1)]),
+        # The 1st when it is a Sunday, Tuesday, Thursday or Saturday.
+        ("1 0 1 * */2", utc(2026, 3, 1), [utc(2026, 3, 1, 0, 1), utc(2026, 8, 1, 0, 1), utc(2026, 9, 1, 0, 1)]),
+        # A restricted field that covers every day ORs into every day.
+        ("0 12 1-31 * mon", utc(2026, 3, 1), [utc(2026, 3, 1, 12), utc(2026, 3, 2, 12), utc(2026, 3, 3, 12)]),
+        # Names in any case, 7 is Sunday.
+        ("0 9 * JAN,jul Sun", utc(2026, 6, 30), [utc(2026, 7, 5, 9), utc(2026, 7, 12, 9)]),
+        ("0 9 * * 5-7", utc(2026, 5, 4), [utc(2026, 5, 8, 9), utc(2026, 5, 9, 9), utc(2026, 5, 10, 9)]),
+    ],
+)
+def test_fields_read_as_cron_reads_them(expr: str, after: datetime, expected: list[datetime]) -> None:
+    assert next_slots(cron(expr), after, len(expected)) == expected
+
+
+def test_one_1_star_3_2_in_new_york_waits_for_a_tuesday() -> None:
+    # The issue's example: not Saturday 2026-03-07 (day 7), but Tuesday 2026-03-10 (day 10 = 1 + 3 * 3).
+    assert next_slot(cron("1 * */3 * 2", "America/New_York"), utc(2026, 3, 6, 17)) == utc(2026, 3, 10, 4, 1)
 
 
 def test_frequent_job_fires_every_15_real_minutes_through_both_passes_of_the_repeated_hour() -> None:
@@ -340,6 +421,31 @@ def test_next_slots_counts() -> None:
         ("@daily", "is an alias; write the 5 fields"),
         ("0 0 30 2 *", "never fires"),
         ("0 0 31 4,6,9,11 *", "never fires"),
+        # cron would keep the 5 and silently drop the step; croniter and cronsim read 5-59/15.
+        ("5/15 * * * *", "minute field '5/15' is not understood (allowed 0-59, combined with ',', '-', '/' or '*'): "),
+        ("5/15 * * * *", "a step needs a range or '*' before it, such as '5-59/15'"),
+        ("0 5-3 * * *", "hour field '5-3' is not understood (allowed 0-23, combined with ',', '-', '/' or '*'): "),
+        ("0 5-3 * * *", "the range '5-3' runs backwards"),
+        ("0 8 * * sat-sun", "day-of-week field 'sat-sun'"),
+        ("*/0 * * * *", "a step must be 1 or more"),
+        ("61 * * * *", "61 is outside 0-59"),
+        ("1,,2 * * * *", "a value is missing"),
+        ("*-5 * * * *", "minute field '*-5'"),
+        ("0 0 * * 1-", "a value is missing"),
+        ("0 0 * * mon-xyz", "'xyz' is not a value cron knows"),
+        ("0 0 * january *", "month field 'january'"),
+        ("0 0 * * jan", "day-of-week field 'jan'"),
+        ("0 0 */mon * *", "'mon' is not a step cron knows"),
+        # Extensions of other tools that cron refuses.
+        ("0 0 L * *", "day-of-month field 'L' is not understood (allowed 1-31"),
+        ("0 0 LW * *", "day-of-month field 'LW'"),
+        ("0 0 15W * *", "day-of-month field '15W'"),
+        ("0 0 ? * 1", "day-of-month field '?'"),
+        ("0 0 * * 1#2", "day-of-week field '1#2'"),
+        ("0 0 * * 5L", "day-of-week field '5L'"),
+        ("0 0 * * 1-5 2026", "has 6 fields"),
+        ("0 0 1 1 ０", "day-of-week field '０'"),  # a full-width digit is not a number to cron
+        ("9999999 * * * *", "minute field '9999999'"),
     ],
 )
 def test_bad_cron_expressions_are_refused_with_a_readable_reason(expr: str, fragment: str) -> None:
@@ -356,7 +462,11 @@ def test_bad_cron_expressions_are_refused_with_a_readable_reason(expr: str, frag
         ("  0 8 * * 1-5 \n", "0 8 * * 1-5"),
         ("0 8 * * mon-fri", "0 8 * * mon-fri"),
         ("0 0 29 2 *", "0 0 29 2 *"),  # leap days only: rare, not never
-        ("0 0 L * *", "0 0 L * *"),
+        ("0 0 30 2 1", "0 0 30 2 1"),  # both day fields restricted: Mondays in February
+        ("3-3 * * * *", "3-3 * * * *"),
+        ("*/90 * * * *", "*/90 * * * *"),  # a step past the end keeps the first value, as in cron
+        ("0 0-23/6 1,15 JAN-Jun,dec */2", "0 0-23/6 1,15 JAN-Jun,dec */2"),
+        ("*/5,7 * * * 0-7", "*/5,7 * * * 0-7"),
     ],
 )
 def test_good_cron_expressions_are_returned_stripped(expr: str, expected: str) -> None:
@@ -601,10 +711,10 @@ def wall_matcher(expr: str) -> Callable[[datetime], bool]:
     return matches
 
 
-def is_reference_slot(instant: datetime, zone: ZoneInfo, matches: Callable[[datetime], bool], frequent: bool) -> bool:
+def is_reference_slot(instant: datetime, zone: ZoneInfo, matches: Callable[[datetime], bool], wildcard: bool) -> bool:
     """The module's DST rules restated per real minute (zones whose transitions fall on whole minutes)."""
     wall = instant.astimezone(zone).replace(tzinfo=None, fold=0)
-    if frequent:
+    if wildcard:
         return matches(wall)
     if matches(wall) and wall.replace(tzinfo=zone).astimezone(UTC) == instant:
         return True  # an ordinary wall time, or the first pass of a repeated one
@@ -613,13 +723,24 @@ def is_reference_slot(instant: datetime, zone: ZoneInfo, matches: Callable[[date
     return jump > timedelta(0) and any(matches(wall - jump + index * MINUTE) for index in range(jump // MINUTE))
 
 
-FREQUENT = ["* * * * *", "*/15 * * * *", "7,37 * * * *", "0 * * * *", "59 * * * *", "30 * * * 1-5"]
-SPECIFIC = ["30 2 * * *", "30 1 * * *", "0,30 1-3 * * *", "*/20 2 * * *", "0 */2 * * *", "15 0 * * *"]
+# Wildcard jobs: the minute or the hour field starts with '*' (cron's MIN_STAR / HR_STAR).
+WILDCARD = [
+    "* * * * *",
+    "*/15 * * * *",
+    "7,37 * * * *",
+    "0 * * * *",
+    "59 * * * *",
+    "30 * * * 1-5",
+    "*/20 2 * * *",
+    "0 */2 * * *",
+]
+FIXED = ["30 2 * * *", "30 1 * * *", "0,30 1-3 * * *", "15 0 * * *", "0,20,40 2 * * *", "0 0-22/2 * * *"]
 TRANSITIONS = {
     "America/New_York": [utc(2026, 3, 8, 7), utc(2026, 11, 1, 6)],
     "Europe/Berlin": [utc(2026, 3, 29, 1), utc(2026, 10, 25, 1)],
     "Australia/Lord_Howe": [utc(2026, 4, 4, 15), utc(2026, 10, 3, 15, 30)],  # half-hour DST
     "America/Santiago": [utc(2026, 4, 5, 3), utc(2026, 9, 6, 4)],  # transitions at midnight
+    "Pacific/Chatham": [utc(2026, 4, 4, 14), utc(2026, 9, 26, 14)],  # at 02:45 / 03:45 local
     "Asia/Seoul": [utc(2026, 5, 4)],
     "UTC": [utc(2026, 12, 31, 23)],
 }
@@ -627,7 +748,7 @@ TRANSITIONS = {
 
 @st.composite
 def cron_cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
-    expr = draw(st.sampled_from(FREQUENT + SPECIFIC))
+    expr = draw(st.sampled_from(WILDCARD + FIXED))
     zone = draw(st.sampled_from(sorted(TRANSITIONS)))
     anchor = draw(st.sampled_from(TRANSITIONS[zone]))
     shift = draw(st.integers(min_value=-26 * 3600 * 1000, max_value=26 * 3600 * 1000))
@@ -640,21 +761,80 @@ def cron_cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
 @given(cron_cases())
 def test_next_and_previous_slot_skip_no_slot(case: tuple[str, str, datetime]) -> None:
     expr, zone_name, after = case
-    zone, matches, frequent = ZoneInfo(zone_name), wall_matcher(expr), expr in FREQUENT
+    zone, matches, wildcard = ZoneInfo(zone_name), wall_matcher(expr), expr in WILDCARD
     schedule = CronSchedule(expr, zone_name)
     slot = next_slot(schedule, after)
     assert slot > after
     # Brute force: no real minute between `after` and the answer is a slot, and the answer is one.
     minute = after.replace(second=0, microsecond=0) + MINUTE
     while minute < slot:
-        assert not is_reference_slot(minute, zone, matches, frequent), minute
+        assert not is_reference_slot(minute, zone, matches, wildcard), minute
         minute += MINUTE
-    assert is_reference_slot(slot, zone, matches, frequent)
+    assert is_reference_slot(slot, zone, matches, wildcard)
     before = previous_slot(schedule, after)
     assert before is not None
     assert before <= after
-    assert is_reference_slot(before, zone, matches, frequent)
+    assert is_reference_slot(before, zone, matches, wildcard)
     minute = before + MINUTE
     while minute <= after:
-        assert not is_reference_slot(minute, zone, matches, frequent), minute
+        assert not is_reference_slot(minute, zone, matches, wildcard), minute
         minute += MINUTE
+
+
+# --- property: previous_slot and slots_between agree with next_slot and with cron's loop ----------------------
+
+
+@st.composite
+def generated_cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
+    """A generated expression (tests/unit/cron_reference.py), a zone and an instant near one of its transitions."""
+    rng = random.Random(draw(st.integers(min_value=0, max_value=2**32)))
+    expr = random_expression(rng)
+    try:
+        validate_cron(expr)
+    except ValueError:
+        reject()
+    zone, start = draw(st.sampled_from(all_starts()))
+    shift = draw(st.integers(min_value=-3 * 3600 * 1000, max_value=3 * 3600 * 1000))
+    return expr, zone, start + timedelta(milliseconds=shift)
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(generated_cases())
+def test_previous_slot_and_slots_between_agree_with_next_slot(case: tuple[str, str, datetime]) -> None:
+    expr, zone, at = case
+    schedule = CronSchedule(expr, zone)
+    following = next_slot(schedule, at)
+    latest = previous_slot(schedule, at)
+    assert previous_slot(schedule, following) == following
+    if latest is not None:
+        assert latest <= at < following
+        # Nothing in between: the slot after the latest one is the one after `at`.
+        assert next_slot(schedule, latest) == following
+        earlier = previous_slot(schedule, latest - timedelta(microseconds=1))
+        if earlier is not None:
+            assert earlier < latest
+            assert next_slot(schedule, earlier) == latest
+    # slots_between is next_slot iterated, both ends included.
+    window_end = at + timedelta(hours=6)
+    chained: list[datetime] = []
+    current = next_slot(schedule, at - timedelta(microseconds=1))
+    while current <= window_end:
+        chained.append(current)
+        current = next_slot(schedule, current)
+    assert slots_between(schedule, at, window_end, limit=100_000) == chained
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True)
+@given(generated_cases())
+def test_slots_and_previous_slot_match_crons_main_loop(case: tuple[str, str, datetime]) -> None:
+    expr, zone, at = case
+    schedule = CronSchedule(expr, zone)
+    start, end = at - timedelta(hours=4), at + timedelta(hours=4)
+    loop = debian_loop_slots(expr, zone, start, end)
+    assert slots_between(schedule, start + timedelta(microseconds=1), end, limit=100_000) == loop
+    earlier = [slot for slot in loop if slot <= at]
+    if earlier:
+        assert previous_slot(schedule, at) == earlier[-1]
+    else:
+        latest = previous_slot(schedule, at)
+        assert latest is None or latest <= start
