@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml
 preflight: install
 	@$(PY) -m shared.preflight
 
+# Test files run on PYTEST_WORKERS processes (most integration tests wait on servers, not on the CPU); each test has
+# its own scope and private servers take free ports, so files do not disturb each other. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 test: install-bench preflight prometheus browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The observability tests run a real Prometheus, promtool and Alertmanager (Debian's `prometheus` and
 # `prometheus-alertmanager` packages).
