@@ -34,6 +34,25 @@ async def publish(amqp: Amqp, scope: str, queue: str, message: JobMessage) -> No
         await channel.close()
 
 
+async def first_parked(amqp: Amqp, scope: str, timeout: float = 15) -> tuple[str, str]:
+    """The reason and detail headers of the first message to reach the scope's parking queue (taken off it)."""
+    channel = await amqp.channel()
+    found: list[tuple[str, str]] = []
+    try:
+        dead = await channel.declare_queue(topology.dead_name(scope), passive=True)
+
+        async def parked() -> bool:
+            message = await dead.get(no_ack=True, fail=False)
+            if message is not None:
+                found.append((str(message.headers["x-park-reason"]), str(message.headers["x-park-detail"])))
+            return bool(found)
+
+        await wait_until(parked, timeout, "a parked message")
+    finally:
+        await channel.close()
+    return found[0]
+
+
 def dropped(worker: Worker, scope: str, reason: DropReason) -> float:
     registry = worker.metrics.registry
     assert registry is not None
@@ -73,21 +92,8 @@ async def test_wrong_queue_message_is_parked(
     handlers = {"left": (probe, ProbeParams), "right": (probe, ProbeParams)}
     async with running_worker(fast_settings(settings, scope), handlers):
         await publish(amqp, scope, "right", JobMessage(job_id="left"))  # left's message on right's queue
-        channel = await amqp.channel()
-        try:
-            dead = await channel.declare_queue(topology.dead_name(scope), passive=True)
-
-            async def parked() -> bool:
-                message = await dead.get(no_ack=True, fail=False)
-                if message is None:
-                    return False
-                assert message.headers["x-park-reason"] == "wrong_queue"
-                assert "served by queue 'left'" in str(message.headers["x-park-detail"])
-                return True
-
-            await wait_until(parked, 15, "the parked message")
-        finally:
-            await channel.close()
+        reason, detail = await first_parked(amqp, scope)
+        assert reason == "wrong_queue" and "served by queue 'left'" in detail
     assert [r for r in await control.runs("left") if r["trigger_source"] == "manual"] == []
 
 
@@ -234,21 +240,8 @@ async def test_a_message_asking_for_next_delay_sec_is_parked_not_run(
     await control.seed(job_id="scan", interval_seconds=HOUR)
     async with running_worker(fast_settings(settings, scope), {"scan": (probe, ProbeParams)}):
         await publish(amqp, scope, "scan", JobMessage(job_id="scan", next_delay_sec=600))
-        channel = await amqp.channel()
-        try:
-            dead = await channel.declare_queue(topology.dead_name(scope), passive=True)
-
-            async def parked() -> bool:
-                message = await dead.get(no_ack=True, fail=False)
-                if message is None:
-                    return False
-                assert message.headers["x-park-reason"] == "next_delay_sec"
-                assert "not honoured" in str(message.headers["x-park-detail"])
-                return True
-
-            await wait_until(parked, 15, "the parked message")
-        finally:
-            await channel.close()
+        reason, detail = await first_parked(amqp, scope)
+        assert reason == "next_delay_sec" and "not honoured" in detail
     assert [r for r in await control.runs("scan") if r["trigger_source"] == "manual"] == []
 
 
