@@ -9,6 +9,7 @@ keeps the token in an HttpOnly, SameSite=Strict cookie; actions are audited as `
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import resources
@@ -26,6 +27,7 @@ from scheduler_seed.server.backend import Backend
 from scheduler_seed.server.config import ServerSettings
 from scheduler_seed.server.errors import error_body
 from scheduler_seed.server.routes.common import JOB_ID_PATTERN
+from shared.control import Control
 from shared.names import check_ident
 
 router = APIRouter(include_in_schema=False)
@@ -177,18 +179,23 @@ async def job_runs(request: Request, job_id: str) -> Response:
     return templates.TemplateResponse(request, "runs_table.html", {"runs": runs})
 
 
-@router.get("/ui/dead", response_class=HTMLResponse)
-async def dead_page(request: Request) -> Response:
+async def _list_page(request: Request, template: str, key: str, read: Callable[[Control], Awaitable[Any]]) -> Response:
+    """A page showing what `read` returns under `key`, or, when it cannot be read, what is down instead."""
     principal = _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
     backend, _ = _state(request)
     try:
         async with backend.control(f"ui:{principal.name}") as control:
-            parked = await control.dead_letters(200)
+            found = await read(control)
     except Exception as exc:  # the page says what is down instead of a table
-        return _page(request, "dead.html", parked=None, problem=error_body(exc)[1]["detail"])
-    return _page(request, "dead.html", parked=parked, problem=None)
+        return _page(request, template, **{key: None}, problem=error_body(exc)[1]["detail"])
+    return _page(request, template, **{key: found}, problem=None)
+
+
+@router.get("/ui/dead", response_class=HTMLResponse)
+async def dead_page(request: Request) -> Response:
+    return await _list_page(request, "dead.html", "parked", lambda control: control.dead_letters(200))
 
 
 @router.post("/ui/dead/{message_id}/replay", response_class=HTMLResponse)
@@ -209,16 +216,7 @@ async def ui_replay(request: Request, message_id: str) -> Response:
 
 @router.get("/ui/audit", response_class=HTMLResponse)
 async def audit_page(request: Request) -> Response:
-    principal = _principal(request)
-    if principal is None:
-        return RedirectResponse("/login", status_code=303)
-    backend, _ = _state(request)
-    try:
-        async with backend.control(f"ui:{principal.name}") as control:
-            entries = await control.audit(200)
-    except Exception as exc:  # the page says what is down instead of a table
-        return _page(request, "audit.html", entries=None, problem=error_body(exc)[1]["detail"])
-    return _page(request, "audit.html", entries=entries, problem=None)
+    return await _list_page(request, "audit.html", "entries", lambda control: control.audit(200))
 
 
 @router.get("/login", response_class=HTMLResponse)
