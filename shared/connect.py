@@ -6,15 +6,16 @@ A worker started before its dependencies never exits because of them (the price-
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
-from yarl import URL
 
 from shared.backoff import forever
+from shared.brokers import parse_amqp_urls
+from shared.failover import named, open_failover
 from shared.store.pool import create_pool
 
 T = TypeVar("T")
@@ -40,11 +41,15 @@ async def rabbitmq(
     url: str, where: str, cap_sec: float = 30.0, name: str | None = None, on_attempt: OnAttempt = None
 ) -> AbstractRobustConnection:
     """A robust connection (it reconnects and redeclares by itself once established), named after the worker
-    so an operator sees in the management UI which process it is."""
-    named = str(URL(url).update_query(name=name)) if name else url  # aiormq takes connection_name from ?name=
-    return await wait_for(
-        "rabbitmq", where, lambda: aio_pika.connect_robust(named, timeout=10, reconnect_interval=2), cap_sec, on_attempt
-    )
+    so an operator sees in the management UI which process it is. `url` may name several nodes of a cluster
+    (shared/brokers.py): each first attempt goes to the next node, and so does each reconnection later."""
+    urls = named(parse_amqp_urls(url), name)
+    turn = itertools.count()
+
+    async def attempt() -> AbstractRobustConnection:
+        return await open_failover(urls, start=next(turn), cap_sec=cap_sec, where=where)
+
+    return await wait_for("rabbitmq", where, attempt, cap_sec, on_attempt)
 
 
 async def postgres_pool(

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import aio_pika
 import asyncpg
 
+from shared.brokers import parse_amqp_urls
+from shared.failover import connect_any
 from shared.settings import Settings
 
 HOW_TO_START = {
@@ -22,7 +23,7 @@ HOW_TO_START = {
 
 async def check_rabbitmq(url: str, wait_sec: float) -> str | None:
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url), wait_sec)
+        connection = await asyncio.wait_for(connect_any(parse_amqp_urls(url), wait_sec), wait_sec)
     except Exception as exc:  # any failure is reported as one line
         return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     await connection.close()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.brokers import BrokerUrlError, parse_amqp_urls, redact_all
 from shared.names import check_ident
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -24,7 +25,10 @@ ServiceMode = Literal["mock", "real"]
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with any password replaced by `***` (user, host, port and path kept for diagnosis)."""
+    """Return `url` with any password replaced by `***` (user, host, port and path kept for diagnosis). A comma
+    list of URLs, or one URL naming several hosts (`h1:5672,h2:5673`), has every password replaced."""
+    if "," in url:
+        return redact_all(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -40,11 +44,19 @@ def redact_url(url: str) -> str:
 class Settings(BaseSettings):
     """Everything a worker or the CLI reads from the environment. Field names are the env var names."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
-    amqp_url: SecretStr = Field(default=SecretStr(DEFAULT_AMQP_URL), description="RabbitMQ URL (amqp:// or amqps://)")
+    amqp_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_AMQP_URL),
+        description="RabbitMQ URL (amqp:// or amqps://); several nodes of a cluster as a comma list of URLs or "
+        "amqp://user:password@h1:5672,h2:5673/vhost",
+    )
     database_url: SecretStr = Field(
-        default=SecretStr(DEFAULT_DATABASE_URL), description="PostgreSQL DSN (sslmode=require is passed through)"
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="PostgreSQL DSN (sslmode=require is passed through); a primary and standbys as "
+        "postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write",
     )
     scheduler_scope: str = Field(default="mock", description="isolates queues and rows: mock, real or any slug")
     service_mode: ServiceMode | None = Field(
@@ -70,6 +82,15 @@ class Settings(BaseSettings):
         "service boot, not per replica), as if each had run_on_startup; for development, off by default",
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls_parse(cls, value: SecretStr) -> SecretStr:
+        try:
+            parse_amqp_urls(value.get_secret_value())
+        except BrokerUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("scheduler_scope")
     @classmethod
     def _scope_is_ident(cls, value: str) -> str:
@@ -89,6 +110,11 @@ class Settings(BaseSettings):
         if self.service_mode is not None:
             return self.service_mode
         return "mock" if self.scheduler_scope == "mock" else "real"
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """One URL per RabbitMQ node named by AMQP_URL."""
+        return parse_amqp_urls(self.amqp_url.get_secret_value())
 
     @property
     def amqp_url_redacted(self) -> str:

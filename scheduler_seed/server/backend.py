@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -17,12 +18,13 @@ import aiormq
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from yarl import URL
 
 from shared.backoff import forever
+from shared.brokers import parse_amqp_urls
 from shared.control import Control, DependencyDown
 from shared.control.session import POSTGRES, RABBITMQ
 from shared.dependencies import CONNECT_ERRORS, DB_ERRORS, describe
+from shared.failover import named, open_failover
 from shared.settings import Settings
 from shared.store.migrate import migrate
 from shared.store.pool import create_pool
@@ -93,10 +95,11 @@ class Backend:
 
     async def _connect_rabbitmq(self) -> None:
         # named in the management UI (aiormq takes the connection name from ?name=)
-        url = str(URL(self.settings.amqp_url.get_secret_value()).update_query(name=NAME))
+        urls = named(parse_amqp_urls(self.settings.amqp_url.get_secret_value()), NAME)
+        turn = itertools.count()
 
         async def attempt() -> AbstractRobustConnection:
-            return await aio_pika.connect_robust(url, timeout=10, reconnect_interval=2)
+            return await open_failover(urls, start=next(turn), cap_sec=RETRY_CAP_SEC, where="api")
 
         self.amqp = await forever("rabbitmq", attempt, cap_sec=RETRY_CAP_SEC, event="api.dependency_waiting")
         log.info("api.connected", dependency="rabbitmq", url=self.settings.amqp_url_redacted)

@@ -16,13 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared.backoff import backoff
+from shared.brokers import parse_amqp_urls
 from shared.control.errors import DependencyDown
 from shared.dependencies import CONNECT_ERRORS, describe
+from shared.failover import connect_any
 from shared.preflight import check_postgres, check_rabbitmq
 from shared.publisher import Publisher
 from shared.settings import Settings
@@ -91,7 +92,7 @@ class Session:
         if self._channel is None:
             settings = self._settings()
             try:
-                self._amqp = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=self.timeout)
+                self._amqp = await connect_any(parse_amqp_urls(settings.amqp_url.get_secret_value()), self.timeout)
             except CONNECT_ERRORS as exc:
                 url = settings.amqp_url.get_secret_value()
                 raise DependencyDown(RABBITMQ, settings.amqp_url_redacted, _detail(exc, url)) from None
