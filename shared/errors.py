@@ -25,6 +25,25 @@ class TopologyMismatch(SchedulerError):
         )
 
 
+class QueueTypeMismatch(TopologyMismatch):
+    """A queue exists as one type (classic or quorum) and this code declares it as the other."""
+
+    def __init__(self, name: str, declared: str, existing: str) -> None:
+        self.declared = declared
+        self.existing = existing
+        scope = name.split(".", 1)[0]
+        SchedulerError.__init__(
+            self,
+            f"queue {name!r} exists as a {existing} queue but its jobs declare {declared} (queue_type, or "
+            f"SCHEDULER_QUEUE_TYPE for jobs that set none); a queue's type cannot change in place: run "
+            f"`python -m scheduler_seed migrate-queues --scope {scope} --to {declared}` to move the scope's queues, "
+            f"or declare the jobs as {existing}",
+        )
+        self.name = name
+        self.argument = "x-queue-type"
+        self.detail = f"declared {declared}, existing {existing}"
+
+
 class DependencyUnavailable(SchedulerError):
     """RabbitMQ or PostgreSQL cannot be reached (after retries where retrying applies)."""
 

@@ -22,6 +22,10 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 ServiceMode = Literal["mock", "real"]
+QueueTypeSetting = Literal["classic", "quorum"]
+
+TTL_CEILING_MS = 4_294_967_295
+"""The largest per-message TTL RabbitMQ accepts (2^32 - 1 ms, about 49.7 days)."""
 
 
 def redact_url(url: str) -> str:
@@ -76,6 +80,17 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="watchdog reseeds a chain whose next message is this overdue"
     )
     dependency_retry_max_sec: float = Field(default=30.0, gt=0, description="cap of the reconnect back-off")
+    scheduler_queue_type: QueueTypeSetting = Field(
+        default="classic",
+        description="classic|quorum: the queue type of a work queue (and the delay and retry queues feeding it) "
+        "whose jobs do not set queue_type",
+    )
+    scheduler_ttl_ceiling_ms: int = Field(
+        default=TTL_CEILING_MS,
+        ge=1000,
+        le=TTL_CEILING_MS,
+        description="longest per-message TTL posted; a slot further away is reached by re-arm hops",
+    )
     scheduler_run_immediately: bool = Field(
         default=False,
         description="true: each boot of a service posts one startup run of every scheduled job it serves (once per "

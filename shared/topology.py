@@ -32,7 +32,7 @@ import aio_pika.abc
 import aiormq.exceptions
 import structlog
 
-from shared.errors import SchedulerError, TopologyMismatch
+from shared.errors import QueueTypeMismatch, SchedulerError, TopologyMismatch
 from shared.names import check_ident
 
 QueueType = Literal["classic", "quorum"]
@@ -158,6 +158,12 @@ def _readable_value(server_value: str) -> str:
     return match["value"] if match else server_value
 
 
+def _type_of(value: str) -> str:
+    """A queue type as RabbitMQ's refusal names it: no argument (``none``) is classic."""
+    bare = value.strip("'")
+    return "classic" if bare in ("none", "") else bare
+
+
 def mismatch_from_reply(reply_text: str, name: str) -> SchedulerError:
     """Turn the text of a PRECONDITION_FAILED refusal to declare `name` into an error an operator can act on.
 
@@ -167,6 +173,8 @@ def mismatch_from_reply(reply_text: str, name: str) -> SchedulerError:
     match = _INEQUIVALENT.search(reply_text)
     if match:
         declared, existing = _readable_value(match["received"]), _readable_value(match["current"])
+        if match["argument"] == "x-queue-type":
+            return QueueTypeMismatch(match["name"], _type_of(declared), _type_of(existing))
         detail = f"declared {declared}, existing {existing}"
         return TopologyMismatch(name=match["name"], argument=match["argument"], detail=detail)
     if "inequivalent" in reply_text:

@@ -32,10 +32,10 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import connect, logs, topology
+from shared import connect, logs, queue_types, topology
 from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
-from shared.errors import TopologyMismatch
+from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
 from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
@@ -111,7 +111,7 @@ class Worker:
         )
         try:
             asyncio.run(self.serve(install_signals=True))
-        except TopologyMismatch as exc:
+        except (TopologyMismatch, ConfigError) as exc:
             log.error("worker.topology_mismatch", error=str(exc))
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
@@ -228,6 +228,7 @@ class Worker:
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
         channel = await self._consume(amqp)
+        self._background(stack, self._keep_consuming(amqp, pool, channel), "keep-consuming")
         await self._consume_events(amqp, pool)
         self.readiness.attach(Probe(pool, amqp, channel, self.registry.queues, self._consumed, self._stopping))
         stack.callback(self.readiness.detach)
@@ -247,14 +248,21 @@ class Worker:
         async with pool.acquire() as conn:
             await migrate(conn)
 
+    async def _queue_types(self, pool: Any) -> dict[str, topology.QueueType]:
+        """The type of each work queue served: its jobs' (ConfigError when they disagree), else SCHEDULER_QUEUE_TYPE."""
+        jobs = await jobs_store.jobs_for_queues(pool, self.settings.scheduler_scope, self.registry.queues)
+        members = [queue_types.Member(j.job_id, j.queue, j.queue_type) for j in jobs]
+        return queue_types.for_queues(self.registry.queues, members, self.settings.scheduler_queue_type)
+
     async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> None:
         """Exchange, parking and work queues of this worker, plus delay/retry queues of the jobs they serve."""
         scope = self.settings.scheduler_scope
+        self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
         try:
             await topology.declare_scope(channel, scope)
             for queue in self.registry.queues:
-                await topology.declare_work_queue(channel, scope, queue)
+                await topology.declare_work_queue(channel, scope, queue, self._types[queue])
             for job in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues):
                 await declare_for(channel, job)
         finally:
@@ -287,11 +295,66 @@ class Worker:
         self._consumers = []
         self._consuming: set[str] = set()
         for name in self.registry.queues:
-            queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name)
+            queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name, self._types[name])
             tag = await queue.consume(partial(self._on_message, name))
             self._consumers.append((queue, tag))
             self._consuming.add(name)
         return channel
+
+    async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:
+        """Consume again from a work queue whose consumer the broker cancelled (the queue was deleted, as
+        `migrate-queues` does before it redeclares it with another type): back-off until it is declared again."""
+        while not self.stop_event.is_set():
+            await asyncio.sleep(1.0)
+            if channel.is_closed:
+                continue  # the robust connection restores the channel and its consumers
+            with contextlib.suppress(*AMQP_ERRORS):
+                underlay = await channel.get_underlay_channel()
+                for index, (queue, tag) in enumerate(list(self._consumers)):
+                    if tag in getattr(underlay, "consumers", {tag: None}) or self.stop_event.is_set():
+                        continue
+                    log.warning(
+                        "worker.consumer_cancelled",
+                        queue=queue.name,
+                        message="the broker cancelled the "
+                        "consumer (queue deleted or redeclared, e.g. by migrate-queues): consuming again",
+                    )
+                    self._consuming.discard(self._queue_short(queue.name))
+                    self._consumers[index] = await self._reconsume(amqp, pool, channel, queue, tag)
+
+    def _queue_short(self, name: str) -> str:
+        return name.removeprefix(topology.exchange_name(self.settings.scheduler_scope) + ".")
+
+    async def _reconsume(
+        self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel, old: Any, tag: Any
+    ) -> tuple[Any, Any]:
+        with contextlib.suppress(Exception):
+            await old.cancel(tag)  # forget it, so a reconnect does not restore it
+        short = self._queue_short(old.name)
+
+        async def attempt() -> tuple[Any, Any]:
+            types = await self._queue_types(pool)
+            declaring = await amqp.channel()
+            try:
+                await topology.declare_work_queue(declaring, self.settings.scheduler_scope, short, types[short])
+            except TopologyMismatch as exc:
+                log.warning("worker.reconsume_waiting", queue=old.name, error=str(exc))
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await declaring.close()
+            queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, short, types[short])
+            new_tag = await queue.consume(partial(self._on_message, short))
+            self._types[short] = types[short]
+            return queue, new_tag
+
+        found = await forever(
+            "worker.reconsume", attempt, cap_sec=self.settings.dependency_retry_max_sec,
+            errors=(*DB_ERRORS, *AMQP_ERRORS, TopologyMismatch, ConfigError), event="worker.reconsume_retry",
+        )  # fmt: skip
+        self._consuming.add(short)
+        log.info("worker.consuming_again", queue=old.name, queue_type=self._types[short])
+        return found
 
     def _consumed(self) -> set[str]:
         """The work queues this worker has a consumer on (for readiness)."""

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import topology
+from shared import queue_types, topology
 from shared.control import audit, dead, events, jobs, runs, status, validation
 from shared.control.errors import InvalidRequest
 from shared.control.publish import default_body, publish_raw
@@ -99,6 +99,11 @@ class Control:
     async def close(self) -> None:
         await self.session.close()
 
+    @property
+    def default_queue_type(self) -> str:
+        """The scope's default queue type (SCHEDULER_QUEUE_TYPE) for jobs that do not set one."""
+        return (self.settings or Settings()).scheduler_queue_type
+
     async def _writer(self) -> tuple[asyncpg.Connection, AbstractChannel]:
         return await self.session.db(write=True), await self.session.channel()
 
@@ -141,6 +146,10 @@ class Control:
             definition = validation.definition(definition)
         conn, channel = await self._writer()
         before = await self._row(definition.job_id)
+        # no queue_type given: the job keeps its own, or takes its work queue's, or the scope's default
+        siblings = [r for r in await jobs_store.list_jobs(conn, self.scope) if r.queue == definition.queue_name]
+        kept = before or (siblings[0] if siblings else None)
+        definition = queue_types.with_default([definition], kept.queue_type if kept else self.default_queue_type)[0]
         result = await jobs.seed_job(conn, channel, await self.session.publisher(), self.scope, definition, _now())
         after = await self._row(definition.job_id)
         action = "create" if before is None else "update"
@@ -164,7 +173,7 @@ class Control:
         The file is checked whole, and every job decided, before anything changes. Each job whose stored
         definition changed is an audit row (`seed`, or `reset` when runtime changes were undone), and the seed
         as a whole is one more, with the drift it left in place."""
-        definitions = validation.jobs_file(path)
+        definitions = queue_types.with_default(validation.jobs_file(path), self.default_queue_type)
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
         before = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import chain, topology
+from shared import chain, queue_types, topology
 from shared.control import drift, validation
 from shared.control.errors import InvalidDefinition, InvalidRequest
 from shared.control.results import (
@@ -30,7 +30,7 @@ from shared.control.results import (
     SeedFileResult,
 )
 from shared.definitions import JobDefinition
-from shared.errors import UnknownJob
+from shared.errors import ConfigError, UnknownJob
 from shared.events import bindings
 from shared.publisher import Publisher
 from shared.seeding import declare_for
@@ -60,6 +60,25 @@ def _change(job_id: str, changed: bool, replaced: tuple[int, chain.Slot | None])
     return JobChange(job_id, changed, epoch, None if slot is None else slot.scheduled_for)
 
 
+def check_queue_types(scope: str, targets: list[JobDefinition], rows: list[JobRow], where: str = "") -> None:
+    """InvalidDefinition (field queue_type) when the jobs of one work queue would disagree on its type, or when a
+    definition would change the type of a work queue its live jobs already have (that is `migrate-queues`)."""
+    declared = {t.job_id for t in targets}
+    members = [queue_types.Member(t.job_id, t.queue_name, t.queue_type.value) for t in targets]
+    members += [queue_types.Member(r.job_id, r.queue, r.queue_type) for r in rows if r.job_id not in declared]
+    by_id = {r.job_id: r for r in rows}
+    for target in targets:
+        row = by_id.get(target.job_id)
+        if row is not None and row.queue == target.queue_name and row.queue_type != target.queue_type.value:
+            jobs = [r.job_id for r in rows if r.queue == row.queue]
+            refusal = queue_types.change_refusal(scope, row.queue, row.queue_type, target.queue_type.value, jobs)
+            raise InvalidDefinition(refusal, ["queue_type"])
+    try:
+        queue_types.check_agreement(members, where)
+    except ConfigError as exc:
+        raise InvalidDefinition(str(exc), ["queue_type"]) from None
+
+
 async def seed_job(
     conn: asyncpg.Connection,
     channel: AbstractChannel,
@@ -70,6 +89,7 @@ async def seed_job(
 ) -> JobChange:
     """Upsert the definition, declare its topology (event bindings included) and replace its chain: seeding twice
     leaves one chain."""
+    check_queue_types(scope, [definition], await jobs_store.list_jobs(conn, scope))
     before = await jobs_store.subscription_neighbourhood(conn, scope, definition.job_id, list(definition.on_success))
     row, changed = await jobs_store.upsert_job(conn, scope, definition)
     await declare_for(channel, row)
@@ -197,6 +217,7 @@ async def plan_seed(
             hint = f"the file and the live definition of {definition.job_id!r} do not combine: `seed --reset "
             raise InvalidDefinition(f"{exc}\n{hint}{definition.job_id}` applies the file", exc.fields) from None
         planned.append(PlannedSeed(definition, row, target, merged))
+    check_queue_types(scope, [p.target for p in planned], list(rows.values()), str(path))
     return planned
 
 
