@@ -98,9 +98,10 @@ class TlsFiles:
 class PrivateRabbit:
     """A RabbitMQ node of its own: own node name, ports, cookie (HOME), data and logs under `base`."""
 
-    def __init__(self, tls: TlsFiles | None = None) -> None:
+    def __init__(self, tls: TlsFiles | None = None, cookie: str | None = None, name: str | None = None) -> None:
         self.base = new_base("rabbit")
-        self.node = f"chaos{secrets.token_hex(4)}@localhost"
+        self.node = f"{name or 'chaos' + secrets.token_hex(4)}@localhost"
+        self.cookie = cookie or secrets.token_hex(16)  # nodes of one cluster share theirs
         self.port = free_port()
         self.dist_port = free_port()
         self.tls_port = free_port() if tls else None
@@ -111,7 +112,7 @@ class PrivateRabbit:
 
     def _write_files(self) -> None:
         cookie = self.base / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16))
+        cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "env.conf").write_text("")  # not /etc/rabbitmq/rabbitmq-env.conf: its NODENAME is the shared node
@@ -155,6 +156,11 @@ class PrivateRabbit:
         }
 
     def start(self, timeout: float = 120) -> PrivateRabbit:
+        self.spawn()
+        return self.wait_started(timeout)
+
+    def spawn(self) -> None:
+        """Start the VM as a child (from the main thread: it dies with it)."""
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(RABBIT_BIN / "rabbitmq-server")],
@@ -164,6 +170,9 @@ class PrivateRabbit:
                 stderr=out,
                 preexec_fn=die_with_parent,
             )
+
+    def wait_started(self, timeout: float = 120) -> PrivateRabbit:
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -213,7 +222,7 @@ class PrivateRabbit:
 class PrivatePostgres:
     """A PostgreSQL cluster of its own (initdb as the postgres user, trust auth), listening on 127.0.0.1:port."""
 
-    def __init__(self, tls: TlsFiles | None = None) -> None:
+    def __init__(self, tls: TlsFiles | None = None, extra: dict[str, str] | None = None, init: bool = True) -> None:
         self.base = new_base("pg")
         shutil.chown(self.base, PG_USER)
         self.data = self.base / "data"
@@ -222,7 +231,9 @@ class PrivatePostgres:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.base / "server.log"
         self.bin = _pg_bin()
-        self._initdb()
+        self.extra = dict(extra or {})  # settings over the defaults below (a replicated pair wants durable commits)
+        if init:  # else the data directory comes from elsewhere (pg_basebackup of a standby)
+            self._initdb()
 
     def _initdb(self) -> None:
         result = subprocess.run(
@@ -251,6 +262,7 @@ class PrivatePostgres:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "300",
+            **self.extra,
         }
         if self.tls is not None:
             settings["ssl"] = "on"
