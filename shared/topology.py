@@ -21,6 +21,7 @@ give them a dedicated declaration channel, and open a fresh one after a failure.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -136,9 +137,22 @@ def retry_queue_spec(scope: str, job_id: str, queue: str, queue_type: QueueType 
     return _spec(retry_queue_name(scope, job_id), _dead_letter_to_work_queue(scope, queue, queue_type))
 
 
-def dead_queue_spec(scope: str) -> QueueSpec:
-    """The durable parking queue of `scope` (classic: it is read by people, not by the chain)."""
-    return _spec(dead_name(scope), {})
+def dead_queue_spec(scope: str, queue_type: QueueType = "classic") -> QueueSpec:
+    """The durable parking queue of `scope`: the scope's queue type (a classic queue lives on one node and is
+    unreachable while that node is down, which would stop every consumer's reconnection on a cluster)."""
+    return _spec(dead_name(scope), _type_arguments(queue_type))
+
+
+def event_queue_spec(scope: str, job_id: str, queue_type: QueueType = "classic") -> QueueSpec:
+    """The durable event queue of `job_id`: no arguments but its type (it is read, not dead-lettered)."""
+    return _spec(event_queue_name(scope, job_id), _type_arguments(queue_type))
+
+
+def scope_queue_type() -> QueueType:
+    """The type of the scope-wide queues (parking, events): `SCHEDULER_QUEUE_TYPE` of this process, classic
+    unless set. Read from the environment, as every process of a scope shares it."""
+    value = os.environ.get("SCHEDULER_QUEUE_TYPE", "classic").strip().lower() or "classic"
+    return "quorum" if value == "quorum" else "classic"
 
 
 # -- PRECONDITION_FAILED -> TopologyMismatch (pure) -------------------------------------------------------
@@ -214,11 +228,11 @@ async def declare_events_exchange(channel: aio_pika.abc.AbstractChannel, scope: 
 async def declare_event_queue(
     channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str
 ) -> aio_pika.abc.AbstractQueue:
-    """Declare the durable event queue of `job_id` (classic, no arguments: it is read, not dead-lettered)."""
-    return await _declare_queue(channel, _spec(event_queue_name(scope, job_id), {}))
+    """Declare the durable event queue of `job_id` (of the scope's queue type, no other argument)."""
+    return await _declare_queue(channel, event_queue_spec(scope, job_id, scope_queue_type()))
 
 
-async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> None:
+async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> aio_pika.abc.AbstractQueue:
     """Declare the ``S.jobs`` exchange, the parking exchange and queue and the ``S.events`` exchange of `scope`.
     Idempotent.
 
@@ -226,9 +240,10 @@ async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> No
     """
     await _declare_exchange(channel, exchange_name(scope), aio_pika.ExchangeType.DIRECT)
     dead_exchange = await _declare_exchange(channel, dead_name(scope), aio_pika.ExchangeType.FANOUT)
-    dead_queue = await _declare_queue(channel, dead_queue_spec(scope))
+    dead_queue = await _declare_queue(channel, dead_queue_spec(scope, scope_queue_type()))
     await dead_queue.bind(dead_exchange, routing_key="")
     await declare_events_exchange(channel, scope)
+    return dead_queue
 
 
 async def declare_work_queue(

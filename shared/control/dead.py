@@ -63,8 +63,7 @@ class Peek:
 
 async def parking(channel: AbstractChannel, scope: str) -> AbstractQueue:
     """The scope's parking queue (declared with its exchange, so an empty scope lists nothing, not an error)."""
-    await topology.declare_scope(channel, scope)
-    return await channel.declare_queue(topology.dead_name(scope), durable=True)
+    return await topology.declare_scope(channel, scope)
 
 
 async def list_parked(channel: AbstractChannel, scope: str, limit: int) -> DeadLetters:

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 # Faults that can disturb every job: a window [start, end + grace] for all of them.
-GLOBAL_FAULTS = frozenset({"worker_kill", "amqp_close", "amqp_restart", "pg_terminate", "pg_outage"})
+GLOBAL_FAULTS = frozenset({
+    "worker_kill", "amqp_close", "amqp_restart", "pg_terminate", "pg_outage",
+    # the HA soak's (tests.chaos.ha_faults)
+    "node_kill", "leader_kill", "node_stop_app", "rolling_restart", "node_freeze", "pg_switchover",
+})  # fmt: skip
 # Operator actions that restart chains: a window [start, end] for the jobs they touch.
 CONTROL_ACTIONS = frozenset({"seed", "reseed", "pause", "resume", "set"})
 # Everything else is a marker (soak_start, worker_start, faults_end, workers_stopping, worker_stop, soak_end) or the

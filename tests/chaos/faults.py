@@ -28,6 +28,7 @@ import asyncpg
 from shared.definitions import JobDefinition
 from tests.chaos.faultlog import Event, FaultLog, iso, utcnow
 from tests.chaos.fleet import ROOT, Fleet
+from tests.chaos.ha_servers import PgPair, RabbitCluster
 from tests.chaos.servers import PrivatePostgres, PrivateRabbit
 from tests.chaos.timeline import apply_changes
 
@@ -81,6 +82,9 @@ class Rig:
     current: dict[str, JobDefinition] = field(default_factory=dict)  # definitions as the soak last set them
     paused: set[str] = field(default_factory=set)
     outage: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fault at a time
+    scope: str = ""
+    cluster: RabbitCluster | None = None  # the HA soak: `rabbit` is its first node, `pg` the current primary
+    pair: PgPair | None = None
 
     def __post_init__(self) -> None:
         self.current = dict(self.file_jobs)

@@ -44,8 +44,17 @@ class Slot:
 
 
 class Fleet:
-    def __init__(self, size: int, jobs_file: Path, out_dir: Path, env: dict[str, str], fault_log: FaultLog) -> None:
+    def __init__(
+        self,
+        size: int,
+        jobs_file: Path,
+        out_dir: Path,
+        env: dict[str, str],
+        fault_log: FaultLog,
+        slot_env: dict[int, dict[str, str]] | None = None,
+    ) -> None:
         self.jobs_file = jobs_file
+        self.slot_env = slot_env or {}  # per slot (a skewed clock)
         self.out_dir = out_dir
         self.env = {**os.environ, **WORKER_ENV, "CHAOS_EXEC_DIR": str(out_dir / "exec"), **env}
         self.fault_log = fault_log
@@ -61,12 +70,14 @@ class Fleet:
             slot.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.chaos.worker", str(self.jobs_file)],
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **self.slot_env.get(slot.index, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
-        self.fault_log.mark("worker_start", slot=slot.index, pid=slot.proc.pid, log=str(path))
+        skew = self.slot_env.get(slot.index, {}).get("CHAOS_CLOCK_SKEW_SEC")
+        extra = {} if skew is None else {"clock_skew_sec": float(skew)}
+        self.fault_log.mark("worker_start", slot=slot.index, pid=slot.proc.pid, log=str(path), **extra)
         return slot.proc.pid
 
     def start_all(self) -> None:

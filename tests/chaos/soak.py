@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,14 @@ from urllib.parse import quote
 
 import asyncpg
 
-from tests.chaos import faults
+from tests.chaos import faults, ha_faults
 from tests.chaos.faultlog import Event, FaultLog, utcnow
 from tests.chaos.fleet import ROOT, WORKER_ENV, Fleet
+from tests.chaos.ha_servers import PgPair, RabbitCluster
 from tests.chaos.jobset import make_jobs, write_jobs_file
 from tests.chaos.servers import PrivatePostgres, PrivateRabbit, sweep_leftovers
+
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class SoakConfig:
     pg_outage_sec: tuple[float, float] = (10.0, 30.0)
     kinds: tuple[str, ...] = tuple(faults.FAULTS)
     controls: bool = True
+    # the HA soak: a three-node RabbitMQ cluster with quorum queues, a PostgreSQL primary and synchronous standby
+    ha: bool = False
+    freeze_sec: float = 20.0
+    clock_skews_sec: tuple[float, ...] = ()  # one worker per entry runs with its clock this far off (libfaketime)
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -62,8 +70,10 @@ def run(config: SoakConfig) -> int:
     """Start the private servers, run the soak, always stop and remove the servers. Returns the exit code."""
     sweep_leftovers()
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    if config.ha:
+        return _run_ha(config)
     rabbit, pg = PrivateRabbit(), PrivatePostgres()
-    cleanup = _Cleanup(rabbit, pg)
+    cleanup = _Cleanup(rabbit.stop, pg.remove)
     atexit.register(cleanup)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
@@ -77,27 +87,51 @@ def run(config: SoakConfig) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _run_ha(config: SoakConfig) -> int:
+    if config.clock_skews_sec and not FAKETIME_LIB.exists():
+        raise SystemExit(f"{FAKETIME_LIB} is missing: install Debian's faketime package (apt-get install faketime)")
+    cluster, pair = RabbitCluster(), PgPair()
+    cleanup = _Cleanup(cluster.stop, pair.remove)
+    atexit.register(cleanup)
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        say("starting a three-node RabbitMQ cluster: " + ", ".join(f"{n.node} :{n.port}" for n in cluster.nodes))
+        cluster.start()
+        say(f"starting a PostgreSQL primary (:{pair.primary.port}) and a synchronous standby")
+        pair.start()
+        return asyncio.run(soak(config, cluster.nodes[0], pair.primary, cluster, pair))
+    finally:
+        cleanup()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _exit_on_signal(signum: int, _: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
 
 
 class _Cleanup:
-    def __init__(self, rabbit: PrivateRabbit, pg: PrivatePostgres) -> None:
-        self.rabbit, self.pg, self.done = rabbit, pg, False
+    def __init__(self, *steps: Callable[[], None]) -> None:
+        self.steps, self.done = steps, False
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.rabbit.stop()
-        self.pg.remove()
+        for step in self.steps:
+            step()
 
 
 def say(line: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-async def soak(config: SoakConfig, rabbit: PrivateRabbit, pg: PrivatePostgres) -> int:
+async def soak(
+    config: SoakConfig,
+    rabbit: PrivateRabbit,
+    pg: PrivatePostgres,
+    cluster: RabbitCluster | None = None,
+    pair: PgPair | None = None,
+) -> int:
     out = config.out_dir
     rng = random.Random(config.seed)
     scope = f"chaos{secrets.token_hex(4)}"
@@ -112,12 +146,19 @@ async def soak(config: SoakConfig, rabbit: PrivateRabbit, pg: PrivatePostgres) -
         "SCHEDULER_SCOPE": scope,
         "LOG_LEVEL": "INFO",
     }
+    cli_env = dict(env)
+    if cluster is not None and pair is not None:
+        # workers name every node as a list of URLs, the CLI in the short form; both name both PostgreSQL hosts
+        env |= {"AMQP_URL": cluster.urls(user, amqp_password), "DATABASE_URL": pair.dsn(password=pg_password),
+                "SCHEDULER_QUEUE_TYPE": "quorum"}  # fmt: skip
+        cli_env = env | {"AMQP_URL": cluster.short_url(user, amqp_password)}
     log = FaultLog(out / "faults.jsonl")
     log.mark("soak_start", scope=scope, rabbit_node=rabbit.node, amqp_user=user, config=config.to_json(),
              worker_env=WORKER_ENV)  # fmt: skip
-    fleet = Fleet(config.workers, jobs_file, out, env, log)
-    cli = faults.Cli(env, out / "cli.log")
-    rig = faults.Rig(rabbit, pg, fleet, log, cli, rng, jobs_file, {j.job_id: j for j in jobs})
+    fleet = Fleet(config.workers, jobs_file, out, env, log, skewed_slots(config))
+    cli = faults.Cli(cli_env, out / "cli.log")
+    rig = faults.Rig(rabbit, pg, fleet, log, cli, rng, jobs_file, {j.job_id: j for j in jobs}, scope=scope,
+                     cluster=cluster, pair=pair)  # fmt: skip
     say(f"scope {scope}: {len(jobs)} jobs, {config.workers} workers as RabbitMQ user {user!r}; output in {out}")
     try:
         fleet.start_all()
@@ -132,6 +173,24 @@ async def soak(config: SoakConfig, rabbit: PrivateRabbit, pg: PrivatePostgres) -
         log.mark("soak_end")
     check_secrets(rig, [amqp_password, pg_password])
     return await run_checker(config, rig, scope)
+
+
+def skewed_slots(config: SoakConfig) -> dict[int, dict[str, str]]:
+    """The last workers of the fleet, one per skew, with their clock moved by libfaketime (monotonic time kept)."""
+    first = config.workers - len(config.clock_skews_sec)
+    if first < 0:
+        raise ValueError(f"{len(config.clock_skews_sec)} skewed clocks need at least as many workers")
+    return {first + i: faketime_env(skew) for i, skew in enumerate(config.clock_skews_sec)}
+
+
+def faketime_env(skew: float) -> dict[str, str]:
+    return {
+        "LD_PRELOAD": str(FAKETIME_LIB),
+        "FAKETIME": f"{skew:+g}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_DONT_RESET": "1",
+        "CHAOS_CLOCK_SKEW_SEC": str(skew),
+    }
 
 
 async def wait_for_workers(dsn: str, scope: str, count: int, timeout: float = 120) -> None:
@@ -165,6 +224,9 @@ async def inject(config: SoakConfig, rig: faults.Rig) -> None:
     """Faults and control actions at random times until the duration is over (each action runs to its end)."""
     deadline = time.monotonic() + config.duration_sec
     injectors = {**faults.FAULTS, "pg_outage": faults.pg_outage(*config.pg_outage_sec)}
+    if config.ha:
+        injectors = {**ha_faults.HA_FAULTS, "node_freeze": ha_faults.node_freeze(config.freeze_sec),
+                     "pg_outage": faults.pg_outage(*config.pg_outage_sec)}  # fmt: skip
     kinds = [k for k in config.kinds if k in injectors]
 
     async def fault_loop() -> None:
@@ -201,7 +263,10 @@ async def _sleep_until(deadline: float, seconds: float) -> None:
 
 async def settle(config: SoakConfig, rig: faults.Rig) -> None:
     """Every server up, every worker alive (one that died on its own is a finding), then a quiet period."""
-    await rig.rabbit.actl("start_app", check=False, timeout=120)
+    if rig.cluster is not None:
+        await rig.cluster.heal()
+    else:
+        await rig.rabbit.actl("start_app", check=False, timeout=120)
     if rig.pg.proc is None or rig.pg.proc.poll() is not None:
         rig.pg.spawn()
         await rig.pg.wait_ready()
@@ -216,7 +281,8 @@ async def settle(config: SoakConfig, rig: faults.Rig) -> None:
 
 async def check_chains(rig: faults.Rig, scope: str) -> None:
     """One chain per job: no delay queue holds more than one message."""
-    result = await rig.rabbit.actl("list_queues", "name", "messages", "--formatter", "json")
+    args = ("list_queues", "name", "messages", "--formatter", "json")
+    result = await (rig.cluster.actl_any(*args) if rig.cluster else rig.rabbit.actl(*args))
     queues = {q["name"]: q["messages"] for q in json.loads(result.stdout or "[]")}
     (rig.fleet.out_dir / "queues.json").write_text(json.dumps(queues, indent=2, sort_keys=True))
     crowded = {
@@ -227,8 +293,13 @@ async def check_chains(rig: faults.Rig, scope: str) -> None:
 
 async def check_users(rig: faults.Rig, user: str) -> None:
     """Every connection to the broker is the scope's own user, whose permissions end at `^<scope>\\.`."""
-    result = await rig.rabbit.actl("list_connections", "user", "--formatter", "json")
-    users = sorted({c["user"] for c in json.loads(result.stdout or "[]")})
+    nodes = rig.cluster.nodes if rig.cluster else [rig.rabbit]
+    found: set[str] = set()
+    for node in nodes:  # list_connections shows the clients of every node; asked of each, any one may be down
+        result = await node.actl("list_connections", "user", "--formatter", "json", check=False)
+        if result.returncode == 0:
+            found |= {c["user"] for c in json.loads(result.stdout or "[]")}
+    users = sorted(found)
     check(rig, "workers_use_the_scope_user", users == [user], users=users, expected=user)
 
 

@@ -54,6 +54,13 @@ class ExecutionLog:
 
 
 LOG = ExecutionLog(os.environ.get("CHAOS_EXEC_DIR"))
+# A worker of the HA soak may run with its clock skewed (libfaketime, FAKETIME="+2s"): its own record is written in
+# true time (its clock minus the skew it was given), so the checker compares executions on one time line.
+SKEW_SEC = float(os.environ.get("CHAOS_CLOCK_SKEW_SEC", "0"))
+
+
+def true_time() -> float:
+    return time.time() - SKEW_SEC
 
 
 async def chaos_run(ctx: RunContext, params: ChaosParams) -> None:
@@ -66,7 +73,7 @@ async def chaos_run(ctx: RunContext, params: ChaosParams) -> None:
         "pid": os.getpid(),
         "event_id": None if ctx.event is None else ctx.event.id,
     }
-    LOG.write(event="start", at=time.time(), **key)
+    LOG.write(event="start", at=true_time(), **key)
     outcome = "cancelled"
     try:
         await asyncio.sleep(params.sleep_sec + random.random() * params.sleep_spread_sec)
@@ -75,7 +82,7 @@ async def chaos_run(ctx: RunContext, params: ChaosParams) -> None:
             raise ChaosFailure(f"chaos failure (fail_rate={params.fail_rate})")
         outcome = "succeeded"
     finally:
-        LOG.write(event="end", at=time.time(), outcome=outcome, **key)
+        LOG.write(event="end", at=true_time(), outcome=outcome, **key)
 
 
 def build(settings: Settings, jobs_file: str) -> Worker:

@@ -11,10 +11,12 @@ from shared.topology import (
     dead_queue_spec,
     delay_queue_name,
     delay_queue_spec,
+    event_queue_spec,
     exchange_name,
     mismatch_from_reply,
     retry_queue_name,
     retry_queue_spec,
+    scope_queue_type,
     work_queue_name,
     work_queue_spec,
 )
@@ -107,6 +109,18 @@ def test_no_queue_ever_expires(queue_type: str) -> None:
 
 def test_dead_queue_is_a_durable_classic_queue() -> None:
     assert dead_queue_spec("s") == QueueSpec("s.jobs.dead", True, {})
+
+
+def test_scope_wide_queues_take_the_scope_type_so_a_cluster_node_down_does_not_strand_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert dead_queue_spec("s", "quorum").arguments == {"x-queue-type": "quorum"}
+    assert event_queue_spec("s", "job", "quorum").arguments == {"x-queue-type": "quorum"}
+    assert event_queue_spec("s", "job").arguments == {}
+    monkeypatch.setenv("SCHEDULER_QUEUE_TYPE", "quorum")
+    assert scope_queue_type() == "quorum"
+    monkeypatch.delenv("SCHEDULER_QUEUE_TYPE")
+    assert scope_queue_type() == "classic"
 
 
 def test_specs_are_immutable_and_hashable() -> None:
