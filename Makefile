@@ -9,8 +9,8 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install install-bench browser test lint format preflight prometheus demo seed status chaos bench up down logs ps \
-	compose-seed ctl rehearse clean
+.PHONY: install install-bench browser faketime test lint format preflight prometheus demo seed status chaos chaos-ha \
+	bench up down logs ps compose-seed ctl rehearse clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ preflight: install
 # Test files run on PYTEST_WORKERS processes (most integration tests wait on servers, not on the CPU); each test has
 # its own scope and private servers take free ports, so files do not disturb each other. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
-test: install-bench preflight prometheus browser
+test: install-bench preflight prometheus browser faketime
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The observability tests run a real Prometheus, promtool and Alertmanager (Debian's `prometheus` and
@@ -45,6 +45,13 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  echo "installing Debian's chromium for the Admin UI test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+# The HA soak runs two workers with skewed clocks through libfaketime (Debian's `faketime` package).
+faketime:
+	@command -v faketime >/dev/null || { \
+	  echo "installing Debian's faketime for the HA soak"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    faketime; }
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -72,6 +79,13 @@ JOBS ?= 30
 CHAOS_ARGS ?=
 chaos: install
 	$(PY) -m tests.chaos --duration $(DURATION) --jobs $(JOBS) $(CHAOS_ARGS)
+
+# The same soak on a private three-node RabbitMQ cluster (quorum queues) and a PostgreSQL primary with a synchronous
+# standby: node kill -9 (also the delay queues' leader), stop_app/start_app, a rolling restart, a node SIGSTOPped
+# for 20 s, a PostgreSQL switchover, two workers with clocks 2 s ahead and 2 s behind, plus worker kills and control
+# storms. `make chaos-ha DURATION=300`; report under /tmp/chaos-<time>/ (recovery time per fault in report.txt).
+chaos-ha: install faketime
+	$(PY) -m tests.chaos --ha --duration $(DURATION) --jobs $(JOBS) $(CHAOS_ARGS)
 
 # Benchmark (tests/bench, the `bench` extra: APScheduler, Celery, matplotlib, psutil, py-spy) against the local
 # RabbitMQ and PostgreSQL; writes bench-results/<UTC time>/results.{json,md}, samples.json and lateness.png.

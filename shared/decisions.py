@@ -257,6 +257,21 @@ def needs_next_slot(msg: JobMessage, job: JobRow) -> bool:
     return msg.is_chain and job.has_chain
 
 
+# How late a chain message may be (as this worker's clock sees it) and still have the chain go on from its own slot.
+# It covers delivery lag and the clock skew between the worker that set the message's TTL and the one running it
+# (a TTL is counted on the publisher's clock, lateness on the consumer's): 2 s ahead on one and 2 s behind on the
+# other make an on-time message look 4 s late.
+CHAIN_CATCH_UP_SEC = 5.0
+
+
+def next_slot_after(msg: JobMessage, now: datetime, catch_up_sec: float = CHAIN_CATCH_UP_SEC) -> datetime:
+    """Step 6: the next slot is the first one after this. While the message is at most `catch_up_sec` late, its
+    own slot: the schedule's grid goes on and every slot is posted (one already due fires at once and runs, or is
+    skipped by a policy with a row), so a few seconds of lag or skew lose no slot. Later than that, now: the
+    slots missed meanwhile are not run in a burst (a message later than its misfire grace never gets here)."""
+    return max(msg.scheduled_for, now - timedelta(seconds=catch_up_sec))
+
+
 def buffer_poll_delay(job: JobRow, rand: float) -> float:
     """How long a buffered slot waits before asking for the lock again: a fifth of the period, 0.2-2 s."""
     plan = job.schedule

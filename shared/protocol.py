@@ -339,7 +339,7 @@ async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = 
         return
     now = env.clock()
     posted = await chain.extend(
-        turn.conn, env.publisher, job, job.epoch, max(msg.scheduled_for, now), now,
+        turn.conn, env.publisher, job, job.epoch, decisions.next_slot_after(msg, now), now,
         run_id=run_id or turn.run.run_id,
         start_worker=env.worker_id if start else None,
         fire_at=decisions.fire_time(job, msg),

@@ -329,3 +329,22 @@ def test_a_queued_run_waits_long_enough_for_the_run_in_its_way_to_time_out() -> 
     the_job = job(timeout_sec=600, misfire_grace_sec=30)
     assert decisions.wait_limit_sec(the_job, manual_msg(wait_for_lock=True)) == 630
     assert decisions.wait_limit_sec(the_job, chain_msg()) == 30
+
+
+# -- step 6: where the next slot is counted from -----------------------------------------------------------------
+
+
+def test_a_message_a_few_seconds_late_continues_the_grid_from_its_own_slot() -> None:
+    """An on-time message whose TTL was set on a clock 2 s behind and which runs on a clock 2 s ahead looks 4 s
+    late: the chain still goes on from its slot, so the slots in between are posted, not skipped."""
+    assert decisions.next_slot_after(chain_msg(), SLOT + timedelta(seconds=4)) == SLOT
+    assert decisions.next_slot_after(chain_msg(), SLOT - timedelta(seconds=2)) == SLOT  # early: a clock ahead
+
+
+def test_a_message_later_than_the_catch_up_counts_the_next_slot_from_now_without_a_burst() -> None:
+    late = SLOT + timedelta(seconds=decisions.CHAIN_CATCH_UP_SEC + 20)
+    after = decisions.next_slot_after(chain_msg(), late)
+    assert after == late - timedelta(seconds=decisions.CHAIN_CATCH_UP_SEC)
+    plan = job(interval_seconds=1).schedule
+    assert plan is not None
+    assert schedule.next_slot(plan, after) > SLOT + timedelta(seconds=20)  # the 20 s missed are not run
