@@ -2,10 +2,13 @@
 machine died holds, with synchronous and with asynchronous replication.
 
 Writers insert run-like rows into the primary as fast as they can and count every commit PostgreSQL acknowledged;
-then the primary dies at once (every process of it SIGSTOPped, then SIGKILLed: nothing more leaves it), the standby
-is promoted and the acknowledged rows missing on it are counted. Synchronous: 0 by construction (a commit returns
-once the standby flushed it). Asynchronous: whatever was in flight, which is what a switchover on such a standby
-would forget (a run recorded as succeeded, then gone: its slot would run again).
+the link to the standby stalls for `--lag` seconds (the primary's WAL sender SIGSTOPped: a network hiccup, a busy
+standby), then the primary dies at once (every process of it SIGSTOPped, then SIGKILLed: nothing more leaves it), the
+standby is promoted and the acknowledged rows missing on it are counted. Synchronous: 0 by construction (a commit
+returns once the standby flushed it; during the stall commits wait). Asynchronous: whatever the standby had not
+received, which is what a switchover on such a standby forgets (a run recorded as succeeded, then gone: its slot
+could run again). With `--lag 0` the crash alone: on one machine the WAL sender ships within microseconds, so an
+asynchronous standby rarely misses anything then.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,7 +71,20 @@ async def _writer(dsn: str, stop: float, acked: list[int], base: int) -> None:
         conn.terminate()
 
 
-async def measure(synchronous: bool, seconds: float, writers: int) -> dict[str, Any]:
+def _stall_sender(pg: PrivatePostgres) -> int | None:
+    """SIGSTOP the primary's WAL sender (the standby stops receiving; commits go on, or wait when synchronous)."""
+    result = subprocess.run(
+        ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-c",
+         "SELECT pid FROM pg_stat_replication LIMIT 1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    pid = int(result.stdout.strip()) if result.stdout.strip().isdigit() else None
+    if pid is not None:
+        os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+async def measure(synchronous: bool, seconds: float, writers: int, lag: float = 0.5) -> dict[str, Any]:
     pair = PgPair(synchronous=synchronous)
     try:
         await asyncio.to_thread(pair.start)
@@ -79,6 +96,8 @@ async def measure(synchronous: bool, seconds: float, writers: int) -> dict[str, 
         stop = time.monotonic() + seconds
         tasks = [asyncio.create_task(_writer(primary, stop + 60, acked, i * 10_000_000)) for i in range(writers)]
         await asyncio.sleep(seconds)
+        stalled = _stall_sender(pair.primary) if lag > 0 else None
+        await asyncio.sleep(lag)
         crash(pair.primary)  # mid-stream: writers are still committing
         await asyncio.gather(*tasks)
         assert pair.standby is not None
@@ -93,6 +112,7 @@ async def measure(synchronous: bool, seconds: float, writers: int) -> dict[str, 
             "missing_on_promoted_standby": len(missing),
             "writers": writers,
             "seconds": seconds,
+            "link_stalled_sec": lag if stalled else 0,
         }
     finally:
         pair.remove()
@@ -103,9 +123,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of writes before the crash")
     p.add_argument("--writers", type=int, default=8, help="concurrent writing sessions")
     p.add_argument("--rounds", type=int, default=3, help="crashes per replication mode")
+    p.add_argument("--lag", type=float, default=0.5, help="seconds the standby link stalls before the crash")
     args = p.parse_args()
     results = [
-        asyncio.run(measure(sync, args.seconds, args.writers)) for _ in range(args.rounds) for sync in (True, False)
+        asyncio.run(measure(sync, args.seconds, args.writers, args.lag))
+        for _ in range(args.rounds)
+        for sync in (True, False)
     ]
     for result in results:
         print(json.dumps(result))
