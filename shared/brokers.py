@@ -13,7 +13,7 @@ A single URL is the one-node case of either.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("amqp", "amqps")
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
@@ -36,6 +36,18 @@ def redact_password(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+
+
+def passwords(text: str) -> list[str]:
+    """The password of every URL of a comma list (as written and percent-decoded), to mask them in messages."""
+    found = []
+    for part in _URL_START.split(text.strip()):
+        _, sep, rest = part.partition("://")
+        userinfo, at, _ = _split_netloc(rest)[0].rpartition("@") if sep else ("", "", "")
+        if at and ":" in userinfo:
+            secret = userinfo.split(":", 1)[1]
+            found += [secret, unquote(secret)] if secret else []
+    return [p for p in dict.fromkeys(found) if p]
 
 
 def redact_all(text: str) -> str:

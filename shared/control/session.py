@@ -14,13 +14,12 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared.backoff import backoff
-from shared.brokers import parse_amqp_urls
+from shared.brokers import parse_amqp_urls, passwords
 from shared.control.errors import DependencyDown
 from shared.dependencies import CONNECT_ERRORS, describe
 from shared.failover import connect_any
@@ -118,8 +117,9 @@ class Session:
 def _detail(exc: BaseException, url: str) -> str:
     """The error as one line, with the URL's password masked should a client library have quoted it."""
     text = describe(exc).strip().rstrip(":")
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
+    for password in passwords(url):  # every node's, when the URL names several
+        text = text.replace(password, "***")
+    return text
 
 
 async def wait_for_servers(settings: Settings, wait_sec: float, say: Callable[[str], None]) -> None:

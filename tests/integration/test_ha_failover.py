@@ -19,6 +19,7 @@ from shared.dependencies import DB_ERRORS
 from shared.failover import FailoverConnection
 from shared.store.pool import create_pool
 from tests.chaos.ha_servers import PgPair, RabbitCluster
+from tests.chaos.replication_loss import measure
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -113,3 +114,12 @@ async def test_a_pool_fails_while_there_is_no_primary_then_finds_the_promoted_st
         await pool.execute("INSERT INTO ha_rows VALUES (200)")
     finally:
         await pool.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_promoted_synchronous_standby_has_every_acknowledged_commit_and_an_asynchronous_one_does_not() -> None:
+    """The primary's link to its standby stalls for half a second, then the primary dies mid-stream."""
+    synchronous = await measure(True, seconds=2, writers=4, lag=0.5)
+    assert synchronous["acknowledged_commits"] > 0 and synchronous["missing_on_promoted_standby"] == 0, synchronous
+    asynchronous = await measure(False, seconds=2, writers=4, lag=0.5)
+    assert asynchronous["missing_on_promoted_standby"] > 0, asynchronous

@@ -9,7 +9,7 @@ import aio_pika
 import pytest
 from pydantic import ValidationError
 
-from shared.brokers import BrokerUrlError, node_label, parse_amqp_urls, redact_all, redact_password
+from shared.brokers import BrokerUrlError, node_label, parse_amqp_urls, passwords, redact_all, redact_password
 from shared.failover import FailoverConnection
 from shared.settings import Settings, redact_url
 
@@ -62,6 +62,12 @@ def test_redaction_covers_every_node_and_both_forms() -> None:
         "postgresql://u:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
     )
     assert redact_password("amqp://h1/") == "amqp://h1/"
+
+
+def test_every_password_of_a_list_is_found_for_masking() -> None:
+    assert passwords("amqp://u:a%40b@h1/v,amqp://w:pw2@h2/v") == ["a%40b", "a@b", "pw2"]
+    assert passwords("postgresql://u:pg@db1:5432,db2:5432/x") == ["pg"]
+    assert passwords("amqp://h1/") == []
 
 
 def test_node_label_names_host_and_port_only() -> None:
