@@ -26,8 +26,8 @@ def test_a_short_ha_soak_runs_no_slot_twice_overlaps_nothing_and_loses_nothing(t
     assert FAKETIME_LIB.exists(), "Debian's faketime package is needed (make faketime)"
     out = tmp_path / "soak"
     argv = [
-        sys.executable, "-m", "tests.chaos", "--ha", "--duration", "100", "--jobs", "13", "--settle", "25",
-        "--quiet", "1,2", "--freeze", "10", "--seed", "11", "--out", str(out),
+        sys.executable, "-m", "tests.chaos", "--ha", "--duration", "140", "--jobs", "13", "--settle", "25",
+        "--quiet", "2,4", "--freeze", "10", "--seed", "11", "--out", str(out),
     ]  # fmt: skip
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=840)
     report_path = out / "report.json"
