@@ -92,6 +92,26 @@ async def extend(
     return Posted(slot, started)
 
 
+async def rearm(conn: asyncpg.Connection, publisher: Publisher, scope: str, msg: JobMessage, now: datetime) -> bool:
+    """Post a re-arm hop again (`decisions.rearm`), under the chain lock, if its chain is still at the message's
+    epoch and enabled: the delay queue then holds this one message, as with `extend`. False when it is stale."""
+    assert msg.rearm_at is not None
+    key = chain_lock_key(scope, msg.job_id)
+    done = False
+    try:
+        posted = False
+        if await enter_chain(conn, scope, msg.job_id) == (msg.epoch, True):
+            await publisher.to_delay(msg.model_copy(update={"published_at": now}), msg.rearm_at, now)
+            posted = True
+        done = True
+    finally:
+        if not done:
+            spoil(conn)
+        with contextlib.suppress(*SESSION_LOST):
+            await unlock(conn, key)
+    return posted
+
+
 async def purge_delay_queue(channel: AbstractChannel, scope: str, job_id: str) -> None:
     queue = await channel.get_queue(topology.delay_queue_name(scope, job_id), ensure=False)
     await queue.purge()

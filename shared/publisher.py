@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel
 
 from shared import topology
 from shared.messages import JobMessage
+from shared.settings import TTL_CEILING_MS
 
 PUBLISH_TIMEOUT_SEC = 10.0
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker before it confirms
@@ -50,10 +51,17 @@ def _ms(delay: timedelta) -> int:
 class Publisher:
     """Routes job messages of one scope. The channel must have publisher confirms on (aio-pika's default)."""
 
-    def __init__(self, channel: AbstractChannel, scope: str, timeout: float = PUBLISH_TIMEOUT_SEC) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        scope: str,
+        timeout: float = PUBLISH_TIMEOUT_SEC,
+        ttl_ceiling_ms: int = TTL_CEILING_MS,
+    ) -> None:
         self.channel = channel
         self.scope = scope
         self.timeout = timeout
+        self.ttl_ceiling_ms = ttl_ceiling_ms
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: aiormq.spec.Basic.Properties
@@ -74,9 +82,17 @@ class Publisher:
         await self._publish(topology.exchange_name(self.scope), queue_name, body, properties)
 
     async def to_delay(self, message: JobMessage, fire_at: datetime, now: datetime) -> None:
-        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue."""
+        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue.
+        A slot further away than the TTL ceiling goes as a re-arm hop: posted with the ceiling as its TTL and
+        `rearm_at` set to the slot's fire time, so the worker that receives it early posts it again."""
+        ttl_ms = _ms(until(fire_at, now))
+        if ttl_ms > self.ttl_ceiling_ms:
+            message = message.model_copy(update={"rearm_at": fire_at})
+            ttl_ms = self.ttl_ceiling_ms
+        elif message.rearm_at is not None:
+            message = message.model_copy(update={"rearm_at": None})  # the last hop arrives as the slot itself
         name = topology.delay_queue_name(self.scope, message.job_id)
-        await self._to_queue(name, message.to_body(), _properties(expiration_ms=_ms(until(fire_at, now))))
+        await self._to_queue(name, message.to_body(), _properties(expiration_ms=ttl_ms))
 
     async def to_retry(self, message: JobMessage, delay_sec: float) -> None:
         name = topology.retry_queue_name(self.scope, message.job_id)

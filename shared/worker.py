@@ -192,7 +192,7 @@ class Worker:
         )
         stack.push_async_callback(amqp.close)
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        publisher = Publisher(publish_channel, s.scheduler_scope)
+        publisher = Publisher(publish_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms)
         await self._declare(amqp, pool)
         self._background(
             stack,
@@ -218,10 +218,11 @@ class Worker:
         await self._post_startup_messages(pool, publisher)
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+        watchdog_publisher = Publisher(watchdog_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms)
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
             standard_sweeps(
-                s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+                s.scheduler_scope, watchdog_channel, watchdog_publisher, self.metrics,
                 lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
             ),
             interval_sec=s.watchdog_interval_sec,

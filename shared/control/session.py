@@ -99,7 +99,8 @@ class Session:
         return self._channel
 
     async def publisher(self) -> Publisher:
-        return Publisher(await self.channel(), self.scope)
+        ceiling = (self.settings or Settings()).scheduler_ttl_ceiling_ms  # borrowing: read from the environment
+        return Publisher(await self.channel(), self.scope, ttl_ceiling_ms=ceiling)
 
     async def close(self) -> None:
         """Close what this session opened (nothing, when it borrows)."""
