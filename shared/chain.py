@@ -130,6 +130,21 @@ async def replace(
     return replaced
 
 
+async def replace_after(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    job: JobRow,
+    now: datetime,
+    after: datetime,
+) -> tuple[int, Slot | None]:
+    """`replace`, starting from the first slot after `after` instead of after now (a past slot is posted due at
+    once): a chain whose waiting message was taken away goes on where its record says it was."""
+    replaced = await _replace(conn, channel, publisher, job, now, None, after)
+    assert replaced is not None  # unconditional
+    return replaced
+
+
 async def replace_if_overdue(
     conn: asyncpg.Connection,
     channel: AbstractChannel,
@@ -152,6 +167,7 @@ async def _replace(
     job: JobRow,
     now: datetime,
     overdue_before: datetime | None,
+    after: datetime | None = None,
 ) -> tuple[int, Slot | None] | None:
     async with conn.transaction():
         await chain_lock(conn, job.scope, job.job_id)
@@ -160,7 +176,7 @@ async def _replace(
             return None
         epoch = current.epoch
         await purge_delay_queue(channel, job.scope, job.job_id)
-        slot = next_slot(current, now) if current.enabled and current.has_chain else None
+        slot = next_slot(current, now if after is None else after) if current.enabled and current.has_chain else None
         if slot is not None:
             await publisher.to_delay(slot_message(current, epoch, slot, now), slot.fire_at, now)
         await jobs_store.set_next_due(conn, job.scope, job.job_id, None if slot is None else slot.fire_at)

@@ -94,6 +94,10 @@ class Publisher:
         name = topology.delay_queue_name(self.scope, message.job_id)
         await self._to_queue(name, message.to_body(), _properties(expiration_ms=ttl_ms))
 
+    async def republish(self, queue_name: str, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+        """A message taken out of a queue of this scope, put back as it was (migrate-queues)."""
+        await self._to_queue(queue_name, body, properties)
+
     async def to_retry(self, message: JobMessage, delay_sec: float) -> None:
         name = topology.retry_queue_name(self.scope, message.job_id)
         await self._to_queue(name, message.to_body(), _properties(expiration_ms=round(delay_sec * 1000)))

@@ -21,7 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import queue_types, topology
-from shared.control import audit, dead, events, jobs, runs, status, validation
+from shared.control import audit, dead, events, jobs, migrate, runs, status, validation
 from shared.control.errors import InvalidRequest
 from shared.control.publish import default_body, publish_raw
 from shared.control.results import (
@@ -230,6 +230,21 @@ class Control:
         result = await jobs.delete_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
         await self._audit("delete", job_id, audit.snapshot(before), None)
         return result
+
+    async def migrate_queues(self, to: str, queue: str | None = None) -> list[migrate.MovedQueue]:
+        """Move the scope's work queues (or only `queue`) and their delay and retry queues to queue type `to`
+        (classic or quorum): drained, redeclared and reseeded from the record under each chain lock, so no chain
+        is lost and no slot runs twice (`shared.control.migrate`). One audit row per work queue moved."""
+        conn, channel = await self._writer()
+        publisher = await self.session.publisher()
+        connection = self.session.connection(channel)
+        moved = await migrate.migrate_queues(conn, connection, channel, publisher, self.scope, to, queue)
+        for each in moved:
+            before = {"queue": each.queue, "queue_type": each.before}
+            after = {"queue": each.queue, "queue_type": each.after, "jobs": list(each.jobs),
+                     "moved_messages": each.moved_messages}  # fmt: skip
+            await self._audit("migrate-queues", None, before, after, f"work queue {each.queue!r} to {each.after}")
+        return moved
 
     # -- runs -----------------------------------------------------------------------------------------------
 
