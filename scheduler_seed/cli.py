@@ -27,6 +27,7 @@ from scheduler_seed import (
     backfill,
     changes,
     dead,
+    doctor,
     emit,
     inputs,
     migrate,
@@ -45,7 +46,7 @@ from shared.messages import describe_validation_error
 from shared.settings import Settings, unknown_variables_line
 
 PROG = "python -m scheduler_seed"
-VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, emit, audit, migrate, serve)
+VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, emit, audit, migrate, doctor, serve)
 
 
 class Parser(argparse.ArgumentParser):

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
 
     amqp_url: SecretStr = Field(default=SecretStr(DEFAULT_AMQP_URL), description="RabbitMQ URL (amqp:// or amqps://)")
+    rabbitmq_management_url: SecretStr | None = Field(
+        default=None,
+        description="RabbitMQ management HTTP API for `doctor` (http://user:pass@host:15672); default: the "
+        "AMQP_URL host on port 15672 with its user",
+    )
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL), description="PostgreSQL DSN (sslmode=require is passed through)"
     )

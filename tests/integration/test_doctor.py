@@ -1,0 +1,69 @@
+"""`doctor` against the real broker and database, in a private scope: clean, then each failure provoked (a
+delay queue deleted, a queue redeclared with x-expires or another argument, the management API out of reach)
+and named on its line, with exit code 1 and no traceback."""
+
+from __future__ import annotations
+
+import aio_pika
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from shared import topology
+from shared.settings import Settings
+from tests.integration.test_cli import cli_here
+from tests.support.runtime import Control
+
+pytestmark = pytest.mark.integration
+
+
+async def _redeclare(amqp: aio_pika.abc.AbstractRobustConnection, spec: topology.QueueSpec, **changes: object) -> None:
+    channel = await amqp.channel()
+    await channel.queue_delete(spec.name)
+    await channel.declare_queue(spec.name, durable=True, arguments={**spec.arguments, **changes})
+    await channel.close()
+
+
+async def test_doctor_is_clean_then_names_each_provoked_failure(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    cleanup_scope: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="c", cron_expr="0 0 1 1 *")
+    await control.seed(job_id="q", cron_expr="0 0 1 1 *", queue_type="quorum")
+
+    clean = await cli_here(capsys, settings, scope, "doctor")
+    assert clean.code == 0, clean.out
+    for expected in (
+        "ok   broker: RabbitMQ 3.", "ok   feature flags: quorum_queue enabled, stream_queue enabled",
+        f"ok   delay queue {scope}.jobs.c.delay: present", f"ok   delivery limit {scope}.jobs.q: none",
+        "ok   ttl canary classic: 300 ms TTL expired", "ok   ttl canary quorum: 300 ms TTL expired",
+        "ok   clock broker:", "ok   clock postgresql:", "ok   migrations: at head",
+    ):  # fmt: skip
+        assert expected in clean.out, clean.out
+
+    channel = await amqp.channel()
+    await channel.queue_delete(topology.delay_queue_name(scope, "c"))
+    await channel.close()
+    await _redeclare(amqp, topology.retry_queue_spec(scope, "c", "c"), **{"x-expires": 600000})
+    await _redeclare(amqp, topology.delay_queue_spec(scope, "q", "q", "quorum"), **{"x-dead-letter-routing-key": "x"})
+    broken = await cli_here(capsys, settings, scope, "doctor")
+    assert broken.code == 1 and "Traceback" not in broken.err
+    assert f"FAIL delay queue {scope}.jobs.c.delay: missing" in broken.out
+    assert f"FAIL retry queue {scope}.jobs.c.retry: x-expires = 600000" in broken.out
+    assert (
+        f"FAIL delay queue {scope}.jobs.q.delay: arguments differ (x-dead-letter-routing-key: "
+        f"expected '{scope}.jobs.q', found 'x')"
+    ) in broken.out
+    assert sum(line.startswith("FAIL") for line in broken.out.splitlines()) == 3, broken.out
+
+    unreachable = settings.model_copy(update={"rabbitmq_management_url": SecretStr("http://guest:pw@127.0.0.1:1")})
+    without = await cli_here(capsys, unreachable, scope, "doctor")
+    assert without.code == 1 and "Traceback" not in without.err and "pw" not in without.out
+    assert "FAIL feature flags: not checked: management API at http://127.0.0.1:1 unreachable" in without.out
+    assert f"FAIL delay queue {scope}.jobs.c.delay: missing" in without.out  # probed over AMQP instead
+    assert f"FAIL retry queue {scope}.jobs.c.retry: x-expires differs" in without.out
