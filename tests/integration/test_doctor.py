@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from shared import topology
 from shared.settings import Settings
 from tests.integration.test_cli import cli_here
+from tests.support.api import VIEWER_TOKEN, bearer, serving, token_set
 from tests.support.runtime import Control
 
 pytestmark = pytest.mark.integration
@@ -67,3 +68,24 @@ async def test_doctor_is_clean_then_names_each_provoked_failure(
     assert "FAIL feature flags: not checked: management API at http://127.0.0.1:1 unreachable" in without.out
     assert f"FAIL delay queue {scope}.jobs.c.delay: missing" in without.out  # probed over AMQP instead
     assert f"FAIL retry queue {scope}.jobs.c.retry: x-expires differs" in without.out
+
+
+async def test_doctor_over_http(
+    settings: Settings, pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    await Control(pool, amqp, scope).seed(job_id="h", cron_expr="0 0 1 1 *", queue_type="quorum")
+    channel = await amqp.channel()
+    await channel.queue_delete(topology.retry_queue_name(scope, "h"))
+    await channel.close()
+    tokens = token_set()
+    async with serving(settings, scope, tokens) as api:
+        refused = await api.get("/doctor")
+        answer = await api.get("/doctor", headers=bearer(VIEWER_TOKEN))
+    assert refused.status_code == 401
+    assert answer.status_code == 200
+    report = answer.json()
+    failing = [f for f in report["findings"] if not f["ok"]]
+    assert report["clean"] is False
+    assert [f["check"] for f in failing] == [f"retry queue {scope}.jobs.h.retry"]
+    assert any(f["check"] == "ttl canary quorum" and f["ok"] for f in report["findings"])
