@@ -305,23 +305,31 @@ class Worker:
     async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:
         """Consume again from a work queue whose consumer the broker cancelled (the queue was deleted, as
         `migrate-queues` does before it redeclares it with another type): back-off until it is declared again."""
+        missing_before: set[Any] = set()
         while not self.stop_event.is_set():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)  # a look at the client's own consumer table: no round trip
             if channel.is_closed:
+                missing_before.clear()
                 continue  # the robust connection restores the channel and its consumers
             with contextlib.suppress(*AMQP_ERRORS):
                 underlay = await channel.get_underlay_channel()
+                present = getattr(underlay, "consumers", None)
+                if present is None:
+                    continue
+                missing = {tag for _, tag in self._consumers if tag not in present}
+                # missing twice in a row: not a reconnect that is still restoring the consumers
                 for index, (queue, tag) in enumerate(list(self._consumers)):
-                    if tag in getattr(underlay, "consumers", {tag: None}) or self.stop_event.is_set():
+                    if tag not in missing or tag not in missing_before or self.stop_event.is_set():
                         continue
                     log.warning(
-                        "worker.consumer_cancelled",
-                        queue=queue.name,
-                        message="the broker cancelled the "
-                        "consumer (queue deleted or redeclared, e.g. by migrate-queues): consuming again",
-                    )
+                        "worker.consumer_cancelled", queue=queue.name,
+                        message="the broker cancelled the consumer (queue deleted, e.g. by migrate-queues): "
+                        "declaring it again and consuming with back-off",
+                    )  # fmt: skip
                     self._consuming.discard(self._queue_short(queue.name))
                     self._consumers[index] = await self._reconsume(amqp, pool, channel, queue, tag)
+                    missing.discard(tag)
+                missing_before = missing
 
     def _queue_short(self, name: str) -> str:
         return name.removeprefix(topology.exchange_name(self.settings.scheduler_scope) + ".")

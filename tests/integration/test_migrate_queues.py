@@ -4,6 +4,7 @@ message waiting in a work queue survives, and the move is in the audit."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 import aio_pika
@@ -32,6 +33,19 @@ async def _declared_as(amqp: aio_pika.abc.AbstractRobustConnection, spec: topolo
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+def _lost_slots(rows: list[asyncpg.Record]) -> list[datetime]:
+    """One-second slots without a row between two rows, other than those a late run stepped over (a run posts the
+    slot after its start: the slots it was late for are not run, by design)."""
+    lost = []
+    for a, b in pairwise(rows):
+        missing = a["scheduled_for"] + timedelta(seconds=1)
+        while missing < b["scheduled_for"]:
+            if a["started_at"] is None or missing > a["started_at"]:
+                lost.append(missing)
+            missing += timedelta(seconds=1)
+    return lost
 
 
 async def test_scope_moves_to_quorum_and_back_under_a_running_worker(
@@ -68,8 +82,7 @@ async def test_scope_moves_to_quorum_and_back_under_a_running_worker(
             await wait_until(lambda: finished(before + 3), 30, "3 runs after the move back")
     rows = await chain_slots()
     assert slots_run_more_than_once(await control.runs("tick")) == []
-    gaps = [(b["scheduled_for"] - a["scheduled_for"]).total_seconds() for a, b in pairwise(rows)]
-    assert gaps and set(gaps) == {1.0}, gaps  # every slot has exactly one row: none lost, none twice
+    assert not _lost_slots(rows), _lost_slots(rows)
     assert any(e.get("event") == "worker.consuming_again" for e in logs)
     assert await _declared_as(amqp, topology.work_queue_spec(scope, "tick", "classic"))
     assert await _declared_as(amqp, topology.delay_queue_spec(scope, "tick", "tick", "classic"))
