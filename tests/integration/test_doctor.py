@@ -4,6 +4,12 @@ and named on its line, with exit code 1 and no traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import urllib.request
+from typing import Any
+
 import aio_pika
 import asyncpg
 import pytest
@@ -13,7 +19,7 @@ from shared import topology
 from shared.settings import Settings
 from tests.integration.test_cli import cli_here
 from tests.support.api import VIEWER_TOKEN, bearer, serving, token_set
-from tests.support.runtime import Control
+from tests.support.runtime import Control, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +95,40 @@ async def test_doctor_over_http(
     assert report["clean"] is False
     assert [f["check"] for f in failing] == [f"retry queue {scope}.jobs.h.retry"]
     assert any(f["check"] == "ttl canary quorum" and f["ok"] for f in report["findings"])
+
+
+def _management(method: str, path: str, body: dict[str, object] | None = None) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:15672{path}", method=method)
+    request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    request.add_header("Content-Type", "application/json")
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(request, data=data, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+async def test_doctor_names_a_delivery_limit_set_by_policy_on_a_quorum_work_queue(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    cleanup_scope: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scope = cleanup_scope
+    await Control(pool, amqp, scope).seed(job_id="lim", cron_expr="0 0 1 1 *", queue_type="quorum")
+    policy = f"/api/policies/%2F/{scope}-limit"
+    definition = {"pattern": f"^{scope}\\.jobs\\.lim$", "apply-to": "queues", "definition": {"delivery-limit": 5}}
+    await asyncio.to_thread(_management, "PUT", policy, definition)
+    queue_path = f"/api/queues/%2F/{scope}.jobs.lim"
+
+    async def applied() -> bool:  # the management API shows it with its next statistics round (5 s)
+        found = await asyncio.to_thread(_management, "GET", queue_path)
+        return bool((found.get("effective_policy_definition") or {}).get("delivery-limit"))
+
+    try:
+        await wait_until(applied, 30, "the policy in the management API")
+        found = await cli_here(capsys, settings, scope, "doctor")
+    finally:
+        await asyncio.to_thread(_management, "DELETE", policy)
+    assert found.code == 1
+    assert f"FAIL delivery limit {scope}.jobs.lim: 5: a chain message requeued 5 times" in found.out

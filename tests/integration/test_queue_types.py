@@ -3,6 +3,7 @@ disagreeing jobs refused, and a worker facing a work queue of the other type."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aio_pika
@@ -11,10 +12,17 @@ import pytest
 
 from shared import topology
 from shared.control.errors import InvalidDefinition
-from shared.errors import QueueTypeMismatch
 from shared.settings import Settings
 from tests.support.probe import ProbeParams, probe
-from tests.support.runtime import Control, fast_settings, running_worker, slots_run_more_than_once, wait_until
+from tests.support.runtime import (
+    Control,
+    fast_settings,
+    running_worker,
+    slots_run_more_than_once,
+    spawn_worker,
+    stop_process,
+    wait_until,
+)  # fmt: skip
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +135,13 @@ async def test_worker_facing_a_queue_of_the_other_type_names_it_and_the_fix(
     await channel.queue_delete(topology.work_queue_name(scope, "w"))
     await topology.declare_work_queue(channel, scope, "w", "quorum")
     await channel.close()
-    with pytest.raises(QueueTypeMismatch) as refused:
-        async with running_worker(fast_settings(settings, scope), {"w": (probe, ProbeParams)}):
-            pass
-    text = str(refused.value)
-    assert f"'{scope}.jobs.w' exists as a quorum queue but its jobs declare classic" in text
-    assert f"migrate-queues --scope {scope} --to classic" in text
+    proc = spawn_worker(scope, ["w"], settings)
+    try:
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        stop_process(proc)
+    output = proc.log_path.read_text()  # type: ignore[attr-defined]
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert f"queue '{scope}.jobs.w' exists as a quorum queue but its jobs declare classic" in line
+    assert f"migrate-queues --scope {scope} --to classic" in line
