@@ -55,7 +55,7 @@ class Management:
     @classmethod
     def for_amqp_url(cls, amqp_url: str, management_url: str | None = None) -> Management:
         """The API on the AMQP host (port 15672, http) with the AMQP user, unless `management_url` says where."""
-        amqp = urllib.parse.urlsplit(amqp_url)
+        amqp = urllib.parse.urlsplit(amqp_url.split(",")[0].strip())  # a list of nodes: the first one
         vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
         if management_url:
             parts = urllib.parse.urlsplit(management_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared import diagnosis
+from shared.control.doctor import Management
 from shared.diagnosis import Finding
 
 EXPECTED = {"x-dead-letter-exchange": "s.jobs", "x-dead-letter-routing-key": "s.jobs.w"}
@@ -47,3 +48,17 @@ def test_policy_expiry_only_when_a_policy_sets_expires() -> None:
     assert diagnosis.policy_expiry("q", "work queue", {"max-length": 5}) is None
     found = diagnosis.policy_expiry("q", "work queue", {"expires": 1000})
     assert found is not None and not found.ok and "expires = 1000" in found.text
+
+
+def test_management_api_address_follows_the_amqp_url_unless_given() -> None:
+    derived = Management.for_amqp_url("amqp://u:p%40ss@rabbit:5672/prod,amqp://u:p@other:5672/prod")
+    assert (derived.base_url, derived.user, derived.password, derived.vhost) == (
+        "http://rabbit:15672",
+        "u",
+        "p@ss",
+        "prod",
+    )
+    assert Management.for_amqp_url("amqp://guest:guest@127.0.0.1:5672/").vhost == "/"
+    given = Management.for_amqp_url("amqp://u:p@rabbit/", "https://admin:secret@mgmt:443")
+    assert (given.base_url, given.user, given.password) == ("https://mgmt:443", "admin", "secret")
+    assert given.queue_path("s.jobs.w") == "/api/queues/%2F/s.jobs.w"
