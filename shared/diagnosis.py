@@ -72,9 +72,14 @@ def feature_flags(flags: Mapping[str, str] | None, unavailable: str | None) -> F
     return Finding("feature flags", True, ", ".join(f"{name} enabled" for name in NEEDED_FLAGS))
 
 
-def queue_arguments(name: str, what: str, expected: Mapping[str, Any], found: Mapping[str, Any] | None) -> Finding:
-    """One chain queue: present, and with exactly the arguments this code declares (no `x-expires`)."""
+def queue_arguments(
+    name: str, what: str, expected: Mapping[str, Any], found: Mapping[str, Any] | None, optional: bool = False
+) -> Finding:
+    """One chain queue: present (unless `optional`: a retry queue comes with the job's first retry), and with
+    exactly the arguments this code declares (no `x-expires`)."""
     check = f"{what} {name}"
+    if found is None and optional:
+        return Finding(check, True, "not declared yet (declared on the job's first retry or buffered slot)")
     if found is None:
         return Finding(check, False, "missing: seed the scope again (or `seed --reset`) to declare it")
     if "x-expires" in found:

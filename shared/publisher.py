@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 
 from shared import topology
+from shared.errors import SchedulerError
 from shared.messages import JobMessage
 from shared.settings import TTL_CEILING_MS
 
@@ -36,6 +38,11 @@ def _properties(
         headers=headers or {},
         message_id=message_id,
     )
+
+
+def _reply_text(exc: aiormq.exceptions.PublishError) -> str:
+    """What the broker said when it returned a mandatory message (NO_ROUTE: no queue bound for its key)."""
+    return str(getattr(getattr(exc.message, "delivery", None), "reply_text", ""))
 
 
 def until(fire_at: datetime, now: datetime) -> timedelta:
@@ -57,11 +64,13 @@ class Publisher:
         scope: str,
         timeout: float = PUBLISH_TIMEOUT_SEC,
         ttl_ceiling_ms: int = TTL_CEILING_MS,
+        declare_retry: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.channel = channel
         self.scope = scope
         self.timeout = timeout
         self.ttl_ceiling_ms = ttl_ceiling_ms
+        self.declare_retry = declare_retry  # declares a job's retry queue (by job id) on first need
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: aiormq.spec.Basic.Properties
@@ -99,8 +108,21 @@ class Publisher:
         await self._to_queue(queue_name, body, properties)
 
     async def to_retry(self, message: JobMessage, delay_sec: float) -> None:
+        """A retry or a buffered slot into the job's retry queue. A retry queue is declared on first need: a
+        publish the broker cannot route (NO_ROUTE: no such queue yet) declares it and is made again."""
         name = topology.retry_queue_name(self.scope, message.job_id)
-        await self._to_queue(name, message.to_body(), _properties(expiration_ms=round(delay_sec * 1000)))
+        properties = _properties(expiration_ms=round(delay_sec * 1000))
+        try:
+            await self._to_queue(name, message.to_body(), properties)
+        except aiormq.exceptions.PublishError as exc:
+            if _reply_text(exc) != "NO_ROUTE":
+                raise
+            if self.declare_retry is None:  # a configuration error: retrying the publish cannot fix it
+                raise SchedulerError(
+                    f"retry queue {name!r} is not declared and this publisher cannot declare it"
+                ) from None
+            await self.declare_retry(message.job_id)
+            await self._to_queue(name, message.to_body(), properties)
 
     async def to_work(self, queue: str, message: JobMessage) -> None:
         """Straight to a work queue through the scope's exchange (run-now, events, startup)."""

@@ -48,7 +48,7 @@ from shared.publisher import Publisher
 from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
-from shared.seeding import declare_for
+from shared.seeding import declare_for, declare_retry_for
 from shared.settings import Settings, unknown_variables_line
 from shared.store import jobs as jobs_store
 from shared.store import workers
@@ -192,7 +192,10 @@ class Worker:
         )
         stack.push_async_callback(amqp.close)
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        publisher = Publisher(publish_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms)
+        declare_retry = partial(self._declare_retry, amqp, pool)
+        publisher = Publisher(
+            publish_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
+        )
         await self._declare(amqp, pool)
         self._background(
             stack,
@@ -218,7 +221,9 @@ class Worker:
         await self._post_startup_messages(pool, publisher)
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        watchdog_publisher = Publisher(watchdog_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms)
+        watchdog_publisher = Publisher(
+            watchdog_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
+        )
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
             standard_sweeps(
@@ -269,6 +274,19 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    async def _declare_retry(self, amqp: AbstractRobustConnection, pool: Any, job_id: str) -> None:
+        """A job's retry queue on its first retry or buffered slot, from its row, on a channel of its own."""
+        job = await jobs_store.get_job(pool, self.settings.scheduler_scope, job_id)
+        if job is None:
+            return  # deleted meanwhile: the publish that follows fails as unroutable, as it would have
+        channel = await amqp.channel()
+        try:
+            await declare_retry_for(channel, job)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        log.info("topology.retry_queue_declared", job_id=job_id, queue_type=job.queue_type)
 
     async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
         """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the

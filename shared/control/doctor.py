@@ -98,6 +98,7 @@ class ExpectedQueue:
     what: str  # "work queue", "delay queue", "retry queue"
     spec: topology.QueueSpec
     quorum_work: bool
+    optional: bool = False  # a retry queue is declared on the job's first retry
 
 
 def expected_queues(scope: str, jobs: list[JobRow]) -> list[ExpectedQueue]:
@@ -110,7 +111,7 @@ def expected_queues(scope: str, jobs: list[JobRow]) -> list[ExpectedQueue]:
         delay = topology.delay_queue_spec(scope, job.job_id, job.queue, kind)
         found[delay.name] = ExpectedQueue("delay queue", delay, False)
         retry = topology.retry_queue_spec(scope, job.job_id, job.queue, kind)
-        found[retry.name] = ExpectedQueue("retry queue", retry, False)
+        found[retry.name] = ExpectedQueue("retry queue", retry, False, optional=True)
     return list(found.values())
 
 
@@ -128,7 +129,7 @@ async def _probe_queue(connection: AbstractConnection, queue: ExpectedQueue) -> 
     try:
         await channel.declare_queue(queue.spec.name, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
-        return diagnosis.queue_arguments(queue.spec.name, queue.what, queue.spec.arguments, None)
+        return diagnosis.queue_arguments(queue.spec.name, queue.what, queue.spec.arguments, None, queue.optional)
     finally:
         if not channel.is_closed:
             await channel.close()
@@ -153,7 +154,9 @@ async def _queue_findings(
             continue
         info = await management.get(management.queue_path(queue.spec.name))
         found = None if info is None else dict(info.get("arguments") or {})
-        findings.append(diagnosis.queue_arguments(queue.spec.name, queue.what, queue.spec.arguments, found))
+        findings.append(
+            diagnosis.queue_arguments(queue.spec.name, queue.what, queue.spec.arguments, found, queue.optional)
+        )
         if info is None:
             continue
         policy = info.get("effective_policy_definition") or {}

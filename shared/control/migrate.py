@@ -10,9 +10,10 @@ RabbitMQ cannot change a queue's type in place, so each work queue is moved in f
    progress finishes, but posts no next slot);
 3. the work queue's ready messages (run-now, startup, event runs) are taken out, the queue is deleted and
    declared again with the new type, and those messages go back into it;
-4. each job's delay and retry queues are declared with the new type and, under its chain lock again, its chain
-   starts from the record: the first slot after the last slot with a run row (the slot whose message was lost
-   in step 2 or 3), so no slot is skipped and none runs twice (a slot with a row is never posted again).
+4. each job's delay queue is declared with the new type (its retry queue comes with its next retry) and, under
+   its chain lock again, its chain starts from the record: the first slot after the last slot with a run row
+   (the slot whose message was lost in step 2 or 3), so no slot is skipped and none runs twice (a slot with a
+   row is never posted again).
 
 Pending retries and buffered slots of chain runs (waiting in a retry queue) end like on any reseed; a job that
 is paused keeps no chain. Moving a work queue that is already of the target type does nothing to it.
@@ -190,11 +191,12 @@ async def migrate_queues(
     moved = []
     for name, jobs in sorted(by_queue.items()):
         specs = [topology.work_queue_spec(scope, name, target)]
-        for job in jobs:
-            specs += [topology.delay_queue_spec(scope, job.job_id, name, target)]
-            specs += [topology.retry_queue_spec(scope, job.job_id, name, target)]
+        specs += [topology.delay_queue_spec(scope, job.job_id, name, target) for job in jobs]
+        retries = [topology.retry_queue_spec(scope, job.job_id, name, target) for job in jobs]
         in_place = all(job.queue_type == target for job in jobs)
-        if in_place and all([await _is_declared_as(connection, spec) for spec in specs]):
+        present = [await _is_declared_as(connection, spec) for spec in specs]
+        retry_ok = [await _is_declared_as(connection, spec) is not False for spec in retries]  # absent is fine
+        if in_place and all(present) and all(retry_ok):
             continue
         moved.append(await migrate_work_queue(conn, connection, channel, publisher, scope, name, jobs, target))
     return moved

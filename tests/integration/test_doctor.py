@@ -48,6 +48,7 @@ async def test_doctor_is_clean_then_names_each_provoked_failure(
     for expected in (
         "ok   broker: RabbitMQ 3.", "ok   feature flags: quorum_queue enabled, stream_queue enabled",
         f"ok   delay queue {scope}.jobs.c.delay: present", f"ok   delivery limit {scope}.jobs.q: none",
+        f"ok   retry queue {scope}.jobs.c.retry: not declared yet",
         "ok   ttl canary classic: 300 ms TTL expired", "ok   ttl canary quorum: 300 ms TTL expired",
         "ok   clock broker:", "ok   clock postgresql:", "ok   migrations: at head",
     ):  # fmt: skip
@@ -82,7 +83,7 @@ async def test_doctor_over_http(
     scope = cleanup_scope
     await Control(pool, amqp, scope).seed(job_id="h", cron_expr="0 0 1 1 *", queue_type="quorum")
     channel = await amqp.channel()
-    await channel.queue_delete(topology.retry_queue_name(scope, "h"))
+    await channel.queue_delete(topology.delay_queue_name(scope, "h"))
     await channel.close()
     tokens = token_set()
     async with serving(settings, scope, tokens) as api:
@@ -93,7 +94,7 @@ async def test_doctor_over_http(
     report = answer.json()
     failing = [f for f in report["findings"] if not f["ok"]]
     assert report["clean"] is False
-    assert [f["check"] for f in failing] == [f"retry queue {scope}.jobs.h.retry"]
+    assert [f["check"] for f in failing] == [f"delay queue {scope}.jobs.h.delay"]
     assert any(f["check"] == "ttl canary quorum" and f["ok"] for f in report["findings"])
 
 

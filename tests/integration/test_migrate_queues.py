@@ -87,7 +87,7 @@ async def test_scope_moves_to_quorum_and_back_under_a_running_worker(
     assert await _declared_as(amqp, topology.work_queue_spec(scope, "tick", "classic"))
     assert await _declared_as(amqp, topology.delay_queue_spec(scope, "tick", "tick", "classic"))
     assert await _declared_as(amqp, topology.work_queue_spec(scope, "idle", "quorum"))
-    assert await _declared_as(amqp, topology.retry_queue_spec(scope, "idle", "idle", "quorum"))
+    assert await _declared_as(amqp, topology.delay_queue_spec(scope, "idle", "idle", "quorum"))
     assert (await control.job("idle"))["queue_type"] == "quorum"
     waiting = await channel.declare_queue(topology.work_queue_name(scope, "idle"), passive=True)
     assert waiting.declaration_result.message_count == 1  # the run-now message moved with its queue

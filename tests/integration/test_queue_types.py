@@ -40,6 +40,18 @@ async def _is_type(amqp: aio_pika.abc.AbstractRobustConnection, spec: topology.Q
             await channel.close()
 
 
+async def _exists(amqp: aio_pika.abc.AbstractRobustConnection, name: str) -> bool:
+    channel = await amqp.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+        return True
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
 async def _succeeded(control: Control, job_id: str, at_least: int) -> bool:
     return sum(1 for r in await control.runs(job_id) if r["status"] == "succeeded") >= at_least
 
@@ -53,6 +65,8 @@ async def test_worker_runs_a_quorum_job_through_its_chain_and_retry_queue(
         job_id="q", interval_seconds=1, queue_type="quorum", max_attempts=2, retry_backoff_sec=0.2,
         default_params={"fail_until_attempt": 1},
     )  # fmt: skip
+    retry_queue = topology.retry_queue_name(scope, "q")
+    assert not await _exists(amqp, retry_queue)  # declared on the first retry
     async with running_worker(fast_settings(settings, scope), {"q": (probe, ProbeParams)}):
         await wait_until(lambda: _succeeded(control, "q", 3), 30, "3 slots succeeded on their retry")
     rows = await control.runs("q")
@@ -60,6 +74,7 @@ async def test_worker_runs_a_quorum_job_through_its_chain_and_retry_queue(
     assert {r["attempt"] for r in succeeded} == {2}  # every success went through the retry queue
     assert {r["trigger_source"] for r in succeeded} == {"retry"}
     assert slots_run_more_than_once(rows) == []
+    assert await _exists(amqp, retry_queue)
     for spec in (
         topology.work_queue_spec(scope, "q", "quorum"),
         topology.delay_queue_spec(scope, "q", "q", "quorum"),
@@ -96,7 +111,8 @@ async def test_scope_default_with_a_per_job_override(
     assert await _is_type(amqp, topology.work_queue_spec(scope, "dflt", "quorum"))
     assert await _is_type(amqp, topology.delay_queue_spec(scope, "dflt2", "dflt", "quorum"))
     assert await _is_type(amqp, topology.work_queue_spec(scope, "own", "classic"))
-    assert await _is_type(amqp, topology.retry_queue_spec(scope, "own", "own", "classic"))
+    assert await _is_type(amqp, topology.delay_queue_spec(scope, "own", "own", "classic"))
+    assert not await _exists(amqp, topology.retry_queue_name(scope, "own"))  # no retry yet: no retry queue
 
 
 async def test_jobs_of_one_work_queue_that_disagree_are_refused_naming_them(
