@@ -261,7 +261,7 @@ class Worker:
         return queue_types.for_queues(self.registry.queues, members, self.settings.scheduler_queue_type)
 
     async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> None:
-        """Exchange, parking and work queues of this worker, plus delay/retry queues of the jobs they serve."""
+        """Exchange, parking and work queues of this worker (each of its type), and the delay queues of its jobs."""
         scope = self.settings.scheduler_scope
         self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
