@@ -9,8 +9,8 @@ COMPOSE_FILE := deploy/docker-compose.yml
 COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
-.PHONY: install install-bench browser faketime test lint format preflight prometheus demo seed status chaos chaos-ha \
-	bench up down logs ps compose-seed ctl rehearse clean
+.PHONY: install install-bench browser faketime rabbitmq-management test lint format preflight prometheus demo seed status \
+	chaos chaos-ha bench up down logs ps compose-seed ctl rehearse clean
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,15 @@ preflight: install
 # Test files run on PYTEST_WORKERS processes (most integration tests wait on servers, not on the CPU); each test has
 # its own scope and private servers take free ports, so files do not disturb each other. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
-test: install-bench preflight prometheus browser faketime
+test: install-bench preflight prometheus browser faketime rabbitmq-management
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# `doctor` reads feature flags, policies and queue totals from RabbitMQ's management HTTP API (port 15672); its tests
+# need the plugin on the local broker.
+rabbitmq-management:
+	@curl -fsS -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview 2>/dev/null || { \
+	  echo "enabling the rabbitmq_management plugin for the doctor tests"; \
+	  $(SUDO) rabbitmq-plugins enable rabbitmq_management >/dev/null; }
 
 # The observability tests run a real Prometheus, promtool and Alertmanager (Debian's `prometheus` and
 # `prometheus-alertmanager` packages).

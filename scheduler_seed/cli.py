@@ -22,7 +22,22 @@ import aiormq
 import asyncpg
 from pydantic import ValidationError
 
-from scheduler_seed import audit, backfill, changes, dead, emit, inputs, publish, render, run_now, runs, seed, status
+from scheduler_seed import (
+    audit,
+    backfill,
+    changes,
+    dead,
+    doctor,
+    emit,
+    inputs,
+    migrate,
+    publish,
+    render,
+    run_now,
+    runs,
+    seed,
+    status,
+)
 from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, exit_code
 from scheduler_seed.server import serve
 from shared.control import Control, RunningNow, kind_of
@@ -31,7 +46,7 @@ from shared.messages import describe_validation_error
 from shared.settings import Settings, unknown_variables_line
 
 PROG = "python -m scheduler_seed"
-VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, emit, audit, serve)
+VERBS = (seed, status, runs, run_now, changes, backfill, dead, publish, emit, audit, migrate, doctor, serve)
 
 
 class Parser(argparse.ArgumentParser):

@@ -19,6 +19,7 @@ __all__ = [
     "json_text",
     "json_value",
     "positive_int",
+    "queue_name",
     "scope",
     "seconds",
     "whole_seconds",
@@ -91,3 +92,8 @@ def json_text(text: str) -> str:
 def scope(text: str) -> str:
     """A scope slug (`mock`, `real`, ...)."""
     return check_ident(text, "scope")
+
+
+def queue_name(text: str) -> str:
+    """A work queue's short name (as in a job's `queue`)."""
+    return check_ident(text, "queue name")

@@ -92,6 +92,26 @@ async def extend(
     return Posted(slot, started)
 
 
+async def rearm(conn: asyncpg.Connection, publisher: Publisher, scope: str, msg: JobMessage, now: datetime) -> bool:
+    """Post a re-arm hop again (`decisions.rearm`), under the chain lock, if its chain is still at the message's
+    epoch and enabled: the delay queue then holds this one message, as with `extend`. False when it is stale."""
+    assert msg.rearm_at is not None
+    key = chain_lock_key(scope, msg.job_id)
+    done = False
+    try:
+        posted = False
+        if await enter_chain(conn, scope, msg.job_id) == (msg.epoch, True):
+            await publisher.to_delay(msg.model_copy(update={"published_at": now}), msg.rearm_at, now)
+            posted = True
+        done = True
+    finally:
+        if not done:
+            spoil(conn)
+        with contextlib.suppress(*SESSION_LOST):
+            await unlock(conn, key)
+    return posted
+
+
 async def purge_delay_queue(channel: AbstractChannel, scope: str, job_id: str) -> None:
     queue = await channel.get_queue(topology.delay_queue_name(scope, job_id), ensure=False)
     await queue.purge()
@@ -106,6 +126,21 @@ async def replace(
     Returns the new epoch and the first slot posted (None when paused or unscheduled).
     """
     replaced = await _replace(conn, channel, publisher, job, now, None)
+    assert replaced is not None  # unconditional
+    return replaced
+
+
+async def replace_after(
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    job: JobRow,
+    now: datetime,
+    after: datetime,
+) -> tuple[int, Slot | None]:
+    """`replace`, starting from the first slot after `after` instead of after now (a past slot is posted due at
+    once): a chain whose waiting message was taken away goes on where its record says it was."""
+    replaced = await _replace(conn, channel, publisher, job, now, None, after)
     assert replaced is not None  # unconditional
     return replaced
 
@@ -132,6 +167,7 @@ async def _replace(
     job: JobRow,
     now: datetime,
     overdue_before: datetime | None,
+    after: datetime | None = None,
 ) -> tuple[int, Slot | None] | None:
     async with conn.transaction():
         await chain_lock(conn, job.scope, job.job_id)
@@ -140,7 +176,7 @@ async def _replace(
             return None
         epoch = current.epoch
         await purge_delay_queue(channel, job.scope, job.job_id)
-        slot = next_slot(current, now) if current.enabled and current.has_chain else None
+        slot = next_slot(current, now if after is None else after) if current.enabled and current.has_chain else None
         if slot is not None:
             await publisher.to_delay(slot_message(current, epoch, slot, now), slot.fire_at, now)
         await jobs_store.set_next_due(conn, job.scope, job.job_id, None if slot is None else slot.fire_at)

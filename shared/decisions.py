@@ -3,6 +3,7 @@ statement found, the clock), a named decision out. No I/O here; `shared.protocol
 does what the decision says. tests/unit/test_decisions.py names every branch.
 
     screen          step 1: a message for another scope, or asking for what the design does not do: park
+    rearm           step 1: a re-arm hop that arrived before its slot: post it again, run nothing
     admit           step 2-3: park, drop, expire, skip as misfire, wait for a reseed to commit, or go on
     when_locked     step 4: every lock slot taken: skip the slot or buffer it
     on_existing     step 5: the slot already has a row: drop, take over, promote, revive, buffer, give up
@@ -35,6 +36,7 @@ class Action(StrEnum):
     SKIP_LOCKED = "skip_locked"  # record skipped_locked, post the next slot, ack
     BUFFER = "buffer"  # back off through the retry queue until the lock is free
     RUN = "run"  # the slot is ours: post the next slot, ack, run
+    REARM = "rearm"  # a hop of a slot beyond the TTL ceiling, still ahead: post it again (no run), ack
     TAKE_OVER = "take_over"  # the owner of a claimed/running row is dead: adopt the row, then run
     PROMOTE = "promote"  # a buffered slot whose lock came free: claim it, then run
     REVIVE = "revive"  # backfill of a slot that was skipped or expired: claim it, then run
@@ -134,6 +136,15 @@ def screen(msg: JobMessage, scope: str) -> Decision:
             "(cron_expr or interval_seconds); change that with `set`, and publish without next_delay_sec"
         )
         return Decision(Action.PARK, ParkReason.NEXT_DELAY.value, detail)
+    return PROCEED
+
+
+def rearm(msg: JobMessage, now: datetime) -> Decision:
+    """Step 1 too: a chain message posted as a re-arm hop (its slot's fire time lay beyond the per-message TTL
+    ceiling) that arrives while its fire time is still ahead goes back to the delay queue for another hop, with
+    no run and no run row; one arriving at or after it is the slot itself and goes on. Only chain messages hop."""
+    if msg.rearm_at is not None and msg.is_chain and now < msg.rearm_at:
+        return Decision(Action.REARM, "ahead")
     return PROCEED
 
 

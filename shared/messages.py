@@ -79,6 +79,9 @@ class JobMessage(BaseModel):
     expires_at: datetime | None = None
     upstream_run_id: uuid.UUID | None = None
     event: EventInfo | None = None  # the event that triggered this run (trigger_source event): ctx.event
+    # a re-arm hop: the slot's fire time lies beyond the longest per-message TTL, so the message was posted with
+    # that TTL and a worker receiving it before `rearm_at` posts it again instead of running it (decisions.rearm)
+    rearm_at: datetime | None = None
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
 
     @field_validator("job_id")
@@ -91,7 +94,7 @@ class JobMessage(BaseModel):
     def _scope(cls, value: str | None) -> str | None:
         return None if value is None else check_ident(value, "scope")
 
-    @field_validator("scheduled_for", "published_at", "expires_at")
+    @field_validator("scheduled_for", "published_at", "expires_at", "rearm_at")
     @classmethod
     def _aware_utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else _utc(value)

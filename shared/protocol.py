@@ -87,6 +87,9 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     structlog.contextvars.bind_contextvars(
         scope=env.scope, trigger_source=msg.trigger_source.value, attempt=msg.attempt
     )
+    if decisions.rearm(msg, env.clock()).action is Action.REARM:
+        await rearm_hop(env, delivery, msg)
+        return
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
         turn = Turn(env, delivery, msg, conn)
         if not await _on_cached_row(turn) and await look_up(turn):  # 2, 3
@@ -125,6 +128,19 @@ async def parse_or_park(env: Env, delivery: Delivery) -> JobMessage | None:
     if unknown:
         log.debug("message.unknown_fields_ignored", job_id=message.job_id, fields=unknown[:20])
     return message
+
+
+async def rearm_hop(env: Env, delivery: Delivery, msg: JobMessage) -> None:
+    """A hop of a slot still beyond reach: posted again (confirmed) before the ack; nothing runs, no run row."""
+    async with env.pool.acquire() as conn:
+        posted = await chain.rearm(conn, env.publisher, env.scope, msg, env.clock())
+        left_tidy(conn)
+    if posted:
+        fire_at = msg.rearm_at.isoformat() if msg.rearm_at else None
+        log.info("chain.rearmed", job_id=msg.job_id, slot=msg.scheduled_for.isoformat(), fire_at=fire_at)
+        await delivery.ack()
+    else:
+        await drop(env, delivery, DropReason.STALE_EPOCH.value, job_id=msg.job_id)
 
 
 async def park(env: Env, delivery: Delivery, reason: str, detail: str) -> None:

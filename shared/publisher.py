@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,9 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 
 from shared import topology
+from shared.errors import SchedulerError
 from shared.messages import JobMessage
+from shared.settings import TTL_CEILING_MS
 
 PUBLISH_TIMEOUT_SEC = 10.0
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker before it confirms
@@ -37,6 +40,11 @@ def _properties(
     )
 
 
+def _reply_text(exc: aiormq.exceptions.PublishError) -> str:
+    """What the broker said when it returned a mandatory message (NO_ROUTE: no queue bound for its key)."""
+    return str(getattr(getattr(exc.message, "delivery", None), "reply_text", ""))
+
+
 def until(fire_at: datetime, now: datetime) -> timedelta:
     """Time left until `fire_at`, never negative (RabbitMQ refuses a negative expiration), whole milliseconds."""
     ms = max(0, round((fire_at - now).total_seconds() * 1000))
@@ -50,10 +58,19 @@ def _ms(delay: timedelta) -> int:
 class Publisher:
     """Routes job messages of one scope. The channel must have publisher confirms on (aio-pika's default)."""
 
-    def __init__(self, channel: AbstractChannel, scope: str, timeout: float = PUBLISH_TIMEOUT_SEC) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        scope: str,
+        timeout: float = PUBLISH_TIMEOUT_SEC,
+        ttl_ceiling_ms: int = TTL_CEILING_MS,
+        declare_retry: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.channel = channel
         self.scope = scope
         self.timeout = timeout
+        self.ttl_ceiling_ms = ttl_ceiling_ms
+        self.declare_retry = declare_retry  # declares a job's retry queue (by job id) on first need
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: aiormq.spec.Basic.Properties
@@ -74,13 +91,38 @@ class Publisher:
         await self._publish(topology.exchange_name(self.scope), queue_name, body, properties)
 
     async def to_delay(self, message: JobMessage, fire_at: datetime, now: datetime) -> None:
-        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue."""
+        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue.
+        A slot further away than the TTL ceiling goes as a re-arm hop: posted with the ceiling as its TTL and
+        `rearm_at` set to the slot's fire time, so the worker that receives it early posts it again."""
+        ttl_ms = _ms(until(fire_at, now))
+        if ttl_ms > self.ttl_ceiling_ms:
+            message = message.model_copy(update={"rearm_at": fire_at})
+            ttl_ms = self.ttl_ceiling_ms
+        elif message.rearm_at is not None:
+            message = message.model_copy(update={"rearm_at": None})  # the last hop arrives as the slot itself
         name = topology.delay_queue_name(self.scope, message.job_id)
-        await self._to_queue(name, message.to_body(), _properties(expiration_ms=_ms(until(fire_at, now))))
+        await self._to_queue(name, message.to_body(), _properties(expiration_ms=ttl_ms))
+
+    async def republish(self, queue_name: str, body: bytes, properties: aiormq.spec.Basic.Properties) -> None:
+        """A message taken out of a queue of this scope, put back as it was (migrate-queues)."""
+        await self._to_queue(queue_name, body, properties)
 
     async def to_retry(self, message: JobMessage, delay_sec: float) -> None:
+        """A retry or a buffered slot into the job's retry queue. A retry queue is declared on first need: a
+        publish the broker cannot route (NO_ROUTE: no such queue yet) declares it and is made again."""
         name = topology.retry_queue_name(self.scope, message.job_id)
-        await self._to_queue(name, message.to_body(), _properties(expiration_ms=round(delay_sec * 1000)))
+        properties = _properties(expiration_ms=round(delay_sec * 1000))
+        try:
+            await self._to_queue(name, message.to_body(), properties)
+        except aiormq.exceptions.PublishError as exc:
+            if _reply_text(exc) != "NO_ROUTE":
+                raise
+            if self.declare_retry is None:  # a configuration error: retrying the publish cannot fix it
+                raise SchedulerError(
+                    f"retry queue {name!r} is not declared and this publisher cannot declare it"
+                ) from None
+            await self.declare_retry(message.job_id)
+            await self._to_queue(name, message.to_body(), properties)
 
     async def to_work(self, queue: str, message: JobMessage) -> None:
         """Straight to a work queue through the scope's exchange (run-now, events, startup)."""

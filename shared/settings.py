@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="RabbitMQ URL (amqp:// or amqps://); several nodes of a cluster as a comma list of URLs or "
         "amqp://user:password@h1:5672,h2:5673/vhost",
     )
+    rabbitmq_management_url: SecretStr | None = Field(
+        default=None,
+        description="RabbitMQ management HTTP API for `doctor` (http://user:pass@host:15672); default: the "
+        "AMQP_URL host on port 15672 with its user",
+    )
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
         description="PostgreSQL DSN (sslmode=require is passed through); a primary and standbys as "

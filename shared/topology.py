@@ -5,7 +5,9 @@ Per scope ``S`` (see DESIGN section 3):
 - exchange ``S.jobs`` (direct, durable); the routing key of a job message is its work queue name;
 - work queue ``S.jobs.<queue>`` bound to ``S.jobs`` with its own name as binding key;
 - delay queue ``S.jobs.<job_id>.delay`` and retry queue ``S.jobs.<job_id>.retry``, no consumers, whose
-  messages expire (per-message TTL) and are dead-lettered to ``S.jobs`` with the work queue as routing key;
+  messages expire (per-message TTL) and are dead-lettered to ``S.jobs`` with the work queue as routing key; the
+  retry queue is declared on first need (the first retry or buffered slot of the job), so a job that never retries
+  costs one queue of its own;
 - parking ``S.jobs.dead``: a fanout exchange and a durable queue of the same name bound to it;
 - events ``S.events`` (topic, durable): run outcomes (``job.<job_id>.<status>``) and emitted events; a job that
   subscribes has a durable event queue ``S.jobs.<job_id>.events`` bound to it with each of its patterns.
@@ -268,18 +270,28 @@ async def declare_job(
     queue: str,
     queue_type: QueueType = "classic",
 ) -> None:
-    """Declare what the chain of `job_id` needs: its work queue (bound), delay and retry queues. Idempotent.
+    """Declare what the chain of `job_id` needs: its work queue (bound) and delay queue. Idempotent. The retry
+    queue is declared on first need (`declare_retry_queue`).
 
     The work queue is declared first, so an expiring message never finds its dead-letter target missing.
     Raises `TopologyMismatch` when one of them exists with other arguments (queue arguments are immutable);
     the channel is then closed by RabbitMQ, so give this a dedicated declaration channel.
     """
     await declare_work_queue(channel, scope, queue, queue_type)
-    for make_spec in (delay_queue_spec, retry_queue_spec):
-        spec = make_spec(scope, job_id, queue, queue_type)
-        declared = await _declare_queue(channel, spec)
-        # Bound under its own name, so chain and retry messages are published through `S.jobs` (see Publisher).
-        await declared.bind(exchange_name(scope), routing_key=spec.name)
+    await _declare_bound(channel, scope, delay_queue_spec(scope, job_id, queue, queue_type))
+
+
+async def declare_retry_queue(
+    channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str, queue: str, queue_type: QueueType = "classic"
+) -> None:
+    """Declare the retry queue of `job_id` (bound), on the first retry or buffered slot of the job. Idempotent."""
+    await _declare_bound(channel, scope, retry_queue_spec(scope, job_id, queue, queue_type))
+
+
+async def _declare_bound(channel: aio_pika.abc.AbstractChannel, scope: str, spec: QueueSpec) -> None:
+    declared = await _declare_queue(channel, spec)
+    # Bound under its own name, so chain and retry messages are published through `S.jobs` (see Publisher).
+    await declared.bind(exchange_name(scope), routing_key=spec.name)
 
 
 # -- deletion (I/O) ---------------------------------------------------------------------------------------

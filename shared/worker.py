@@ -48,7 +48,7 @@ from shared.publisher import Publisher
 from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
-from shared.seeding import declare_for
+from shared.seeding import declare_for, declare_retry_for
 from shared.settings import Settings, unknown_variables_line
 from shared.store import jobs as jobs_store
 from shared.store import workers
@@ -192,7 +192,10 @@ class Worker:
         )
         stack.push_async_callback(amqp.close)
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        publisher = Publisher(publish_channel, s.scheduler_scope)
+        declare_retry = partial(self._declare_retry, amqp, pool)
+        publisher = Publisher(
+            publish_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
+        )
         await self._declare(amqp, pool)
         self._background(
             stack,
@@ -218,10 +221,13 @@ class Worker:
         await self._post_startup_messages(pool, publisher)
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+        watchdog_publisher = Publisher(
+            watchdog_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
+        )
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
             standard_sweeps(
-                s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+                s.scheduler_scope, watchdog_channel, watchdog_publisher, self.metrics,
                 lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
             ),
             interval_sec=s.watchdog_interval_sec,
@@ -255,7 +261,7 @@ class Worker:
         return queue_types.for_queues(self.registry.queues, members, self.settings.scheduler_queue_type)
 
     async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> None:
-        """Exchange, parking and work queues of this worker, plus delay/retry queues of the jobs they serve."""
+        """Exchange, parking and work queues of this worker (each of its type), and the delay queues of its jobs."""
         scope = self.settings.scheduler_scope
         self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
@@ -268,6 +274,19 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    async def _declare_retry(self, amqp: AbstractRobustConnection, pool: Any, job_id: str) -> None:
+        """A job's retry queue on its first retry or buffered slot, from its row, on a channel of its own."""
+        job = await jobs_store.get_job(pool, self.settings.scheduler_scope, job_id)
+        if job is None:
+            return  # deleted meanwhile: the publish that follows fails as unroutable, as it would have
+        channel = await amqp.channel()
+        try:
+            await declare_retry_for(channel, job)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        log.info("topology.retry_queue_declared", job_id=job_id, queue_type=job.queue_type)
 
     async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
         """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the
@@ -304,23 +323,31 @@ class Worker:
     async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:
         """Consume again from a work queue whose consumer the broker cancelled (the queue was deleted, as
         `migrate-queues` does before it redeclares it with another type): back-off until it is declared again."""
+        missing_before: set[Any] = set()
         while not self.stop_event.is_set():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)  # a look at the client's own consumer table: no round trip
             if channel.is_closed:
+                missing_before.clear()
                 continue  # the robust connection restores the channel and its consumers
             with contextlib.suppress(*AMQP_ERRORS):
                 underlay = await channel.get_underlay_channel()
+                present = getattr(underlay, "consumers", None)
+                if present is None:
+                    continue
+                missing = {tag for _, tag in self._consumers if tag not in present}
+                # missing twice in a row: not a reconnect that is still restoring the consumers
                 for index, (queue, tag) in enumerate(list(self._consumers)):
-                    if tag in getattr(underlay, "consumers", {tag: None}) or self.stop_event.is_set():
+                    if tag not in missing or tag not in missing_before or self.stop_event.is_set():
                         continue
                     log.warning(
-                        "worker.consumer_cancelled",
-                        queue=queue.name,
-                        message="the broker cancelled the "
-                        "consumer (queue deleted or redeclared, e.g. by migrate-queues): consuming again",
-                    )
+                        "worker.consumer_cancelled", queue=queue.name,
+                        message="the broker cancelled the consumer (queue deleted, e.g. by migrate-queues): "
+                        "declaring it again and consuming with back-off",
+                    )  # fmt: skip
                     self._consuming.discard(self._queue_short(queue.name))
                     self._consumers[index] = await self._reconsume(amqp, pool, channel, queue, tag)
+                    missing.discard(tag)
+                missing_before = missing
 
     def _queue_short(self, name: str) -> str:
         return name.removeprefix(topology.exchange_name(self.settings.scheduler_scope) + ".")

@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import queue_types, topology
-from shared.control import audit, dead, events, jobs, runs, status, validation
+from shared import diagnosis, queue_types, topology
+from shared.control import audit, dead, doctor, events, jobs, migrate, runs, status, validation
 from shared.control.errors import InvalidRequest
 from shared.control.publish import default_body, publish_raw
 from shared.control.results import (
@@ -230,6 +230,32 @@ class Control:
         result = await jobs.delete_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
         await self._audit("delete", job_id, audit.snapshot(before), None)
         return result
+
+    async def doctor(self) -> list[diagnosis.Finding]:
+        """Check what the design's safety rests on for this scope (`shared.control.doctor`): one finding per
+        check; reads only (the TTL canary's temporary queues are deleted again)."""
+        conn, channel = await self.session.db(), await self.session.channel()
+        settings = self.settings or Settings()
+        management_url = settings.rabbitmq_management_url
+        management = doctor.Management.for_amqp_url(
+            settings.amqp_url.get_secret_value(), None if management_url is None else management_url.get_secret_value()
+        )
+        return await doctor.diagnose(conn, self.session.connection(channel), self.scope, management)
+
+    async def migrate_queues(self, to: str, queue: str | None = None) -> list[migrate.MovedQueue]:
+        """Move the scope's work queues (or only `queue`) and their delay and retry queues to queue type `to`
+        (classic or quorum): drained, redeclared and reseeded from the record under each chain lock, so no chain
+        is lost and no slot runs twice (`shared.control.migrate`). One audit row per work queue moved."""
+        conn, channel = await self._writer()
+        publisher = await self.session.publisher()
+        connection = self.session.connection(channel)
+        moved = await migrate.migrate_queues(conn, connection, channel, publisher, self.scope, to, queue)
+        for each in moved:
+            before = {"queue": each.queue, "queue_type": each.before}
+            after = {"queue": each.queue, "queue_type": each.after, "jobs": list(each.jobs),
+                     "moved_messages": each.moved_messages}  # fmt: skip
+            await self._audit("migrate-queues", None, before, after, f"work queue {each.queue!r} to {each.after}")
+        return moved
 
     # -- runs -----------------------------------------------------------------------------------------------
 

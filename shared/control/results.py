@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.definitions import JobDefinition
+from shared.diagnosis import Finding
 from shared.vocabulary import RunStatus
 
 
@@ -273,3 +274,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(plain(k)): plain(v) for k, v in value.items()}
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    """`doctor` as one value: every finding, and whether all of them are ok."""
+
+    clean: bool
+    findings: list[Finding]

@@ -98,8 +98,16 @@ class Session:
             self._channel = await self._amqp.channel(publisher_confirms=True, on_return_raises=True)
         return self._channel
 
+    def connection(self, channel: AbstractChannel) -> AbstractConnection:
+        """The connection `channel` belongs to (for further channels: a refused declaration closes its channel)."""
+        if self._amqp is not None:
+            return self._amqp
+        connection: AbstractConnection = getattr(channel, "_connection")  # noqa: B009 (aio-pika keeps it there)
+        return connection
+
     async def publisher(self) -> Publisher:
-        return Publisher(await self.channel(), self.scope)
+        ceiling = (self.settings or Settings()).scheduler_ttl_ceiling_ms  # borrowing: read from the environment
+        return Publisher(await self.channel(), self.scope, ttl_ceiling_ms=ceiling)
 
     async def close(self) -> None:
         """Close what this session opened (nothing, when it borrows)."""

@@ -378,3 +378,15 @@ async def finish(
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0
+
+
+async def last_chain_slot(conn: asyncpg.Connection, scope: str, job_id: str) -> datetime | None:
+    """The latest slot of the job's chain that has a run row (any epoch, first attempts): where a chain moved
+    to new queues goes on from (migrate-queues)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT max(scheduled_for) FROM scheduler.job_runs"
+        " WHERE scope = $1 AND job_id = $2 AND epoch IS NOT NULL AND attempt = 1",
+        scope,
+        job_id,
+    )
+    return value

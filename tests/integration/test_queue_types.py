@@ -3,6 +3,7 @@ disagreeing jobs refused, and a worker facing a work queue of the other type."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aio_pika
@@ -11,10 +12,17 @@ import pytest
 
 from shared import topology
 from shared.control.errors import InvalidDefinition
-from shared.errors import QueueTypeMismatch
 from shared.settings import Settings
 from tests.support.probe import ProbeParams, probe
-from tests.support.runtime import Control, fast_settings, running_worker, slots_run_more_than_once, wait_until
+from tests.support.runtime import (
+    Control,
+    fast_settings,
+    running_worker,
+    slots_run_more_than_once,
+    spawn_worker,
+    stop_process,
+    wait_until,
+)  # fmt: skip
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +34,18 @@ async def _is_type(amqp: aio_pika.abc.AbstractRobustConnection, spec: topology.Q
         await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
         return True
     except aio_pika.exceptions.ChannelPreconditionFailed:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def _exists(amqp: aio_pika.abc.AbstractRobustConnection, name: str) -> bool:
+    channel = await amqp.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+        return True
+    except aio_pika.exceptions.ChannelNotFoundEntity:
         return False
     finally:
         if not channel.is_closed:
@@ -45,6 +65,8 @@ async def test_worker_runs_a_quorum_job_through_its_chain_and_retry_queue(
         job_id="q", interval_seconds=1, queue_type="quorum", max_attempts=2, retry_backoff_sec=0.2,
         default_params={"fail_until_attempt": 1},
     )  # fmt: skip
+    retry_queue = topology.retry_queue_name(scope, "q")
+    assert not await _exists(amqp, retry_queue)  # declared on the first retry
     async with running_worker(fast_settings(settings, scope), {"q": (probe, ProbeParams)}):
         await wait_until(lambda: _succeeded(control, "q", 3), 30, "3 slots succeeded on their retry")
     rows = await control.runs("q")
@@ -52,6 +74,7 @@ async def test_worker_runs_a_quorum_job_through_its_chain_and_retry_queue(
     assert {r["attempt"] for r in succeeded} == {2}  # every success went through the retry queue
     assert {r["trigger_source"] for r in succeeded} == {"retry"}
     assert slots_run_more_than_once(rows) == []
+    assert await _exists(amqp, retry_queue)
     for spec in (
         topology.work_queue_spec(scope, "q", "quorum"),
         topology.delay_queue_spec(scope, "q", "q", "quorum"),
@@ -88,7 +111,8 @@ async def test_scope_default_with_a_per_job_override(
     assert await _is_type(amqp, topology.work_queue_spec(scope, "dflt", "quorum"))
     assert await _is_type(amqp, topology.delay_queue_spec(scope, "dflt2", "dflt", "quorum"))
     assert await _is_type(amqp, topology.work_queue_spec(scope, "own", "classic"))
-    assert await _is_type(amqp, topology.retry_queue_spec(scope, "own", "own", "classic"))
+    assert await _is_type(amqp, topology.delay_queue_spec(scope, "own", "own", "classic"))
+    assert not await _exists(amqp, topology.retry_queue_name(scope, "own"))  # no retry yet: no retry queue
 
 
 async def test_jobs_of_one_work_queue_that_disagree_are_refused_naming_them(
@@ -127,9 +151,13 @@ async def test_worker_facing_a_queue_of_the_other_type_names_it_and_the_fix(
     await channel.queue_delete(topology.work_queue_name(scope, "w"))
     await topology.declare_work_queue(channel, scope, "w", "quorum")
     await channel.close()
-    with pytest.raises(QueueTypeMismatch) as refused:
-        async with running_worker(fast_settings(settings, scope), {"w": (probe, ProbeParams)}):
-            pass
-    text = str(refused.value)
-    assert f"'{scope}.jobs.w' exists as a quorum queue but its jobs declare classic" in text
-    assert f"migrate-queues --scope {scope} --to classic" in text
+    proc = spawn_worker(scope, ["w"], settings)
+    try:
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        stop_process(proc)
+    output = proc.log_path.read_text()  # type: ignore[attr-defined]
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert f"queue '{scope}.jobs.w' exists as a quorum queue but its jobs declare classic" in line
+    assert f"migrate-queues --scope {scope} --to classic" in line

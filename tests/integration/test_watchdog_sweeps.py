@@ -20,7 +20,7 @@ from shared.definitions import load_definition
 from shared.job_metrics import refresh_job_metrics
 from shared.metrics import Metrics
 from shared.publisher import Publisher
-from shared.seeding import declare_for
+from shared.seeding import declare_for, declare_retry_for
 from shared.store import idempotency, runs, workers
 from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
@@ -62,9 +62,11 @@ def metrics() -> Metrics:
 
 
 async def add_job(conn: asyncpg.Connection, channel: AbstractChannel, scope: str, **definition: Any) -> JobRow:
-    """The job row (no chain message) and its queues."""
+    """The job row (no chain message) and its queues, the retry queue included (a worker's publisher declares it
+    on first need; the sweeps here are given a bare one)."""
     row, _ = await jobs_store.upsert_job(conn, scope, load_definition({"interval_seconds": 3600, **definition}))
     await declare_for(channel, row)
+    await declare_retry_for(channel, row)
     return row
 
 

@@ -331,6 +331,21 @@ def test_a_queued_run_waits_long_enough_for_the_run_in_its_way_to_time_out() -> 
     assert decisions.wait_limit_sec(the_job, chain_msg()) == 30
 
 
+@pytest.mark.parametrize(
+    ("name", "msg", "action"),
+    [
+        ("hop whose slot is ahead", chain_msg(rearm_at=NOW + timedelta(days=30)), Action.REARM),
+        ("hop one millisecond early", chain_msg(rearm_at=NOW + timedelta(milliseconds=1)), Action.REARM),
+        ("hop arriving at its fire time", chain_msg(rearm_at=NOW), Action.PROCEED),
+        ("hop arriving late", chain_msg(rearm_at=NOW - timedelta(hours=1)), Action.PROCEED),
+        ("chain message, no hop", chain_msg(), Action.PROCEED),
+        ("manual message claiming a hop", manual_msg(rearm_at=NOW + timedelta(days=1)), Action.PROCEED),
+    ],
+)
+def test_rearm(name: str, msg: JobMessage, action: Action) -> None:
+    assert decisions.rearm(msg, NOW).action is action, name
+
+
 # -- step 6: where the next slot is counted from -----------------------------------------------------------------
 
 

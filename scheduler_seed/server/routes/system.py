@@ -1,4 +1,5 @@
-"""`/healthz` (always answers: the server is alive, and says which servers it reaches) and `POST /alerts`."""
+"""`/healthz` (always answers: the server is alive, and says which servers it reaches), `GET /doctor` and
+`POST /alerts`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Body, Depends, Request
 
-from scheduler_seed.server.access import operator
+from scheduler_seed.server.access import operator, viewer
 from scheduler_seed.server.alerts import AlertmanagerPayload, alert_lines, example_payload
 from scheduler_seed.server.auth import Principal
 from scheduler_seed.server.models import AlertsOut, Health
 from scheduler_seed.server.notify import Notifier
-from scheduler_seed.server.routes.common import backend, errors
+from scheduler_seed.server.routes.common import actor, backend, errors
+from shared import diagnosis
+from shared.control.results import DoctorReport
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["system"])
@@ -24,6 +27,14 @@ async def healthz(request: Request) -> Health:
     found = await backend(request).health()
     status = "ok" if all(state == "up" for state in found.values()) else "degraded"
     return Health(status=status, scope=backend(request).scope, **found)
+
+
+@router.get("/doctor", response_model=DoctorReport, responses=errors())
+async def doctor(request: Request, principal: Annotated[Principal, Depends(viewer)]) -> DoctorReport:
+    """What `python -m scheduler_seed doctor` checks, as JSON: `clean` is true when every finding is ok."""
+    async with backend(request).control(actor(principal)) as control:
+        findings = await control.doctor()
+    return DoctorReport(clean=diagnosis.clean(findings), findings=findings)
 
 
 @router.post("/alerts", response_model=AlertsOut, responses=errors())
