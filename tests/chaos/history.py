@@ -109,9 +109,13 @@ class History:
 
 # -- loading ---------------------------------------------------------------------------------------------------
 
+# finished_at is written from the worker's clock (when its handler stopped); started_at from PostgreSQL's. A run's
+# end on PostgreSQL's clock is its start plus its duration: the time line every other stamp is on, also when a
+# worker's clock is skewed (the HA soak's). Rows without a start keep their finished_at.
 RUN_COLUMNS = (
     "run_id::text AS run_id, job_id, epoch, trigger_source, scheduled_for, attempt, status, worker, claimed_at,"
-    " started_at, finished_at, next_posted_for, error"
+    " started_at, COALESCE(started_at + duration_ms * interval '1 millisecond', finished_at) AS finished_at,"
+    " next_posted_for, error"
 )
 
 
