@@ -76,6 +76,7 @@ def publish_jobs(
                 metrics.reseeds.labels(scope, job.job_id, reseed.value)
             for cause in GapCause:
                 metrics.slots_not_run.labels(scope, job.job_id, cause.value)
+            metrics.catchup_runs.labels(scope, job.job_id)
         if job.queue in served and (scope, job.job_id, job.has_chain) not in metrics.zeroed:
             _zero_job_series(metrics, scope, job)
             metrics.zeroed.add((scope, job.job_id, job.has_chain))
