@@ -6,6 +6,7 @@ statement (ON CONFLICT DO NOTHING: a slot that has a run keeps it) and the job's
     late_message    the run protocol: a chain message that misfired, or whose next slot (counted from now)
                     jumps over slots of the schedule: `skipped_misfire` rows (cause misfire / jumped)
     lost_chain      the watchdog's reseed: the slots between the lost message and now: `missed` rows
+    replaced        seed or set replaced the chain while its message was on its way: `missed` rows
     paused          resume (by hand or at the end of a timed pause): the slots the pause kept: `paused` rows
 
 A catch-up run is a backfill message of the slot (manual, carrying the epoch) that waits for the job's lock
@@ -155,6 +156,41 @@ async def lost_chain(
         conn, publisher, job, epoch, gap, RunStatus.MISSED, GapCause.CHAIN_LOST, detail, now,
         worker=WATCHDOG, metrics=metrics,
     )  # fmt: skip
+
+
+async def replaced(
+    conn: asyncpg.Connection,
+    publisher: Publisher,
+    before: JobRow | None,
+    enabled: bool,
+    epoch: int,
+    now: datetime,
+    *,
+    worker: str | None,
+) -> GapRecorded:
+    """After seed or set replaced the chain of `before` (the row as it was) under `epoch` at `now`, the job now
+    `enabled` or not. Still enabled: the slot its waiting message carried, if already due, and any after it up to
+    now, are `missed` (that message is stale now). Enabled again (the jobs file): its `paused` rows, as on resume.
+    Disabled by the file: its pause starts here."""
+    if before is None or not before.has_chain or before.schedule is None:
+        return NOTHING
+    if before.enabled and not enabled:
+        start = catchup.gap_start(before.next_due_at, before.jitter_sec, now)
+        await ledger_store.mark_paused(conn, before.scope, before.job_id, None, start)
+        return NOTHING
+    if not before.enabled:
+        if not enabled:
+            return NOTHING
+        recorded = await paused(conn, publisher, before, epoch, now, worker=worker)
+        await ledger_store.clear_pause(conn, before.scope, before.job_id)
+        return recorded
+    if before.next_due_at is None or before.next_due_at > now:
+        return NOTHING  # the usual case: the waiting slot is still ahead and the new chain posts it again
+    gap = catchup.gap_slots(before.schedule, catchup.gap_start(before.next_due_at, before.jitter_sec, now), now)
+    detail = f"chain replaced (seed or set) while the message due {before.next_due_at.isoformat()} was on its way"
+    return await record(
+        conn, publisher, before, epoch, gap, RunStatus.MISSED, GapCause.REPLACED, detail, now, worker=worker
+    )
 
 
 async def paused(

@@ -37,7 +37,7 @@ class RunStatus(StrEnum):
     EXPIRED = "expired"
     # the slot ledger: slots of the schedule that got no run, written when the gap is found (shared.ledger)
     PAUSED = "paused"  # the job was paused when the slot came
-    MISSED = "missed"  # the chain was lost before the slot; the watchdog reseeded it (the cause is in `error`)
+    MISSED = "missed"  # the chain was lost (reseeded) or replaced before the slot ran (the cause is in `error`)
 
     @property
     def terminal(self) -> bool:
@@ -144,6 +144,7 @@ class GapCause(StrEnum):
     JUMPED = "jumped"  # a late message's next slot was counted from now: the slots in between were jumped over
     PAUSED = "paused"  # the job was paused
     CHAIN_LOST = "chain_lost"  # the chain's message was lost; the watchdog reseeded it
+    REPLACED = "replaced"  # seed or set replaced the chain while the slot's message was on its way (now stale)
 
 
 class Contention(StrEnum):

@@ -73,10 +73,13 @@ async def seed_job(
     """Upsert the definition, declare its topology (event bindings included) and replace its chain: seeding twice
     leaves one chain."""
     before = await jobs_store.subscription_neighbourhood(conn, scope, definition.job_id, list(definition.on_success))
+    was = next((job for job in before if job.job_id == definition.job_id), None)
     row, changed = await jobs_store.upsert_job(conn, scope, definition)
     await declare_for(channel, row)
     await _rebind(conn, channel, scope, row.job_id, before)
-    return _change(row.job_id, changed, await chain.replace(conn, channel, publisher, row, now))
+    replaced = await chain.replace(conn, channel, publisher, row, now)
+    await ledger.replaced(conn, publisher, was, row.enabled, replaced[0], now, worker=None)
+    return _change(row.job_id, changed, replaced)
 
 
 async def pause_job(
@@ -239,7 +242,9 @@ async def seed_planned(
     if plan.row is None or drift.chain_affected(
         jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target)
     ):
-        return _change(job_id, changed, await chain.replace(conn, channel, publisher, row, now)), ChainAction.STARTED
+        replaced = await chain.replace(conn, channel, publisher, row, now)
+        await ledger.replaced(conn, publisher, plan.row, row.enabled, replaced[0], now, worker=None)
+        return _change(job_id, changed, replaced), ChainAction.STARTED
     upcoming = row.next_due_at if row.enabled and row.has_chain else None
     return JobChange(job_id, changed, row.epoch, upcoming), ChainAction.KEPT
 

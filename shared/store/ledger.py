@@ -75,9 +75,9 @@ async def mark_paused(
     conn: asyncpg.Connection, scope: str, job_id: str, until: datetime | None, paused_from: datetime | None
 ) -> None:
     """After `set_enabled(False)`: when the pause ends by itself (None: on `resume` only) and the first slot it
-    keeps from running (kept when the job was already paused: a second pause changes the end, not the start)."""
+    keeps from running (None keeps the stored one: a second pause changes the end, not the start)."""
     await conn.execute(
-        "UPDATE scheduler.jobs SET paused_until = $3, paused_from = coalesce(paused_from, $4)"
+        "UPDATE scheduler.jobs SET paused_until = $3, paused_from = coalesce($4, paused_from)"
         " WHERE scope = $1 AND job_id = $2",
         scope,
         job_id,
@@ -95,3 +95,12 @@ async def due_resumes(conn: asyncpg.Connection | asyncpg.Pool, scope: str, now: 
         now,
     )
     return [JobRow.from_record(r) for r in records]
+
+
+async def clear_pause(conn: asyncpg.Connection, scope: str, job_id: str) -> None:
+    """The job is enabled again (by a jobs file): its pause is over."""
+    await conn.execute(
+        "UPDATE scheduler.jobs SET paused_until = NULL, paused_from = NULL WHERE scope = $1 AND job_id = $2",
+        scope,
+        job_id,
+    )
