@@ -28,6 +28,7 @@ from shared.catchup import CatchupPlan, Gap
 from shared.messages import backfill_message
 from shared.metrics import Metrics
 from shared.publisher import Publisher
+from shared.schedule import Schedule
 from shared.store import ledger as ledger_store
 from shared.store.jobs import JobRow
 from shared.vocabulary import GapCause, ReseedReason, RunStatus
@@ -66,13 +67,15 @@ async def record(
     worker: str | None,
     metrics: Metrics | None = None,
     also_missed: Sequence[datetime] = (),
+    catch_up: bool = True,
 ) -> GapRecorded:
-    """Write the gap's rows, count them, and send the catch-up of the written slots and of `also_missed` (slots
-    already recorded as not run by the caller)."""
+    """Write the gap's rows, count them, and (unless not `catch_up`) send the catch-up of the written slots and
+    of `also_missed` (slots already recorded as not run by the caller)."""
     written = await ledger_store.insert_gaps(conn, job.scope, job.job_id, epoch, gap.slots, status, detail, worker)
     if metrics is not None and written:
         metrics.slots_not_run.labels(job.scope, job.job_id, cause.value).inc(len(written))
-    plan = catchup.plan(job.catchup, [*written, *also_missed], job.catchup_max, job.catchup_rate_per_sec)
+    missed = [*written, *also_missed] if catch_up else []
+    plan = catchup.plan(job.catchup, missed, job.catchup_max, job.catchup_rate_per_sec)
     await send_catchup(publisher, job, epoch, plan, now)
     if metrics is not None and plan.runs:
         metrics.catchup_runs.labels(job.scope, job.job_id).inc(len(plan.runs))
@@ -172,12 +175,13 @@ async def replaced(
     `enabled` or not. Still enabled: the slot its waiting message carried, if already due, and any after it up to
     now, are `missed` (that message is stale now). Enabled again (the jobs file): its `paused` rows, as on resume.
     Disabled by the file: its pause starts here."""
-    if before is None or not before.has_chain or before.schedule is None:
+    plan = _schedule_of(before)
+    if before is None or plan is None or before.reschedule_mode != "queue":
         return NOTHING
     if before.enabled and not enabled:
         start = catchup.gap_start(before.next_due_at, before.jitter_sec, now)
         await ledger_store.mark_paused(conn, before.scope, before.job_id, None, start)
-        return NOTHING
+        return await pausing(conn, publisher, before, epoch, start, "disabled by the jobs file", now, worker=worker)
     if not before.enabled:
         if not enabled:
             return NOTHING
@@ -186,11 +190,55 @@ async def replaced(
         return recorded
     if before.next_due_at is None or before.next_due_at > now:
         return NOTHING  # the usual case: the waiting slot is still ahead and the new chain posts it again
-    gap = catchup.gap_slots(before.schedule, catchup.gap_start(before.next_due_at, before.jitter_sec, now), now)
+    gap = catchup.gap_slots(plan, catchup.gap_start(before.next_due_at, before.jitter_sec, now), now)
     detail = f"chain replaced (seed or set) while the message due {before.next_due_at.isoformat()} was on its way"
     return await record(
         conn, publisher, before, epoch, gap, RunStatus.MISSED, GapCause.REPLACED, detail, now, worker=worker
     )
+
+
+def _schedule_of(job: JobRow | None) -> Schedule | None:
+    """The schedule of a stored row, None for none or for one that no longer builds (a cron refused by newer
+    rules, stored before them: `set` repairs it, and its old slots are not known)."""
+    if job is None:
+        return None
+    try:
+        return job.schedule
+    except ValueError:
+        return None
+
+
+def pause_start(job: JobRow, now: datetime) -> datetime | None:
+    """The first slot a pause of `job` (its row before) keeps from running: the chain's waiting slot (None: the
+    job was paused already, or has no chain)."""
+    if not job.enabled or job.reschedule_mode != "queue" or _schedule_of(job) is None:
+        return None
+    return catchup.gap_start(job.next_due_at, job.jitter_sec, now)
+
+
+async def pausing(
+    conn: asyncpg.Connection,
+    publisher: Publisher,
+    job: JobRow,
+    epoch: int,
+    paused_from: datetime | None,
+    note: str | None,
+    now: datetime,
+    *,
+    worker: str | None,
+) -> GapRecorded:
+    """At the pause of `job` (its row before): the slots already due whose message is still on its way (it will
+    be dropped: the job is disabled) are `paused` now; the rest of the pause is written on resume. No catch-up
+    here: the job is paused."""
+    plan = _schedule_of(job)
+    if plan is None or paused_from is None:
+        return NOTHING
+    gap = catchup.gap_slots(plan, paused_from, now)
+    detail = "paused" + (f": {note}" if note else "")
+    return await record(
+        conn, publisher, job, epoch, gap, RunStatus.PAUSED, GapCause.PAUSED, detail, now, worker=worker,
+        catch_up=False,
+    )  # fmt: skip
 
 
 async def paused(
@@ -205,8 +253,8 @@ async def paused(
 ) -> GapRecorded:
     """On resume of `job` (its row as it was while paused) under the new `epoch` at `now`: the slots from the
     first one the pause kept from running to now are `paused`."""
-    plan = job.schedule
-    if plan is None or job.paused_from is None or not job.has_chain:
+    plan = _schedule_of(job)
+    if plan is None or job.paused_from is None or job.reschedule_mode != "queue":
         return NOTHING
     gap = catchup.gap_slots(plan, job.paused_from, now)
     detail = "paused" + (f": {job.pause_note}" if job.pause_note else "")

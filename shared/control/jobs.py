@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import catchup, chain, ledger, topology
+from shared import chain, ledger, topology
 from shared.control import drift, validation
 from shared.control.errors import InvalidDefinition, InvalidRequest
 from shared.control.results import (
@@ -97,9 +97,10 @@ async def pause_job(
     row = await existing(conn, scope, job_id)
     await jobs_store.set_enabled(conn, scope, job_id, False, note)
     # the slot ledger: the pause keeps slots from running from the chain's waiting slot on (`paused` on resume)
-    paused_from = catchup.gap_start(row.next_due_at, row.jitter_sec, now) if row.enabled and row.has_chain else None
+    paused_from = ledger.pause_start(row, now)
     await ledger_store.mark_paused(conn, scope, job_id, until, paused_from)
     epoch, _ = await chain.replace(conn, channel, publisher, row, now)
+    await ledger.pausing(conn, publisher, row, epoch, paused_from, note, now, worker=None)
     return JobChange(job_id, row.enabled, epoch, None)
 
 
