@@ -1,7 +1,7 @@
 """The soak of tests.chaos, bounded to about two minutes: 15 jobs (one event-triggered, two with catch-up policies),
-every kind of fault once or twice, the same checker. It runs on a private RabbitMQ node and a private PostgreSQL cluster (it restarts and
-breaks them), so the shared servers and every other suite are left alone. `make chaos DURATION=300` is the long
-one."""
+every kind of fault once or twice, the same checker. It runs on a private RabbitMQ node and a private PostgreSQL
+cluster (it restarts and breaks them), so the shared servers and every other suite are left alone.
+`make chaos DURATION=300` is the long one."""
 
 from __future__ import annotations
 
