@@ -62,7 +62,16 @@ def gap_after(plan: schedule.Schedule | None, slot: datetime, now: datetime, own
     (the next slot is counted from now). One schedule computation, no I/O: the common path costs nothing more."""
     if own_missed:
         return True
-    return plan is not None and schedule.next_slot(plan, slot) <= now
+    if plan is None or now - slot < min_spacing(plan):
+        return False  # sooner than any two slots can be apart: nothing to compute
+    return schedule.next_slot(plan, slot) <= now
+
+
+def min_spacing(plan: schedule.Schedule) -> timedelta:
+    """No two slots are closer: an interval's length; a minute for cron (its slots are whole minutes)."""
+    if isinstance(plan, schedule.IntervalSchedule):
+        return timedelta(seconds=plan.seconds)
+    return timedelta(minutes=1)
 
 
 def gap_slots(

@@ -34,6 +34,12 @@ def test_gap_after(slot: datetime, now: datetime, own_missed: bool, gap: bool) -
     assert catchup.gap_after(EVERY_10S, slot, now, own_missed) is gap
 
 
+@pytest.mark.parametrize("late_sec", [0, 59.9, 60, 3599.9, 3600, 5000])
+def test_gap_after_agrees_with_the_schedule_for_cron(late_sec: float) -> None:
+    expected = schedule.next_slot(HOURLY, T0) <= at(late_sec)
+    assert catchup.gap_after(HOURLY, T0, at(late_sec), False) is expected
+
+
 def test_no_schedule_has_no_gap() -> None:
     assert catchup.gap_after(None, at(0), at(100), False) is False
 
