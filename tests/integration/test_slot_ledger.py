@@ -4,6 +4,7 @@ paused, or its chain lost) for several periods, then resumed; every slot of the 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from scheduler_seed.status import enabled_words
 from shared import schedule, topology
 from shared.definitions import load_definition
 from shared.settings import Settings
+from shared.store import ledger, runs
 from shared.vocabulary import RunStatus, TriggerSource
 from tests.integration.test_cli import cli
 from tests.support.api import serving
@@ -192,7 +194,9 @@ async def test_a_lost_chain_gets_missed_rows_when_the_watchdog_reseeds_it(
     assert slots_run_more_than_once(rows) == []
 
 
-async def test_the_api_pauses_until_a_time_and_lists_gaps(settings: Settings, cleanup_scope: str) -> None:
+async def test_the_api_pauses_until_a_time_and_lists_gaps(
+    settings: Settings, pool: asyncpg.Pool, cleanup_scope: str
+) -> None:
     async with serving(settings, cleanup_scope) as api:
         created = await api.post("/jobs", json={"job_id": "gapped", "interval_seconds": 3600})
         assert created.status_code == 201, created.text
@@ -206,3 +210,12 @@ async def test_the_api_pauses_until_a_time_and_lists_gaps(settings: Settings, cl
         assert status["enabled"] is False and status["paused_until"].startswith("2030-01-01T00:00:00")
         gaps = await api.get("/jobs/gapped/runs", params={"gaps": "true"})
         assert gaps.status_code == 200 and gaps.json() == []
+        slots = [now().replace(microsecond=0) - timedelta(hours=h) for h in (2, 1)]
+        async with pool.acquire() as conn:
+            await ledger.insert_gaps(conn, cleanup_scope, "gapped", 1, slots, RunStatus.MISSED, "chain lost", None)
+            await runs.claim(conn, runs.NewRun(uuid.uuid4(), cleanup_scope, "gapped", None, "manual", now(), 1, {}),
+                             RunStatus.CLAIMED, "w")  # fmt: skip
+        listed = (await api.get("/jobs/gapped/runs", params={"gaps": "true"})).json()
+        assert [(r["status"], r["error"]) for r in listed] == [("missed", "chain lost")] * 2
+        assert listed[0]["scheduled_for"] > listed[1]["scheduled_for"]  # newest first
+        assert len((await api.get("/jobs/gapped/runs")).json()) == 3
