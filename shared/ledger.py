@@ -25,6 +25,7 @@ import structlog
 
 from shared import catchup
 from shared.catchup import CatchupPlan, Gap
+from shared.dependencies import AMQP_ERRORS, DB_ERRORS, describe
 from shared.messages import backfill_message
 from shared.metrics import Metrics
 from shared.publisher import Publisher
@@ -123,7 +124,28 @@ async def late_message(
     own_missed: bool,
 ) -> GapRecorded:
     """A chain message for `slot` that posted its next slot counted from `now`: the slots in (slot, now] were
-    jumped over (`skipped_misfire`, cause jumped); with `own_missed`, `slot` itself was recorded as a misfire."""
+    jumped over (`skipped_misfire`, cause jumped); with `own_missed`, `slot` itself was recorded as a misfire.
+    On the run's path: a failure other than a server gone is logged and the run goes on without the rows."""
+    try:
+        return await _late_message(conn, publisher, metrics, worker, job, epoch, slot, now, own_missed)
+    except (*DB_ERRORS, *AMQP_ERRORS):
+        raise
+    except Exception as exc:
+        log.error("ledger.gap_not_recorded", job_id=job.job_id, slot=slot.isoformat(), error=describe(exc))
+        return NOTHING
+
+
+async def _late_message(
+    conn: asyncpg.Connection,
+    publisher: Publisher,
+    metrics: Metrics,
+    worker: str,
+    job: JobRow,
+    epoch: int,
+    slot: datetime,
+    now: datetime,
+    own_missed: bool,
+) -> GapRecorded:
     plan = job.schedule
     if plan is None:
         return NOTHING
