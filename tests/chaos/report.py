@@ -139,7 +139,10 @@ class Report:
             lines.append("findings (no invariant broken): " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
         lines.append("")
         if self.ok:
-            lines.append("OK: no slot ran twice, no forbidden overlap, no slot lost outside a fault window")
+            lines.append(
+                "OK: no slot ran twice, no forbidden overlap, no slot lost outside a fault window,"
+                " no slot without a ledger row"
+            )
         else:
             lines.append(f"VIOLATIONS: {len(self.violations)}")
             for v in self.violations[:max_violations]:

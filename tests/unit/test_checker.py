@@ -230,6 +230,9 @@ def test_set_moves_the_schedule_and_a_slot_of_the_old_schedule_after_it_is_off_s
     runs = [*every("tick", last=9), replaced, *every("tick", 2, first=12)]
     report = check(history([job()], runs, change))
     assert report.ok, report.violations
+    # the chain took the new schedule before the command returned: slot 10 of the old one was never in force
+    report = check(history([job()], [r for r in runs if r is not replaced], change))
+    assert report.ok and [f.kind for f in report.findings] == ["no_ledger_row_while_rescheduled"], report.violations
     report = check(history([job()], [*runs, row("tick", 15)], change))
     assert kinds(report) == ["off_schedule"]
 
