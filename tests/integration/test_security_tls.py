@@ -40,15 +40,15 @@ def test_settings_keep_tls_connection_strings_as_given() -> None:
 async def test_connect_hands_the_tls_strings_to_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    async def fake_robust(url: str, **kw: Any) -> str:
-        seen["amqp"] = url
+    async def fake_failover(urls: list[str], start: int = 0, **kw: Any) -> str:
+        seen["amqp"] = urls[start % len(urls)]  # the URL the failover connection hands to aio-pika
         return "connection"
 
     async def fake_pool(dsn: str, **kw: Any) -> str:
         seen["pg"] = dsn
         return "pool"
 
-    monkeypatch.setattr(aio_pika, "connect_robust", fake_robust)
+    monkeypatch.setattr(connect, "open_failover", fake_failover)
     monkeypatch.setattr(asyncpg, "create_pool", fake_pool)
     await connect.rabbitmq(AMQPS, "test", name="worker-1")
     await connect.postgres_pool(PG_TLS, "test", max_size=2, name="worker-1")
