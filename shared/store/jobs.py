@@ -19,7 +19,8 @@ DEFINITION_COLUMNS = (
     "description", "queue", "cron_expr", "timezone", "interval_seconds", "align", "enabled", "default_params",
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
-    "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event",
+    "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event", "dst_gap", "dst_overlap",
+    "labels",
 )  # fmt: skip
 
 
@@ -27,13 +28,19 @@ DEFINITION_COLUMNS = (
 # the scope would build every cron schedule again on every pass.
 @lru_cache(maxsize=65536)
 def _cached_schedule(
-    job_id: str, cron_expr: str | None, timezone: str, interval_seconds: int | None, align: bool
+    job_id: str,
+    cron_expr: str | None,
+    timezone: str,
+    interval_seconds: int | None,
+    align: bool,
+    dst: tuple[str | None, str | None] = (None, None),
 ) -> schedule.Schedule | None:
     if cron_expr is None and interval_seconds is None:
         return None
     return schedule.make_schedule(
-        cron_expr=cron_expr, timezone=timezone, interval_seconds=interval_seconds, job_id=job_id, align=align
-    )
+        cron_expr=cron_expr, timezone=timezone, interval_seconds=interval_seconds, job_id=job_id, align=align,
+        dst_gap=dst[0], dst_overlap=dst[1],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,9 @@ class JobRow:
     triggers_on: list[str] = field(default_factory=list)  # event subscriptions (AMQP topic patterns)
     filter: str | None = None  # CEL over the event payload
     on_paused_event: str = "drop"
+    dst_gap: str | None = None  # a cron job's own daylight-saving rule (None: Debian cron's)
+    dst_overlap: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
@@ -86,7 +96,8 @@ class JobRow:
 
     @property
     def schedule(self) -> schedule.Schedule | None:
-        return _cached_schedule(self.job_id, self.cron_expr, self.timezone, self.interval_seconds, self.align)
+        dst = (self.dst_gap, self.dst_overlap)
+        return _cached_schedule(self.job_id, self.cron_expr, self.timezone, self.interval_seconds, self.align, dst)
 
     @property
     def has_chain(self) -> bool:
