@@ -74,6 +74,7 @@ __all__ = [
     "backoff_delay",
     "derive_run_id",
     "describe",
+    "dst_rule",
     "interval_phase_ms",
     "is_misfire",
     "make_schedule",
@@ -478,6 +479,12 @@ def describe(schedule: Schedule) -> str:
     if schedule.phase_ms:
         return f"{every} (phase {schedule.phase_ms / 1000:.3f} s)"
     return every
+
+
+def dst_rule(schedule: CronSchedule) -> tuple[str, str]:
+    """The (dst_gap, dst_overlap) a cron schedule fires by: its own, or Debian cron's for its kind of job."""
+    rule = _DstRule.of(schedule, _plan(schedule.expr).wildcard)
+    return rule.gap, rule.overlap
 
 
 def _duration_words(seconds: int) -> str:

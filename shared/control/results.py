@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from shared.control.dst_outlook import DstOutlook
 from shared.definitions import JobDefinition
 from shared.vocabulary import RunStatus
 
@@ -170,6 +171,8 @@ class JobStatus:
     last_lateness_ms: int | None
     triggers_on: list[str] = field(default_factory=list)  # its event subscriptions (on_success ones included)
     trigger_counts: dict[str, int] = field(default_factory=dict)  # executed runs per trigger source, ever
+    labels: dict[str, str] = field(default_factory=dict)
+    dst: DstOutlook | None = None  # a cron job's next zone transition and its slots around it
 
 
 @dataclass(frozen=True, slots=True)

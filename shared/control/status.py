@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from shared import schedule
+from shared.control.dst_outlook import outlook
 from shared.control.results import JobStatus
 from shared.events.decide import subscriptions
 from shared.store import history, triggers
@@ -53,6 +54,8 @@ def job_status(
         last_lateness_ms=row.last_lateness_ms,
         triggers_on=list(row.triggers_on) if triggers_on is None else triggers_on,
         trigger_counts=trigger_counts or {},
+        labels=dict(row.labels),
+        dst=outlook(row, now),
     )
 
 
