@@ -26,6 +26,8 @@ class Overlap(StrEnum):
     SKIP = "skip"  # record skipped_locked, keep the chain going
     BUFFER_ONE = "buffer_one"  # wait through the retry queue (one waiter at most) until free or past the grace
     ALLOW_ALL = "allow_all"  # take no lock at all: runs may overlap freely
+    CANCEL_OTHER = "cancel_other"  # cancel the job's run holding the lock, wait (buffered) until it stopped, run
+    BUFFER_ALL = "buffer_all"  # wait through the retry queue, up to `buffer_max` slots, run in slot order
 
 
 class DstGap(StrEnum):
@@ -80,6 +82,7 @@ class JobDefinition(BaseModel):
     retry_backoff_max_sec: float = Field(default=300.0, gt=0, le=7 * DAY)
     max_parallel: int = Field(default=1, ge=1, le=1000)
     overlap: Overlap = Overlap.SKIP
+    buffer_max: int = Field(default=10, ge=1, le=1000)  # overlap=buffer_all: most slots waiting at once
     jitter_sec: float = Field(default=0.0, ge=0, le=DAY)
     lock_group: str | None = None
     misfire_grace_sec: float = Field(default=300.0, ge=0, le=30 * DAY)

@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from shared import backoff, decisions, retry_policy
+from shared.cancel_watch import CancelWatch
 from shared.context import Idempotency, RunContext
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, describe
 from shared.events import outcomes
@@ -133,21 +134,27 @@ async def _invoke(
         parsed = handler.parse_params(params)
     except ValidationError as exc:
         return RunStatus.FAILED, f"{retry_policy.PARAMS_INVALID}: {describe_validation_error(exc)}"
+    assert turn.job is not None and turn.run is not None
+    cancellable = locked and turn.job.overlap == "cancel_other"
     with LockWatch(turn.conn, locked) as watch:
-        try:
-            async with asyncio.timeout(ctx.timeout_sec):
-                await _call(turn.env, handler, ctx, parsed, leftover)
-            return RunStatus.SUCCEEDED, None
-        except TimeoutError:
-            return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s"
-        except asyncio.CancelledError:
-            if not watch.lost:
-                raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled"
-        except Exception as exc:
-            ctx.log.warning("run.handler_error", error=error_text(exc))
-            return RunStatus.FAILED, error_text(exc)
+        async with CancelWatch(turn.conn, turn.run.run_id, cancellable) as cancel:
+            try:
+                async with asyncio.timeout(ctx.timeout_sec):
+                    await cancel.run(_call(turn.env, handler, ctx, parsed, leftover))
+                return RunStatus.SUCCEEDED, None
+            except TimeoutError:
+                return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s"
+            except asyncio.CancelledError:
+                if cancel.stopped_by_request() and not watch.lost:
+                    ctx.log.warning("run.cancelled_by_request")
+                    return RunStatus.CANCELLED, await cancel.reason()
+                if not watch.lost:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled"
+            except Exception as exc:
+                ctx.log.warning("run.handler_error", error=error_text(exc))
+                return RunStatus.FAILED, error_text(exc)
 
 
 async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftover: list[asyncio.Future[Any]]) -> None:

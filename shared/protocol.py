@@ -37,7 +37,7 @@ from shared.locks import run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
 from shared.store import jobs as jobs_store
-from shared.store import runs
+from shared.store import overlaps, runs
 from shared.store.pool import left_tidy, spoil
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, RunStatus
 
@@ -282,11 +282,16 @@ async def claim(turn: Turn) -> Decision:
     if lock.claimed:
         return Decision(Action.RUN)
     if lock.claimed is None:  # every lock slot taken: the slot is buffered or skipped, if it has no row yet
-        asks_buffer = job.overlap == "buffer_one" and not turn.msg.wait_for_lock
-        taken = asks_buffer and await runs.has_waiter(turn.conn, env.scope, job.job_id)
-        decision = decisions.when_locked(job.overlap, taken, turn.msg.wait_for_lock)
-        status = RunStatus.BUFFERED if decision.action is Action.BUFFER else RunStatus.SKIPPED_LOCKED
-        if await runs.claim(turn.conn, run, status, env.worker_id):
+        asks_buffer = job.overlap in decisions.BUFFERING and not turn.msg.wait_for_lock
+        async with overlaps.buffer_guard(turn.conn, env.scope, job.job_id, asks_buffer):
+            taken = asks_buffer and await _buffer_taken(turn)
+            decision = decisions.when_locked(job.overlap, taken, turn.msg.wait_for_lock)
+            status = RunStatus.BUFFERED if decision.action is Action.BUFFER else RunStatus.SKIPPED_LOCKED
+            inserted = await runs.claim(turn.conn, run, status, env.worker_id)
+        if inserted:
+            if decision.reason == decisions.BUFFER_FULL:
+                why = f"buffer full: {job.buffer_max} slots wait for the lock already (overlap=buffer_all)"
+                await overlaps.note_skip(turn.conn, run.run_id, why)
             return decision
     row = await runs.existing(turn.conn, run)
     if row is None:  # the conflicting row vanished (pruned): treat as a duplicate
@@ -297,11 +302,26 @@ async def claim(turn: Turn) -> Decision:
     alive = decisions.owner_check_needed(row, env.worker_id, inflight) and await runs.worker_alive(
         turn.conn, row.worker
     )
+    earlier = (
+        job.overlap == "buffer_all" and row.status is RunStatus.BUFFERED and lock.free
+        and await overlaps.earlier_waiting(turn.conn, env.scope, job.job_id, row.scheduled_for)
+    )  # fmt: skip
     decision = decisions.on_existing(
         row, turn.run, lock_free=lock.free, worker_id=env.worker_id, inflight=inflight, owner_alive=alive,
-        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg),
+        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), earlier_waiting=earlier,
     )  # fmt: skip
     return await _update_existing(turn, decision)
+
+
+async def _buffer_taken(turn: Turn) -> bool:
+    """Whether the job's buffer of waiting slots is full (decisions.buffer_room)."""
+    job = turn.job
+    assert job is not None
+    if job.overlap == "buffer_all":
+        count = await overlaps.waiting(turn.conn, turn.env.scope, job.job_id)
+    else:
+        count = int(await runs.has_waiter(turn.conn, turn.env.scope, job.job_id))
+    return not decisions.buffer_room(job.overlap, count, job.buffer_max)
 
 
 async def _update_existing(turn: Turn, decision: Decision) -> Decision:
@@ -312,6 +332,8 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
         won = await runs.revive(conn, row.run_id, env.worker_id)
     elif decision.action is Action.PROMOTE:
         won = await runs.promote_buffered(conn, row.run_id, env.worker_id)
+        if won and turn.job.overlap == "cancel_other":
+            await overlaps.forget_finished_requests(conn, env.scope, turn.job.job_id)
     elif decision.action is Action.TAKE_OVER:
         won = await runs.take_over(conn, row.run_id, row.worker, env.worker_id)
         if won:
@@ -371,6 +393,11 @@ async def _not_now(turn: Turn, decision: Decision) -> None:
     env.metrics.lock_contention.labels(env.scope, job.job_id, outcome.value).inc()
     if turn.existing is None:
         await post_next(turn)
+    if decisions.asks_cancel(job.overlap, decision):
+        assert turn.run is not None
+        reason = f"slot {msg.scheduled_for.isoformat()} of the job needed the lock (overlap=cancel_other)"
+        asked = await overlaps.request_cancel(turn.conn, env.scope, job.job_id, turn.run.run_id, reason)
+        log.info("run.cancel_requested", cancelled_run=None if asked is None else str(asked))
     if buffered:
         delay = decisions.buffer_poll_delay(job, env.rng())
         await env.publisher.to_retry(msg, delay)

@@ -20,7 +20,7 @@ DEFINITION_COLUMNS = (
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
     "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event", "dst_gap", "dst_overlap",
-    "labels",
+    "labels", "buffer_max",
 )  # fmt: skip
 
 
@@ -89,6 +89,7 @@ class JobRow:
     dst_gap: str | None = None  # a cron job's own daylight-saving rule (None: Debian cron's)
     dst_overlap: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    buffer_max: int = 10  # overlap=buffer_all
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
