@@ -280,7 +280,7 @@ async def claim(turn: Turn) -> Decision:
     env, job, run, lock = turn.env, turn.job, turn.run, turn.lock
     assert job is not None and run is not None and lock is not None
     if lock.claimed:
-        return Decision(Action.RUN)
+        return await _in_turn(turn)
     if lock.claimed is None:  # every lock slot taken: the slot is buffered or skipped, if it has no row yet
         asks_buffer = job.overlap in decisions.BUFFERING and not turn.msg.wait_for_lock
         async with overlaps.buffer_guard(turn.conn, env.scope, job.job_id, asks_buffer):
@@ -290,8 +290,7 @@ async def claim(turn: Turn) -> Decision:
             inserted = await runs.claim(turn.conn, run, status, env.worker_id)
         if inserted:
             if decision.reason == decisions.BUFFER_FULL:
-                why = f"buffer full: {job.buffer_max} slots wait for the lock already (overlap=buffer_all)"
-                await overlaps.note_skip(turn.conn, run.run_id, why)
+                await overlaps.note_skip(turn.conn, run.run_id, _buffer_full(job.buffer_max))
             return decision
     row = await runs.existing(turn.conn, run)
     if row is None:  # the conflicting row vanished (pruned): treat as a duplicate
@@ -311,6 +310,30 @@ async def claim(turn: Turn) -> Decision:
         now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), earlier_waiting=earlier,
     )  # fmt: skip
     return await _update_existing(turn, decision)
+
+
+async def _in_turn(turn: Turn) -> Decision:
+    """A slot that took a free lock runs, unless (overlap=buffer_all) earlier slots wait: then it goes behind them,
+    or, with buffer_max of them waiting, it is skipped as any slot beyond the bound is."""
+    env, job, run = turn.env, turn.job, turn.run
+    assert job is not None and run is not None
+    if job.overlap != "buffer_all" or not await overlaps.earlier_waiting(
+        turn.conn, env.scope, job.job_id, run.scheduled_for
+    ):
+        return Decision(Action.RUN)
+    async with overlaps.buffer_guard(turn.conn, env.scope, job.job_id, True):
+        room = decisions.buffer_room(
+            job.overlap, await overlaps.waiting(turn.conn, env.scope, job.job_id), job.buffer_max
+        )
+        why = None if room else _buffer_full(job.buffer_max)
+        moved = await overlaps.behind(turn.conn, run.run_id, env.worker_id, why)
+    if not moved:
+        return Decision(Action.RUN)  # not ours to move (it cannot happen while we hold the lock): run it
+    return Decision(Action.BUFFER, "waits_its_turn") if room else Decision(Action.SKIP_LOCKED, decisions.BUFFER_FULL)
+
+
+def _buffer_full(buffer_max: int) -> str:
+    return f"buffer full: {buffer_max} slots wait for the lock already (overlap=buffer_all)"
 
 
 async def _buffer_taken(turn: Turn) -> bool:

@@ -61,7 +61,11 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
         {RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED}
     ),
     # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
-    RunStatus.CLAIMED: frozenset({RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED}),
+    # claimed -> buffered or skipped_locked: an overlap=buffer_all slot that found the lock free while earlier slots
+    # wait goes behind them, or is skipped when buffer_max of them wait already
+    RunStatus.CLAIMED: frozenset(
+        {RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED}
+    ),
     RunStatus.BUFFERED: frozenset({RunStatus.CLAIMED, RunStatus.SKIPPED_LOCKED}),
     RunStatus.RUNNING: frozenset(
         {

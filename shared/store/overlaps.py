@@ -53,6 +53,22 @@ async def earlier_waiting(conn: asyncpg.Connection, scope: str, job_id: str, slo
     return bool(found)
 
 
+async def behind(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, error: str | None = None) -> bool:
+    """A slot this worker just claimed goes back to waiting (buffered) behind earlier waiting slots; with `error`,
+    it is skipped instead (skipped_locked, that error: the buffer is full)."""
+    status = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = $3, error = $5,"
+        " finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END"
+        " WHERE run_id = $1 AND worker = $2 AND status = $4",
+        run_id,
+        worker,
+        RunStatus.BUFFERED.value if error is None else RunStatus.SKIPPED_LOCKED.value,
+        RunStatus.CLAIMED.value,
+        error,
+    )
+    return bool(status.endswith(" 1"))
+
+
 async def note_skip(conn: asyncpg.Connection, run_id: uuid.UUID, error: str) -> None:
     """Say on a skipped_locked row why it was skipped (a buffer_all slot beyond the bound)."""
     await conn.execute(
