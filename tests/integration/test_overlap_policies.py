@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import uuid
 from datetime import timedelta
 from itertools import pairwise
@@ -135,11 +136,21 @@ async def test_cancel_other_across_two_worker_processes_never_overlaps(
                        default_params={"sleep_sec": 30})  # fmt: skip
     workers = [spawn_worker(scope, ["cx"], settings) for _ in range(2)]
 
+    def events(proc: subprocess.Popen[bytes], name: str) -> int:
+        return Path(proc.log_path).read_text().count(f'"event": "{name}"')  # type: ignore[attr-defined]
+
+    def across() -> bool:
+        """A request sent by one process stopped a run in the other."""
+        asked = [events(p, "run.cancel_requested") for p in workers]
+        stopped = [events(p, "run.cancelled_by_request") for p in workers]
+        return (asked[0] > 0 and stopped[1] > 0) or (asked[1] > 0 and stopped[0] > 0)
+
     async def cancelled(at_least: int) -> bool:
-        return sum(1 for r in await control.runs("cx") if r["status"] == "cancelled") >= at_least
+        rows = await control.runs("cx")
+        return across() and sum(1 for r in rows if r["status"] == "cancelled") >= at_least
 
     try:
-        await wait_until(lambda: cancelled(4), 60, "four runs cancelled by the slots after them")
+        await wait_until(lambda: cancelled(4), 90, "four runs cancelled, one from the other process")
     finally:
         for proc in workers:
             stop_process(proc)
@@ -147,13 +158,13 @@ async def test_cancel_other_across_two_worker_processes_never_overlaps(
     executed = [r for r in rows if r["started_at"] is not None]
     assert overlaps(executed) == []
     assert slots_run_more_than_once(rows) == []
-    stopped = [r for r in rows if r["status"] == "cancelled"]
+    stopped = sorted((r for r in rows if r["status"] == "cancelled"), key=lambda r: r["scheduled_for"])
     assert all("overlap=cancel_other" in r["error"] and r["duration_ms"] < 20_000 for r in stopped)
-    # each cancelled run was followed by the run of a later slot, started once it had stopped
-    for run in stopped:
+    # each cancelled run was followed by the run of a later slot, started once it had stopped (the last one's may
+    # not have started when the workers were stopped)
+    for run in stopped[:-1]:
         after = [r for r in executed if r["scheduled_for"] > run["scheduled_for"]]
         assert after and min(r["started_at"] for r in after) >= run["finished_at"]
-    assert len({r["worker"] for r in executed}) == 2  # both processes ran the job
 
 
 async def test_buffer_all_queues_up_to_the_bound_runs_in_slot_order_and_records_the_rest(
