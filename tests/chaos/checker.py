@@ -54,6 +54,7 @@ from tests.chaos.report import JobReport, Report
 from tests.chaos.timeline import Limits, Window
 
 SKIPPED = frozenset({"skipped_locked", "skipped_misfire", "expired"})
+WAITING = frozenset({"buffer_one", "buffer_all", "cancel_other"})  # overlap policies whose slots wait for the lock
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ def lateness(parts: list[timeline.Segment], wins: list[Window], runs: list[Run],
         if not run.is_slot or run.attempt != 1 or run.trigger_source != "scheduler" or run.started_at is None:
             continue
         segment = timeline.segment_at(parts, run.scheduled_for)
-        if segment is None or segment.definition.overlap.value == "buffer_one" or run.scheduled_for > horizon:
+        if segment is None or segment.definition.overlap.value in WAITING or run.scheduled_for > horizon:
             continue
         fire = timeline.fire_time(segment.definition, run.scheduled_for)
         if timeline.covering(wins, fire) is None:
