@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from shared import schedule
@@ -99,13 +100,23 @@ def around_transition(
     found = next_transition(plan.timezone, now)
     if found is None:
         return None
-    after = schedule.next_slots(plan, found.at - timedelta(microseconds=1), count)
+    before, after = _slots_around(plan, found, count)
+    return AroundTransition(found, tuple(s for s in before if s >= now), after)
+
+
+@lru_cache(maxsize=4096)
+def _slots_around(
+    plan: schedule.CronSchedule, change: Transition, count: int
+) -> tuple[tuple[datetime, ...], tuple[datetime, ...]]:
+    """The `count` slots before and after a transition: they depend on nothing else, and the slot search next to a
+    transition is the slow one (a few ms), so `status` over many jobs computes each (schedule, transition) once."""
+    point = change.at - timedelta(microseconds=1)
+    after = tuple(schedule.next_slots(plan, point, count))
     before: list[datetime] = []
-    point = found.at - timedelta(microseconds=1)
     while len(before) < count:
         slot = schedule.previous_slot(plan, point)
-        if slot is None or slot < now:
+        if slot is None:
             break
         before.insert(0, slot)
         point = slot - timedelta(microseconds=1)
-    return AroundTransition(found, tuple(before), tuple(after))
+    return tuple(before), after

@@ -13,11 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from scheduler_seed.status import dst_lines
 from shared import schedule
+from shared.control.status import job_status
 from shared.definitions import load_definition
 from shared.dst import around_transition, next_transition
 from shared.errors import ConfigError
 from shared.schedule import CronSchedule, next_slot, next_slots, previous_slot
+from tests.support.rows import job_row
 from tests.unit.cron_reference import cronsim_is_known_wrong, cronsim_slots, start_instants
 
 HARD_ZONES = (
@@ -187,3 +190,16 @@ def test_definition_takes_the_rule_for_cron_jobs_only() -> None:
         load_definition({"job_id": "j", "cron_expr": "0 * * * *", "dst_overlap": "last"})
     with pytest.raises(ValueError, match="dst_gap must be one of"):
         CronSchedule("0 * * * *", "UTC", dst_gap="later")
+
+
+def test_status_table_notes_a_transition_within_35_days_only() -> None:
+    row = job_row("troll", cron_expr="30 2 * * *", timezone="Antarctica/Troll", interval_seconds=None)
+    near = job_status(row, 0, utc(2026, 10, 20))
+    assert near.dst is not None and near.dst.at == utc(2026, 10, 25, 1) and near.dst.dst_overlap == "first"
+    (line,) = dst_lines([near], utc(2026, 10, 20))
+    assert line.startswith("DST troll: Antarctica/Troll clocks go back 2") and "2026-10-25 01:00" in line
+    assert "rule first" in line
+    assert dst_lines([job_status(row, 0, utc(2026, 9, 1))], utc(2026, 9, 1)) == []
+    assert job_status(job_row("tick"), 0, utc(2026, 10, 20)).dst is None  # an interval job
+    paused = job_row("off", cron_expr="30 2 * * *", timezone="Antarctica/Troll", interval_seconds=None, enabled=False)
+    assert job_status(paused, 0, utc(2026, 10, 20)).dst is None
