@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -212,3 +213,30 @@ async def test_status_shows_the_next_transition_and_the_slots_around_it(
     assert all(datetime.fromisoformat(s) < at for s in change["slots_before"])
     tick = (await api.get("/jobs/tick")).json()
     assert tick["status"]["dst"] is None  # an interval is absolute time
+
+
+async def test_labels_and_the_dst_rule_come_from_the_jobs_file_and_a_runtime_change_is_drift(
+    capsys: pytest.CaptureFixture[str], settings: Settings, cleanup_scope: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    scope = cleanup_scope
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        '[jobs.nightly]\ncron_expr = "30 1 * * *"\ntimezone = "Europe/Dublin"\ndst_overlap = "both"\n'
+        'labels = { team = "billing", tier = "batch" }\n'
+    )
+    done = await cli_here(capsys, settings, scope, "seed", "--file", str(path))
+    assert done.code == 0, done.err
+    row = await pool.fetchrow("SELECT labels, dst_gap, dst_overlap FROM scheduler.jobs WHERE scope = $1", scope)
+    assert row is not None and dict(row) == {"labels": {"team": "billing", "tier": "batch"}, "dst_gap": None,
+                                             "dst_overlap": "both"}  # fmt: skip
+    done = await cli_here(capsys, settings, scope, "set", "nightly", "--labels", '{"team": "payments"}')
+    assert done.code == 0, done.err
+    again = await cli_here(capsys, settings, scope, "seed", "--file", str(path))
+    assert again.code == 0 and "labels" in again.out.partition("drift")[2], again.out
+    assert await pool.fetchval("SELECT labels FROM scheduler.jobs WHERE scope = $1", scope) == {"team": "payments"}
+    reset = await cli_here(capsys, settings, scope, "seed", "--file", str(path), "--reset")
+    assert reset.code == 0, reset.err
+    assert await pool.fetchval("SELECT labels FROM scheduler.jobs WHERE scope = $1", scope) == {
+        "team": "billing",
+        "tier": "batch",
+    }
