@@ -83,7 +83,7 @@ _REQUEST = """
     WITH target AS (
         SELECT run_id FROM scheduler.job_runs
         WHERE scope = $1 AND job_id = $2 AND status = ANY($3::text[]) AND run_id <> $4
-        ORDER BY claimed_at LIMIT 1
+        ORDER BY status = $7 DESC, claimed_at LIMIT 1
     ), asked AS (
         INSERT INTO scheduler.run_cancels (run_id, scope, job_id, requested_by, reason)
         SELECT run_id, $1, $2, $4, $5 FROM target
@@ -96,9 +96,12 @@ _REQUEST = """
 async def request_cancel(
     conn: asyncpg.Connection, scope: str, job_id: str, by_run: uuid.UUID, reason: str
 ) -> uuid.UUID | None:
-    """Ask the job's oldest claimed or running run (not `by_run`) to stop: a request row (kept if one is there)
-    and a NOTIFY, sent again on every call. Returns the run asked, None if the job has none."""
-    record = await conn.fetchrow(_REQUEST, scope, job_id, sources(OWNED), by_run, reason, CANCEL_CHANNEL)
+    """Ask the job's run in the way (not `by_run`; a running one first, then the oldest claimed one) to stop: a
+    request row (kept if one is there) and a NOTIFY, sent again on every call. Returns the run asked, None if the
+    job has none."""
+    record = await conn.fetchrow(
+        _REQUEST, scope, job_id, sources(OWNED), by_run, reason, CANCEL_CHANNEL, RunStatus.RUNNING.value
+    )
     return None if record is None else record["run_id"]
 
 
