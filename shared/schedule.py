@@ -473,7 +473,12 @@ def period_estimate(schedule: Schedule) -> timedelta:
 def describe(schedule: Schedule) -> str:
     """The schedule in words, for a status table: "every 5 min", "cron '0 8 * * 1-5' in Asia/Seoul"."""
     if isinstance(schedule, CronSchedule):
-        rule = f" (dst_gap {schedule.dst_gap}, dst_overlap {schedule.dst_overlap})" if schedule.own_dst_rule else ""
+        named = [
+            f"{name} {value}"
+            for name, value in (("dst_gap", schedule.dst_gap), ("dst_overlap", schedule.dst_overlap))
+            if value
+        ]
+        rule = f" ({', '.join(named)})" if named else ""
         return f"cron {schedule.expr!r} in {schedule.timezone}{rule}"
     every = f"every {_duration_words(schedule.seconds)}"
     if schedule.phase_ms:

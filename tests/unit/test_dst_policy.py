@@ -188,6 +188,7 @@ def test_definition_takes_the_rule_for_cron_jobs_only() -> None:
         load_definition({"job_id": "j", "interval_seconds": 60, "dst_overlap": "both"})
     with pytest.raises(ConfigError, match="dst_overlap"):
         load_definition({"job_id": "j", "cron_expr": "0 * * * *", "dst_overlap": "last"})
+    assert schedule.describe(plan) == "cron '30 2 * * *' in Europe/Dublin (dst_gap skip)"
     with pytest.raises(ValueError, match="dst_gap must be one of"):
         CronSchedule("0 * * * *", "UTC", dst_gap="later")
 
