@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from shared import chain, decisions, execution
+from shared import catchup, chain, decisions, execution, ledger
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
 from shared.locks import run_lock_keys, unlock, wait_for_chain
@@ -192,7 +192,7 @@ async def skip_misfire(turn: Turn) -> None:
         env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_MISFIRE, msg.trigger_source).inc()
         late = (env.clock() - msg.scheduled_for).total_seconds()
         log.warning("run.skipped_misfire", late_sec=round(late, 3))
-        await post_next(turn)
+        await post_next(turn, missed=True)
         await drop(env, turn.delivery, DropReason.MISFIRE, job_id=job.job_id)
         await execution.publish_outcome(turn, RunStatus.SKIPPED_MISFIRE, None, None)
         return
@@ -307,7 +307,8 @@ async def claim(turn: Turn) -> Decision:
     )  # fmt: skip
     decision = decisions.on_existing(
         row, turn.run, lock_free=lock.free, worker_id=env.worker_id, inflight=inflight, owner_alive=alive,
-        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), earlier_waiting=earlier,
+        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), waits=turn.msg.wait_for_lock,
+        earlier_waiting=earlier,
     )  # fmt: skip
     return await _update_existing(turn, decision)
 
@@ -373,11 +374,12 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
 # -- 6. post next ----------------------------------------------------------------------------------------------
 
 
-async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = None) -> None:
+async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = None, missed: bool = False) -> None:
     """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
     depend on the run's length and the chain survives a crash of the run. The run (`run_id`, by default the
     turn's) is recorded as having posted it; with `start`, the same statement marks the run running (step 8's
-    first write, done here to save a round trip) and `turn.started_at` is set."""
+    first write, done here to save a round trip) and `turn.started_at` is set. The next slot is counted from
+    now: slots jumped over (and the message's own, `missed`) go to the slot ledger (`shared.ledger`)."""
     env, job, msg = turn.env, turn.job, turn.msg
     assert job is not None and turn.run is not None
     if not decisions.needs_next_slot(msg, job):
@@ -391,8 +393,14 @@ async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = 
     )  # fmt: skip
     if posted is None:
         log.info("chain.not_extended", reason="epoch_changed")
-    elif start:
+        return
+    if start:
         turn.started_at = posted.run_started_at
+    # -- slot ledger: a pure check; only a gap costs a statement
+    if catchup.gap_after(job.schedule, msg.scheduled_for, now, missed):
+        await ledger.late_message(
+            turn.conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, missed
+        )
 
 
 async def _repair_chain(turn: Turn) -> None:

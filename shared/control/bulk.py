@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from shared import labels
 from shared.control.api import Control
 from shared.control.errors import InvalidRequest, kind_of
+from shared.control.instants import later
 from shared.control.results import JobStatus
 from shared.store.jobs import JobRow
 
@@ -66,23 +68,41 @@ async def apply(
     selector_text: str,
     *,
     note: str | None = None,
+    until: str | None = None,
     params: Mapping[str, Any] | None = None,
     queue: bool = False,
 ) -> BulkResult:
-    """`action` (one of ACTIONS) on every job the selector picks; one BulkItem per job, failures included."""
+    """`action` (one of ACTIONS) on every job the selector picks; one BulkItem per job, failures included.
+    `until` (pause only): as `pause --until`, a time without an offset read in each job's own time zone."""
     if action not in ACTIONS:
         raise InvalidRequest(f"bulk action must be one of {', '.join(ACTIONS)}, got {action!r}", "action")
     selector = parse(selector_text)
+    if until is not None:
+        _until(until, "UTC")  # a text that is no time at all: one error before any job changes
     chosen = pick(await control.jobs(), selector)
-    items = [await _one(control, action, row.job_id, note, params, queue) for row in chosen]
+    items = [await _one(control, action, row, note, until, params, queue) for row in chosen]
     return BulkResult(action, str(selector), items)
 
 
+def _until(text: str, timezone: str) -> datetime:
+    try:
+        return later(text, datetime.now(UTC), timezone)
+    except ValueError as exc:
+        raise InvalidRequest(f"pause --until: {exc}", "until") from None
+
+
 async def _one(
-    control: Control, action: str, job_id: str, note: str | None, params: Mapping[str, Any] | None, queue: bool
+    control: Control,
+    action: str,
+    row: JobRow,
+    note: str | None,
+    until: str | None,
+    params: Mapping[str, Any] | None,
+    queue: bool,
 ) -> BulkItem:
+    job_id = row.job_id
     steps: dict[str, Callable[[], Awaitable[BulkItem]]] = {
-        "pause": lambda: _pause(control, job_id, note),
+        "pause": lambda: _pause(control, job_id, note, None if until is None else _until(until, row.timezone)),
         "resume": lambda: _resume(control, job_id),
         "run-now": lambda: _run_now(control, job_id, params, queue),
     }
@@ -95,9 +115,10 @@ async def _one(
         return BulkItem(job_id, False, str(exc), kind.value)
 
 
-async def _pause(control: Control, job_id: str, note: str | None) -> BulkItem:
-    result = await control.pause(job_id, note=note)
-    return BulkItem(job_id, True, f"paused (epoch {result.epoch})")
+async def _pause(control: Control, job_id: str, note: str | None, until: datetime | None) -> BulkItem:
+    result = await control.pause(job_id, note=note, until=until)
+    ends = "" if until is None else f", resumes by itself at {until.isoformat()}"
+    return BulkItem(job_id, True, f"paused (epoch {result.epoch}{ends})")
 
 
 async def _resume(control: Control, job_id: str) -> BulkItem:
