@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +240,21 @@ async def test_labels_and_the_dst_rule_come_from_the_jobs_file_and_a_runtime_cha
         "team": "billing",
         "tier": "batch",
     }
+
+
+async def test_a_timed_pause_by_selector_sets_when_each_job_resumes(
+    capsys: pytest.CaptureFixture[str], settings: Settings, cleanup_scope: str, pool: asyncpg.Pool
+) -> None:
+    scope = cleanup_scope
+    async with Control(settings, scope) as control:
+        await labelled(control)
+    asked = datetime.now(UTC)
+    done = await cli_here(capsys, settings, scope, "pause", "--selector", "team=billing", "--until", "2h")
+    assert done.code == 0 and "resumes by itself" in done.out, done.out
+    rows = await pool.fetch("SELECT job_id, enabled, paused_until FROM scheduler.jobs WHERE scope = $1", scope)
+    until = {r["job_id"]: r["paused_until"] for r in rows if not r["enabled"]}
+    assert sorted(until) == ["bill-a", "bill-b"]
+    assert all(timedelta(hours=2) <= at - asked < timedelta(hours=2, minutes=1) for at in until.values()), until
+    bad = await cli_here(capsys, settings, scope, "pause", "--selector", "team=ops", "--until", "someday")
+    assert bad.code == 2 and "--until" in bad.error_line
+    assert (await enabled(pool, scope))["ops-c"] is True
