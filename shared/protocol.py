@@ -343,6 +343,7 @@ async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = 
         run_id=run_id or turn.run.run_id,
         start_worker=env.worker_id if start else None,
         fire_at=decisions.fire_time(job, msg),
+        run_slot=execution.run_slot(turn),
     )  # fmt: skip
     if posted is None:
         log.info("chain.not_extended", reason="epoch_changed")

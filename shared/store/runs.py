@@ -79,7 +79,8 @@ async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker
     inserted = await conn.fetchval(
         "INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt,"
         " status, worker, params, upstream_run_id, origin_run_id, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END)"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END"
+        f" WHERE {_ID_FREE.format(epoch='$4', run_id='$1')}"
         " ON CONFLICT DO NOTHING RETURNING true",
         run.run_id,
         run.scope,
@@ -98,6 +99,10 @@ async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker
     return bool(inserted)
 
 
+# A run outside a chain (no epoch) is unique by its run id across partitions (scheduler.run_id_free); a chain
+# slot by its unique index, which includes the partition key.
+_ID_FREE = "({epoch}::bigint IS NOT NULL OR scheduler.run_id_free({run_id}::uuid))"
+
 _LOCK_AND_CLAIM = """
     WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
     j AS MATERIALIZED (SELECT epoch, enabled, updated_at FROM scheduler.jobs WHERE scope = $3 AND job_id = $4),
@@ -108,11 +113,12 @@ _LOCK_AND_CLAIM = """
         WHERE ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
           AND ($14::timestamptz IS NULL
                OR (SELECT (epoch, enabled, updated_at) FROM j) = ($15::bigint, $16::boolean, $14::timestamptz))
+          AND ID_FREE
         ON CONFLICT DO NOTHING RETURNING true
     )
     SELECT (SELECT key FROM l) AS key, j.epoch, j.enabled, j.updated_at, EXISTS (SELECT 1 FROM c) AS claimed
     FROM (SELECT 1) AS one LEFT JOIN j ON true
-"""
+""".replace("ID_FREE", _ID_FREE.format(epoch="$6", run_id="$5"))
 
 
 async def lock_and_claim(
@@ -276,17 +282,27 @@ def _start_sql(first: int) -> str:
     return _START.format(n=first, w=first + 1, f=first + 2)
 
 
-async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime) -> datetime | None:
+def _in_slot(slot: datetime | None, n: int) -> tuple[str, tuple[datetime, ...]]:
+    """The condition on the run's slot (the partition key) as parameter `$n`, so that a statement on one run
+    reads one partition: empty when the slot is not known."""
+    return ("", ()) if slot is None else (f" AND scheduled_for = ${n}", (slot,))
+
+
+async def start(
+    conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime, slot: datetime | None = None
+) -> datetime | None:
     """claimed -> running, stamping started_at and the lateness (start minus `fire_at`). None when the row is
-    in no state a run starts from (see STARTABLE)."""
+    in no state a run starts from (see STARTABLE). `slot`, the run's scheduled_for, if known."""
+    in_slot, args = _in_slot(slot, 6)
     started: datetime | None = await conn.fetchval(
-        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[])"
+        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[]){in_slot}"
         " RETURNING started_at",
         run_id,
         RunStatus.RUNNING.value,
         worker,
         fire_at,
         sources(STARTABLE),
+        *args,
     )
     return started
 
@@ -301,20 +317,22 @@ async def record_posted(
     release_key: int,
     start_worker: str | None = None,
     fire_at: datetime | None = None,
+    run_slot: datetime | None = None,
 ) -> datetime | None:
     """After a chain extension was confirmed, in one statement: the job's next_due_at, the run's next_posted_for
     (when a run posted it), the release of the session chain lock `release_key`, and with `start_worker` the
     run's start as `start` records it, lateness counted from `fire_at` (the run is about to begin: this saves
     step 8 a round trip). Returns the
-    run's started_at when it was started here.
+    run's started_at when it was started here. `run_slot`, the run's scheduled_for, if known.
 
     The lock is released before this statement commits: a reseed that takes it then still writes the job row
     after this one (its update waits for this row lock), and purges the message this extension posted."""
     started = f", {_start_sql(7)}" if start_worker is not None else ""
-    args = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
+    args: tuple[Any, ...] = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
+    in_slot, slot_args = _in_slot(run_slot, 7 + len(args))
     record = await conn.fetchrow(
         "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
-        f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4"
+        f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4{in_slot}"
         " RETURNING started_at)"
         " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
         scope,
@@ -324,6 +342,7 @@ async def record_posted(
         next_slot,
         release_key,
         *args,
+        *slot_args,
     )
     started_at: datetime | None = record["started"]
     return started_at if start_worker is not None else None
@@ -332,7 +351,8 @@ async def record_posted(
 _FINISH = """
     WITH run AS (
         UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms, trigger_source
+        WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
+        RETURNING scope, job_id, started_at, lateness_ms, trigger_source
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
         SELECT scope, job_id, trigger_source, 1, $5 FROM run
@@ -356,16 +376,19 @@ async def finish(
     duration_ms: int,
     finished_at: datetime,
     release_key: int | None = None,
+    slot: datetime | None = None,
 ) -> None:
     """Record the outcome on the run, on the job's last_* columns and in the job's trigger count (per trigger
     source), in one statement;
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
-    free never overlaps this one in the record, whenever this statement commits."""
+    free never overlaps this one in the record, whenever this statement commits. `slot`, the run's
+    scheduled_for, if known."""
     unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
+    in_slot, slot_args = _in_slot(slot, 8 + len(args))
     await conn.execute(
-        _FINISH + unlock,
+        _FINISH.replace(" IN_SLOT", in_slot) + unlock,
         run_id,
         status.value,
         None if error is None else error[:ERROR_LIMIT],
@@ -374,6 +397,7 @@ async def finish(
         RunStatus.SUCCEEDED.value,
         sources(FINISHABLE),
         *args,
+        *slot_args,
     )
 
 

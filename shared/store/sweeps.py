@@ -8,10 +8,11 @@ Run statuses are passed as parameters from `shared.vocabulary`; no statement spe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shared.store import idempotency, workers
+from shared.store import idempotency, partitions, workers
 from shared.store.runs import ALIVE_SQL, RELEASED_CLAIM_GRACE_SEC, RunRow
 from shared.vocabulary import ACTIVE, OWNED, RunStatus, sources
 
@@ -115,8 +116,15 @@ async def prune_history(
     """The retention rule of a scope: finished runs older than `retention_days`, expired idempotency keys (unless
     `keys` is false) and, unless `dead_workers_after_sec` is None, rows of workers dead for longer than that.
 
-    Keys go only once expired, so the duplicate-order guard holds for as long as each key was claimed for."""
-    pruned_runs = await prune_runs(conn, scope, retention_days)
+    Keys go only once expired, so the duplicate-order guard holds for as long as each key was claimed for.
+
+    Runs: the daily partitions of `scheduler.job_runs` are kept ready a week ahead; a day wholly past the
+    retention goes as a whole (`partitions.drop_expired`: no dead tuples); what is left past the retention (the
+    day the cut-off falls in, rows of a day other scopes share, the default partition) is deleted row by row."""
+    now = datetime.now(UTC)
+    await partitions.ensure_ahead(conn, now)
+    dropped = await partitions.drop_expired(conn, scope, now - timedelta(days=retention_days))
+    pruned_runs = dropped + await prune_runs(conn, scope, retention_days)
     pruned_keys = await idempotency.prune(conn, scope) if keys else 0
     gone = 0 if dead_workers_after_sec is None else await workers.forget_dead(conn, scope, dead_workers_after_sec)
     return Pruned(runs=pruned_runs, idempotency_keys=pruned_keys, workers=gone)
