@@ -138,7 +138,7 @@ async def test_the_migration_converts_a_populated_table(database_url: str) -> No
             )
             (nine,) = (m for m in every if m.version == 9)
             await conn.execute(nine.sql)
-            kinds = await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = 'scheduler.job_runs'::regclass")
+            kinds = await conn.fetchval("SELECT relkind::text FROM pg_class WHERE oid = 'scheduler.job_runs'::regclass")
             counts = await conn.fetch(
                 "SELECT tableoid::regclass::text AS part, count(*) AS n FROM scheduler.job_runs GROUP BY 1"
             )
