@@ -57,8 +57,11 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     None: frozenset(
         {RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED}
     ),
-    # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
-    RunStatus.CLAIMED: frozenset({RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED}),
+    # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status);
+    # claimed -> skipped_locked / buffered: a slot claimed ahead (lead-time dispatch) whose lock is taken at the slot
+    RunStatus.CLAIMED: frozenset(
+        {RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED, RunStatus.SKIPPED_LOCKED, RunStatus.BUFFERED}
+    ),
     RunStatus.BUFFERED: frozenset({RunStatus.CLAIMED, RunStatus.SKIPPED_LOCKED}),
     RunStatus.RUNNING: frozenset(
         {RunStatus.CLAIMED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED}

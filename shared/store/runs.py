@@ -307,6 +307,52 @@ async def start(
     return started
 
 
+_LOCK_AND_START = f"""
+    WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
+    r AS (
+        UPDATE scheduler.job_runs SET {_start_sql(6)}
+        WHERE run_id = $3 AND scheduled_for = $4 AND status = $5 AND worker = $7
+          AND ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
+        RETURNING started_at
+    )
+    SELECT (SELECT key FROM l) AS key, (SELECT started_at FROM r) AS started
+"""
+
+
+async def lock_and_start(
+    conn: asyncpg.Connection, keys: list[int], lock_needed: bool, run: NewRun, worker: str, fire_at: datetime
+) -> tuple[int | None, datetime | None]:
+    """At the slot of a run claimed ahead (shared.lead): the run lock and, the lock taken (or none needed), the
+    start of the run (`start`: claimed -> running, lateness from `fire_at`) in one round trip. Returns (key taken,
+    started_at); started_at None means the lock is taken by another run (or the claim is no longer this
+    worker's)."""
+    record = await conn.fetchrow(
+        _LOCK_AND_START, keys, lock_needed, run.run_id, run.scheduled_for, RunStatus.CLAIMED.value,
+        RunStatus.RUNNING.value, worker, fire_at,
+    )  # fmt: skip
+    return record["key"], record["started"]
+
+
+async def resolve_claim(
+    conn: asyncpg.Connection, run: NewRun, worker: str, status: RunStatus, error: str | None = None
+) -> bool:
+    """A slot claimed ahead whose lock is still taken at the slot: skipped_locked (finished) or buffered (waiting
+    again, from now). Only this worker's claim moves."""
+    done = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = $4, error = $5, claimed_at = now(),"
+        " finished_at = CASE WHEN $6 THEN now() END"
+        " WHERE run_id = $1 AND scheduled_for = $2 AND worker = $3 AND status = $7",
+        run.run_id,
+        run.scheduled_for,
+        worker,
+        status.value,
+        error,
+        status.terminal,
+        RunStatus.CLAIMED.value,
+    )
+    return bool(done.endswith(" 1"))
+
+
 async def record_posted(
     conn: asyncpg.Connection,
     scope: str,

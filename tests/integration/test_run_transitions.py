@@ -32,6 +32,9 @@ STATEMENTS: dict[str, Statement] = {
     "revive": lambda c, r: runs.revive(c, r.run_id, "me"),
     "resolve_buffered": lambda c, r: runs.resolve_buffered(c, r.run_id, RunStatus.SKIPPED_LOCKED, "given up"),
     "start": lambda c, r: runs.start(c, r.run_id, "me", SLOT),
+    "lock_and_start": lambda c, r: runs.lock_and_start(c, [], False, r, "gone-worker", SLOT),
+    "resolve_claim_skipped": lambda c, r: runs.resolve_claim(c, r, "gone-worker", RunStatus.SKIPPED_LOCKED, "x"),
+    "resolve_claim_buffered": lambda c, r: runs.resolve_claim(c, r, "gone-worker", RunStatus.BUFFERED),
     "finish_succeeded": lambda c, r: runs.finish(c, r.run_id, RunStatus.SUCCEEDED, None, 5, SLOT),
     "finish_failed": lambda c, r: runs.finish(c, r.run_id, RunStatus.FAILED, "boom", 5, SLOT),
     # the watchdog's sweeps ("gone-worker" has no liveness row: it is dead)
