@@ -11,7 +11,7 @@ together, and next_due_at written in one pipeline. Same outcome per job as `seed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -55,10 +55,12 @@ async def seed_batch(
         row = rows[job_id]
         if row.enabled and row.pause_note is not None:  # enabled again (reset): the pause note goes
             await jobs_store.set_enabled(conn, scope, job_id, True, None)
-    await declare_all(channel, scope, [rows[i] for i in ids])
+    waiting = await declare_all(channel, scope, [rows[i] for i in ids])
     fresh = [p.definition.job_id for p in plans if _chain_starts(p)]
+    # a job that had no row has no chain: its delay queue needs a purge only if something waits there (left over)
+    empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
     now = datetime.now(UTC)
-    started = await replace_all(conn, channel, publisher, scope, fresh, now)
+    started = await replace_all(conn, channel, publisher, scope, fresh, now, skip_purge=empty)
     results = []
     for plan in plans:
         job_id = plan.definition.job_id
@@ -80,15 +82,21 @@ def _chain_starts(plan: PlannedSeed) -> bool:
     return drift.chain_affected(jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target))
 
 
-async def declare_all(channel: AbstractChannel, scope: str, rows: Sequence[JobRow]) -> None:
-    """The scope's exchanges once, then each job's queues (`topology.declare_job`) over `CHANNELS` channels."""
+async def declare_all(channel: AbstractChannel, scope: str, rows: Sequence[JobRow]) -> dict[str, int]:
+    """`topology.declare_job` for every row: the scope's exchanges and each work queue once, then each job's delay
+    and retry queues over `CHANNELS` channels. Returns how many messages wait in each job's delay queue."""
     await topology.declare_scope(channel, scope)
-    await _spread(channel, [_declarer(row) for row in rows])
+    for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
+        await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
+    waiting: dict[str, int] = {}
+    await _spread(channel, [_declarer(row, waiting) for row in rows])
+    return waiting
 
 
-def _declarer(row: JobRow) -> Callable[[AbstractChannel], Awaitable[None]]:
+def _declarer(row: JobRow, waiting: dict[str, int]) -> Callable[[AbstractChannel], Awaitable[None]]:
     async def declare(ch: AbstractChannel) -> None:
-        await topology.declare_job(ch, row.scope, row.job_id, row.queue, row.queue_type)  # type: ignore[arg-type]
+        queue_type = row.queue_type
+        waiting[row.job_id] = await topology.declare_chain_queues(ch, row.scope, row.job_id, row.queue, queue_type)  # type: ignore[arg-type]
 
     return declare
 
@@ -107,15 +115,17 @@ async def replace_all(
     scope: str,
     job_ids: Sequence[str],
     now: datetime,
+    skip_purge: Collection[str] = (),
 ) -> dict[str, tuple[int, chain.Slot | None]]:
-    """`chain.replace` for each job, in one transaction: new epoch, empty delay queue, first message (if enabled
-    and scheduled). Returns each job's new epoch and first slot."""
+    """`chain.replace` for each job, in one transaction: new epoch, empty delay queue (but for the jobs of
+    `skip_purge`, known to be empty), first message (if enabled and scheduled). Returns each job's new epoch
+    and first slot."""
     if not job_ids:
         return {}
     async with conn.transaction():
         await jobs_batch.chain_locks(conn, [chain_lock_key(scope, j) for j in job_ids])
         rows = await jobs_batch.bump_epochs(conn, scope, job_ids)
-        await _spread(channel, [_purger(scope, j) for j in job_ids])
+        await _spread(channel, [_purger(scope, j) for j in job_ids if j not in skip_purge])
         slots = {j: chain.next_slot(row, now) if row.enabled and row.has_chain else None for j, row in rows.items()}
         await asyncio.gather(
             *(
