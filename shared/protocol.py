@@ -39,7 +39,7 @@ import structlog
 from shared import chain, decisions, execution, lead
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
-from shared.locks import run_lock_keys, unlock, wait_for_chain
+from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
 from shared.store import jobs as jobs_store
@@ -337,14 +337,19 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
 # -- 6. post next ----------------------------------------------------------------------------------------------
 
 
-async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = None) -> None:
+async def post_next(
+    turn: Turn, start: bool = False, run_id: uuid.UUID | None = None, entered: tuple[int, bool] | None = None
+) -> None:
     """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
     depend on the run's length and the chain survives a crash of the run. The run (`run_id`, by default the
     turn's) is recorded as having posted it; with `start`, the same statement marks the run running (step 8's
-    first write, done here to save a round trip) and `turn.started_at` is set."""
+    first write, done here to save a round trip) and `turn.started_at` is set. `entered`: the chain lock is held
+    already (see chain.extend)."""
     env, job, msg = turn.env, turn.job, turn.msg
     assert job is not None and turn.run is not None
     if not decisions.needs_next_slot(msg, job):
+        if entered is not None:
+            await unlock(turn.conn, chain_lock_key(job.scope, job.job_id))
         return
     now = env.clock()
     posted = await chain.extend(
@@ -353,6 +358,7 @@ async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = 
         start_worker=env.worker_id if start else None,
         fire_at=decisions.fire_time(job, msg),
         run_slot=execution.run_slot(turn),
+        entered=entered,
     )  # fmt: skip
     if posted is None:
         log.info("chain.not_extended", reason="epoch_changed")
@@ -460,16 +466,17 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
     if fire_at is None:
         return None
     expected = None if confirmed else job.version
-    _, version, inserted = await runs.lock_and_claim(turn.conn, [], False, run, env.worker_id, expected)
-    if not confirmed and version != job.version:
+    key = chain_lock_key(job.scope, job.job_id)
+    ahead = await runs.claim_and_enter_chain(turn.conn, run, env.worker_id, key, expected)  # 5, and 6's chain lock
+    if not confirmed and ahead.version != job.version:
         env.jobs.forget(job.job_id)
         return False
-    if not inserted:
+    if not ahead.claimed:
         return None
     structlog.contextvars.bind_contextvars(run_id=str(run.run_id))
     env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
     try:
-        await post_next(turn)  # 6
+        await post_next(turn, entered=ahead.chain or (-1, False))  # 6
     except BaseException:
         env.inflight.discard(run.run_id)
         await unclaim(env, run.run_id)

@@ -307,6 +307,58 @@ async def start(
     return started
 
 
+_CLAIM_AND_ENTER = """
+    WITH j AS MATERIALIZED (SELECT epoch, enabled, updated_at FROM scheduler.jobs WHERE scope = $1 AND job_id = $2),
+    c AS (
+        INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status,
+            worker, params, upstream_run_id, origin_run_id)
+        SELECT $3, $1, $2, $4, $5, $6, $7, $15, $8, $9, $10, $11
+        WHERE ($12::timestamptz IS NULL
+               OR (SELECT (epoch, enabled, updated_at) FROM j) = ($13::bigint, $14::boolean, $12::timestamptz))
+          AND ID_FREE
+        ON CONFLICT DO NOTHING RETURNING run_id
+    ),
+    e AS MATERIALIZED (
+        SELECT x.epoch, x.enabled FROM c CROSS JOIN LATERAL scheduler.chain_enter(
+            CASE WHEN c.run_id IS NOT NULL THEN $16::bigint END, $1, $2) AS x
+    )
+    SELECT j.epoch, j.enabled, j.updated_at, EXISTS (SELECT 1 FROM c) AS claimed,
+        (SELECT epoch FROM e) AS chain_epoch, (SELECT enabled FROM e) AS chain_enabled
+    FROM (SELECT 1) AS one LEFT JOIN j ON true
+""".replace("ID_FREE", _ID_FREE.format(epoch="$4", run_id="$3"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAhead:
+    """What `claim_and_enter_chain` found: the job row's version, whether the run was inserted, and, if it was,
+    the chain as read under the chain lock now held (None: the job is gone; the lock is held all the same)."""
+
+    version: JobVersion | None
+    claimed: bool
+    chain: tuple[int, bool] | None
+
+
+async def claim_and_enter_chain(
+    conn: asyncpg.Connection, run: NewRun, worker: str, chain_key: int, expected: JobVersion | None = None
+) -> ClaimedAhead:
+    """A slot claimed ahead of its run lock (shared.lead), and the job's chain entered, in one round trip: insert
+    `run` as claimed if the job row is still at `expected` (when given) and the slot has no row; then, only if it
+    was inserted, take the chain lock `chain_key` on this session and read (epoch, enabled) after it was granted
+    (`locks.enter_chain`), for the post of the next slot."""
+    record = await conn.fetchrow(
+        _CLAIM_AND_ENTER, run.scope, run.job_id, run.run_id, run.epoch, run.trigger_source, run.scheduled_for,
+        run.attempt, worker, run.params, run.upstream_run_id, run.origin_run_id,
+        None if expected is None else expected.updated_at,
+        None if expected is None else expected.epoch,
+        None if expected is None else expected.enabled,
+        RunStatus.CLAIMED.value, chain_key,
+    )  # fmt: skip
+    version = None if record["epoch"] is None else JobVersion(record["epoch"], record["enabled"], record["updated_at"])
+    claimed = bool(record["claimed"])
+    entered = None if record["chain_epoch"] is None else (record["chain_epoch"], record["chain_enabled"])
+    return ClaimedAhead(version, claimed, entered if claimed else None)
+
+
 _LOCK_AND_START = f"""
     WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
     r AS (
