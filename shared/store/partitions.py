@@ -15,6 +15,7 @@ import asyncpg
 
 from shared.vocabulary import ACTIVE, sources
 
+DEFAULT = "job_runs_default"
 DAYS_AHEAD = 7
 """Daily partitions kept ready ahead of today (the pruning sweep runs hourly, so a week is ample)."""
 LOCK_TIMEOUT = "2s"
@@ -62,21 +63,27 @@ async def drop(conn: asyncpg.Connection, name: str) -> None:
     """Drop one daily partition (its name as `expired` gave it)."""
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        await conn.execute(f"DROP TABLE scheduler.{_ident(name)}")
+        await conn.execute(f"DROP TABLE scheduler.{ident(name)}")
 
 
-async def drop_expired(conn: asyncpg.Connection, scope: str, cutoff: datetime) -> int:
-    """Drop every expired partition `scope` may drop (see `Expired.droppable_by`); returns about how many rows
-    went with them (the planner's count: counting exactly would read them)."""
-    gone = 0
+async def drop_expired(conn: asyncpg.Connection, scope: str, cutoff: datetime) -> tuple[int, list[str]]:
+    """Drop every expired partition `scope` may drop (see `Expired.droppable_by`). Returns about how many rows
+    went with them (the planner's count: counting exactly would read them) and the expired partitions kept (their
+    rows of `scope` are for `sweeps.prune_runs` to delete)."""
+    gone, kept = 0, []
     for part in await expired(conn, cutoff):
         if part.droppable_by(scope, cutoff):
             await drop(conn, part.name)
             gone += part.approx_rows
-    return gone
+        else:
+            kept.append(part.name)
+    return gone, kept
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
+    """`name` if it is the default or a daily partition of scheduler.job_runs (it goes into SQL text)."""
+    if name == DEFAULT:
+        return name
     if not name.startswith("job_runs_p") or not name[len("job_runs_p") :].isdigit():
         raise ValueError(f"not a daily partition of scheduler.job_runs: {name!r}")
     return name
