@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -14,6 +15,7 @@ from shared.locks import JobVersion
 from shared.vocabulary import OWNED, REVIVABLE, RunStatus, TriggerSource, sources
 
 ERROR_LIMIT = 2000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +284,34 @@ def _start_sql(first: int) -> str:
     return _START.format(n=first, w=first + 1, f=first + 2)
 
 
+_MISSING_PARTITIONS: set[str] = set()
+
+
+def _run_table(slot: datetime | None) -> str:
+    """The table a statement on the run of `slot` names: the daily partition of the slot's UTC day (a statement
+    on the partitioned table locks every partition, which costs about 0.1 ms a statement with a month of them),
+    unless it is known not to exist. A run is in that partition whenever it exists: rows of a day written to the
+    default partition move into the day's partition when it is created (scheduler.ensure_run_partitions)."""
+    if slot is None:
+        return "job_runs"
+    name = f"job_runs_p{slot.astimezone(UTC):%Y%m%d}"
+    return "job_runs" if name in _MISSING_PARTITIONS else name
+
+
+async def _on_run_table(slot: datetime | None, statement: Callable[[str], Awaitable[T]]) -> T:
+    """`statement(table)` on the run's partition (see `_run_table`), or on scheduler.job_runs when there is no
+    such partition."""
+    table = _run_table(slot)
+    if table != "job_runs":
+        try:
+            return await statement(table)
+        except asyncpg.UndefinedTableError:
+            if len(_MISSING_PARTITIONS) > 1000:
+                _MISSING_PARTITIONS.clear()
+            _MISSING_PARTITIONS.add(table)
+    return await statement("job_runs")
+
+
 def _in_slot(slot: datetime | None, n: int) -> tuple[str, tuple[datetime, ...]]:
     """The condition on the run's slot (the partition key) as parameter `$n`, so that a statement on one run
     reads one partition: empty when the slot is not known."""
@@ -294,17 +324,16 @@ async def start(
     """claimed -> running, stamping started_at and the lateness (start minus `fire_at`). None when the row is
     in no state a run starts from (see STARTABLE). `slot`, the run's scheduled_for, if known."""
     in_slot, args = _in_slot(slot, 6)
-    started: datetime | None = await conn.fetchval(
-        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[]){in_slot}"
-        " RETURNING started_at",
-        run_id,
-        RunStatus.RUNNING.value,
-        worker,
-        fire_at,
-        sources(STARTABLE),
-        *args,
-    )
-    return started
+
+    async def statement(table: str) -> datetime | None:
+        started: datetime | None = await conn.fetchval(
+            f"UPDATE scheduler.{table} SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[]){in_slot}"
+            " RETURNING started_at",
+            run_id, RunStatus.RUNNING.value, worker, fire_at, sources(STARTABLE), *args,
+        )  # fmt: skip
+        return started
+
+    return await _on_run_table(slot, statement)
 
 
 _CLAIM_AND_ENTER = """
@@ -362,7 +391,7 @@ async def claim_and_enter_chain(
 _LOCK_AND_START = f"""
     WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
     r AS (
-        UPDATE scheduler.job_runs SET {_start_sql(6)}
+        UPDATE scheduler.RUN_TABLE SET {_start_sql(6)}
         WHERE run_id = $3 AND scheduled_for = $4 AND status = $5 AND worker = $7
           AND ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
         RETURNING started_at
@@ -378,10 +407,15 @@ async def lock_and_start(
     start of the run (`start`: claimed -> running, lateness from `fire_at`) in one round trip. Returns (key taken,
     started_at); started_at None means the lock is taken by another run (or the claim is no longer this
     worker's)."""
-    record = await conn.fetchrow(
-        _LOCK_AND_START, keys, lock_needed, run.run_id, run.scheduled_for, RunStatus.CLAIMED.value,
-        RunStatus.RUNNING.value, worker, fire_at,
-    )  # fmt: skip
+
+    async def statement(table: str) -> asyncpg.Record:
+        record: asyncpg.Record = await conn.fetchrow(
+            _LOCK_AND_START.replace("RUN_TABLE", table), keys, lock_needed, run.run_id, run.scheduled_for,
+            RunStatus.CLAIMED.value, RunStatus.RUNNING.value, worker, fire_at,
+        )  # fmt: skip
+        return record
+
+    record = await _on_run_table(run.scheduled_for, statement)  # a missing table fails before any lock is taken
     return record["key"], record["started"]
 
 
@@ -428,27 +462,25 @@ async def record_posted(
     started = f", {_start_sql(7)}" if start_worker is not None else ""
     args: tuple[Any, ...] = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
     in_slot, slot_args = _in_slot(run_slot, 7 + len(args))
-    record = await conn.fetchrow(
-        "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
-        f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4{in_slot}"
-        " RETURNING started_at)"
-        " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
-        scope,
-        job_id,
-        next_due_at,
-        run_id,
-        next_slot,
-        release_key,
-        *args,
-        *slot_args,
-    )
+
+    async def statement(table: str) -> asyncpg.Record:
+        record: asyncpg.Record = await conn.fetchrow(
+            "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
+            f" run AS (UPDATE scheduler.{table} SET next_posted_for = $5{started} WHERE run_id = $4{in_slot}"
+            " RETURNING started_at)"
+            " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
+            scope, job_id, next_due_at, run_id, next_slot, release_key, *args, *slot_args,
+        )  # fmt: skip
+        return record
+
+    record = await _on_run_table(run_slot, statement)
     started_at: datetime | None = record["started"]
     return started_at if start_worker is not None else None
 
 
 _FINISH = """
     WITH run AS (
-        UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
+        UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
         WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
         RETURNING scope, job_id, started_at, lateness_ms, trigger_source
     ), counted AS (
@@ -485,18 +517,15 @@ async def finish(
     unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
     in_slot, slot_args = _in_slot(slot, 8 + len(args))
-    await conn.execute(
-        _FINISH.replace(" IN_SLOT", in_slot) + unlock,
-        run_id,
-        status.value,
-        None if error is None else error[:ERROR_LIMIT],
-        duration_ms,
-        finished_at,
-        RunStatus.SUCCEEDED.value,
-        sources(FINISHABLE),
-        *args,
-        *slot_args,
-    )
+
+    async def statement(table: str) -> None:
+        await conn.execute(
+            _FINISH.replace(" IN_SLOT", in_slot).replace("RUN_TABLE", table) + unlock,
+            run_id, status.value, None if error is None else error[:ERROR_LIMIT], duration_ms, finished_at,
+            RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args,
+        )  # fmt: skip
+
+    await _on_run_table(slot, statement)
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0
