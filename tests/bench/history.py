@@ -29,7 +29,7 @@ INSERTS = 2000  # timed inserts at each size
 _FILL = """
     INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status,
         worker, claimed_at, started_at, finished_at, duration_ms, lateness_ms, next_posted_for)
-    SELECT gen_random_uuid(), $1, 'j' || (g % 1000), 1, 'scheduler', t, 1, 'succeeded', 'bench', t, t, t, 1, 1, t
+    SELECT gen_random_uuid(), $1, $4 || (g % 1000), 1, 'scheduler', t, 1, 'succeeded', 'bench', t, t, t, 1, 1, t
     FROM generate_series(0, $3 - 1) AS g,
          LATERAL (SELECT $2::timestamptz + make_interval(secs => g * 86400.0 / $3)) AS s(t)
 """
@@ -71,7 +71,8 @@ async def measure(settings: Settings, steps: list[int], days: int) -> dict[str, 
                 started = time.monotonic()
                 for d in range(days):
                     day = FIRST_DAY + timedelta(days=d)
-                    await conn.execute(_FILL, scope, datetime(day.year, day.month, day.day, tzinfo=UTC), per_day)
+                    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                    await conn.execute(_FILL, scope, start, per_day, f"s{len(result['inserts'])}j")
                 filled += per_day * days
                 await conn.execute("ANALYZE scheduler.job_runs")
                 result.setdefault("fill_sec", []).append(round(time.monotonic() - started, 1))
