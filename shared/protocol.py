@@ -504,6 +504,8 @@ class AtSlot:
             await lead.sleep_until(self.fire_at, self.turn.env.clock)
         except asyncio.CancelledError:
             await self.hand_back("the worker stopped before the slot")
+            assert self.turn.run is not None
+            self.turn.env.inflight.discard(self.turn.run.run_id)
             raise
 
     async def work(self) -> None:
