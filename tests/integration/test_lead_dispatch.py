@@ -87,3 +87,38 @@ async def test_a_run_still_going_at_the_next_slot_makes_it_skip_and_the_chain_go
 
 async def _at_least(control: Control, job_id: str, status: str, n: int) -> bool:
     return await count(control, job_id, status) >= n
+
+
+async def test_a_worker_stopping_before_the_slot_hands_the_claimed_slot_back(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    control = Control(pool, amqp, cleanup_scope)
+    await control.seed(job_id="handed", interval_seconds=3)
+    # a long lead and no grace: the worker is cancelled while a slot it claimed waits for its time
+    first = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="2500", shutdown_grace_sec="0")
+    async with running_worker(first, {"handed": (noting, Params)}) as stopping:
+        await wait_until(lambda: _claimed_ahead(pool, cleanup_scope), 20, "a slot claimed ahead")
+        claimed = await _claimed_ahead(pool, cleanup_scope)
+    assert claimed is not None
+    given_up = await pool.fetchrow("SELECT status, worker FROM scheduler.job_runs WHERE run_id = $1", claimed)
+    assert dict(given_up) == {"status": "claimed", "worker": None}  # not run, and no longer the stopped worker's
+    second = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="2500")
+    async with running_worker(second, {"handed": (noting, Params)}) as taker:
+        await wait_until(lambda: _succeeded(pool, claimed), 20, "the handed-back slot run")
+    ran_by = await pool.fetchval("SELECT worker FROM scheduler.job_runs WHERE run_id = $1", claimed)
+    assert ran_by == taker.worker_id != stopping.worker_id
+    rows = await control.runs("handed")
+    assert slots_run_more_than_once(rows) == [] and overlaps(rows) == []
+
+
+async def _claimed_ahead(pool: asyncpg.Pool, scope: str) -> object:
+    return await pool.fetchval(
+        "SELECT run_id FROM scheduler.job_runs WHERE scope = $1 AND status = 'claimed'"
+        " AND claimed_at < scheduled_for - interval '500 milliseconds'",
+        scope,
+    )
+
+
+async def _succeeded(pool: asyncpg.Pool, run_id: object) -> bool:
+    status = await pool.fetchval("SELECT status FROM scheduler.job_runs WHERE run_id = $1", run_id)
+    return bool(status == "succeeded")
