@@ -2,8 +2,9 @@
 
 Fills past days of a scope of its own with generated rows (`generate_series` in SQL, a day per partition), and at
 each size measures the run protocol's insert (`runs.claim`, into today's partition: the partition a live worker
-writes) in microseconds per row; then prunes the oldest day the way the watchdog does (`sweeps.prune_history`:
-the partition is dropped) and reports how long that took and the dead tuples of the table before and after.
+writes) in microseconds per row, wall time and the PostgreSQL backend's CPU time; then prunes the oldest day the
+way the watchdog does (`sweeps.prune_history`: the partition is dropped) and reports how long that took and the
+dead tuples of the table before and after.
 Everything it made is gone at the end (its days are dropped, its few rows of today deleted).
 """
 
@@ -16,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import psutil
 
 from shared.settings import Settings
 from shared.store import runs, sweeps
@@ -35,15 +37,21 @@ _FILL = """
 """
 
 
-async def _insert_us(conn: asyncpg.Connection, scope: str) -> float:
-    """Microseconds per claim insert into today's partition (one round trip each, as a worker does it)."""
+async def _insert_cost(conn: asyncpg.Connection, scope: str) -> dict[str, float]:
+    """Per claim insert into today's partition (one round trip each, as a worker does it): the wall time and the
+    PostgreSQL backend's CPU time, in microseconds (CPU time does not move with the load of a shared machine)."""
+    backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
     now = datetime.now(UTC)
-    started = time.perf_counter()
+    cpu, started = sum(backend.cpu_times()[:2]), time.perf_counter()
     for i in range(INSERTS):
         slot = now + timedelta(microseconds=i)
         run = runs.NewRun(uuid.uuid4(), scope, "live", 1, TriggerSource.SCHEDULER.value, slot, 1, {})
         await runs.claim(conn, run, RunStatus.CLAIMED, "bench")
-    return round((time.perf_counter() - started) / INSERTS * 1e6, 1)
+    wall = (time.perf_counter() - started) / INSERTS * 1e6
+    return {
+        "insert_us": round(wall, 1),
+        "insert_cpu_us": round((sum(backend.cpu_times()[:2]) - cpu) / INSERTS * 1e6, 1),
+    }
 
 
 async def _dead_tuples(conn: asyncpg.Connection) -> int:
@@ -76,7 +84,7 @@ async def measure(settings: Settings, steps: list[int], days: int) -> dict[str, 
                 filled += per_day * days
                 await conn.execute("ANALYZE scheduler.job_runs")
                 result.setdefault("fill_sec", []).append(round(time.monotonic() - started, 1))
-            result["inserts"].append({"rows": filled, "insert_us": await _insert_us(conn, scope)})
+            result["inserts"].append({"rows": filled, **await _insert_cost(conn, scope)})
         dead_before = await _dead_tuples(conn)
         started = time.monotonic()
         # the retention puts the cut-off just after the first generated day: that day (a partition) goes

@@ -93,10 +93,20 @@ def recovery_table(rows: list[dict[str, Any]]) -> str:
 def history_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
-        inserts = ", ".join(f"{i['rows']:,} rows: {i['insert_us']} µs" for i in r["inserts"])
+        inserts = ", ".join(
+            f"{i['rows']:,} rows: {i['insert_us']} µs ({i['insert_cpu_us']} µs CPU)" for i in r["inserts"]
+        )
         body.append([f"{r['rows']:,} over {r['days']} days", inserts, _num(r["prune_day_sec"], 3),
                      f"{r['dead_tuples_before']} -> {r['dead_tuples_after']}"])  # fmt: skip
-    return table(["history", "insert per run (claim)", "one day pruned, s", "dead tuples before -> after"], body)
+    return table(
+        [
+            "history",
+            "insert per run (claim): wall (PostgreSQL CPU)",
+            "one day pruned, s",
+            "dead tuples before -> after",
+        ],
+        body,
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:
