@@ -13,6 +13,7 @@ from scheduler_seed.errors import UsageError
 from scheduler_seed.inputs import argtype, json_object, positive_int, seconds, whole_seconds
 from shared import schedule
 from shared.control import Control
+from shared.control.instants import later
 from shared.control.results import JobChange
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -47,7 +48,13 @@ SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("pause", parents=[common], help="stop a job's chain now (a run in progress finishes)")
     p.add_argument("job", metavar="JOB")
-    p.add_argument("--note", help="why, shown by status --json")
+    p.add_argument("--note", help="why, shown by status and the audit")
+    p.add_argument(
+        "--until",
+        metavar="TIME",
+        help="resume by itself then (the watchdog does it): a duration ahead (30m, 2h, 1d) or ISO 8601 "
+        "(without an offset: in the job's time zone)",
+    )
     p.set_defaults(execute=pause)
 
     p = sub.add_parser("resume", parents=[common], help="enable a job and start a fresh chain from now")
@@ -90,14 +97,22 @@ def effect(result: JobChange, now: datetime) -> str:
 
 
 async def pause(args: argparse.Namespace, control: Control) -> int:
-    await control.pause(args.job, note=args.note)
-    print(f"paused {args.job!r}: its waiting message is gone; a run in progress finishes; `resume` restarts it")
+    until = None
+    if args.until is not None:
+        try:
+            until = later(args.until, datetime.now(UTC), (await control.job(args.job)).timezone)
+        except ValueError as exc:
+            raise UsageError(f"pause --until: {exc}") from None
+    await control.pause(args.job, note=args.note, until=until)
+    ends = "`resume` restarts it" if until is None else f"it resumes by itself at {render.when(until)}"
+    print(f"paused {args.job!r}: its waiting message is gone; a run in progress finishes; {ends}")
     return 0
 
 
 async def resume(args: argparse.Namespace, control: Control) -> int:
     result = await control.resume(args.job)
-    print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, datetime.now(UTC))}")
+    gaps = f"; {result.gaps} paused slot(s) recorded, {result.catchup} to catch up" if result.gaps else ""
+    print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, datetime.now(UTC))}{gaps}")
     return 0
 
 

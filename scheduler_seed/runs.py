@@ -1,4 +1,4 @@
-"""`runs JOB`: the job's latest runs, newest slot first."""
+"""`runs JOB`: the job's latest runs, newest slot first; `--gaps`: the slots that got no run (the slot ledger)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("job", metavar="JOB")
     p.add_argument("--limit", type=argtype(positive_int), default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="the rows as JSON")
+    p.add_argument(
+        "--gaps", action="store_true", help="only the slots that got no run (skipped, paused, missed), with why"
+    )
     p.set_defaults(execute=execute)
 
 
@@ -45,11 +48,11 @@ def as_json(records: list[RunRecord]) -> str:
 
 
 async def execute(args: argparse.Namespace, control: Control) -> int:
-    records = await control.runs(args.job, args.limit)
+    records = await control.runs(args.job, args.limit, gaps=args.gaps)
     if args.json:
         print(as_json(records))
     elif not records:
-        print(f"job {args.job!r} has no runs yet")
+        print(f"job {args.job!r} has no slots without a run" if args.gaps else f"job {args.job!r} has no runs yet")
     else:
         print(as_table(records, datetime.now(UTC)))
     return 0

@@ -27,7 +27,7 @@ def as_table(statuses: list[JobStatus], now: datetime) -> str:
     rows = [
         [
             s.job_id,
-            "yes" if s.enabled else "paused",
+            enabled_words(s),
             s.schedule,
             render.upcoming(s.next_slots, now),
             render.ago(s.last_run_at, now),
@@ -43,6 +43,13 @@ def as_table(statuses: list[JobStatus], now: datetime) -> str:
         "JOB", "ENABLED", "SCHEDULE", f"NEXT {NEXT_SLOTS}", "LAST RUN", "STATUS", "FAILS", "RUNNING", "LATE", "RUNS BY",
     ]  # fmt: skip
     return render.table(headers, rows)
+
+
+def enabled_words(status: JobStatus) -> str:
+    """`yes`, `paused`, or `paused until 2026-01-05 08:00:00Z` (a timed pause)."""
+    if status.enabled:
+        return "yes"
+    return "paused" if status.paused_until is None else f"paused until {render.when(status.paused_until)}"
 
 
 def triggers(status: JobStatus) -> str:

@@ -199,11 +199,16 @@ def on_existing(
     owner_alive: bool,
     now: datetime,
     grace_sec: float,
+    waits: bool = False,
 ) -> Decision:
     """Step 5 when the slot (or run id) already has a row. `inflight`: this worker is running that row now;
-    `owner_alive`: the row's worker is alive (asked only when `owner_check_needed`)."""
-    if row.status in REVIVABLE and is_backfill(run) and lock_free:
-        return Decision(Action.REVIVE, "backfill_revived")
+    `owner_alive`: the row's worker is alive (asked only when `owner_check_needed`); `waits`: the message waits
+    for the lock (a catch-up run, shared.ledger: it buffers until the lock is free or it expires)."""
+    if row.status in REVIVABLE and is_backfill(run):
+        if lock_free:
+            return Decision(Action.REVIVE, "backfill_revived")
+        if waits:
+            return Decision(Action.BUFFER, "catchup_waits")
     if row.status.terminal:
         return _drop(DropReason.ALREADY_DONE)
     if row.status is RunStatus.BUFFERED:

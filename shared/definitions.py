@@ -39,6 +39,14 @@ class PausedEvents(StrEnum):
     HOLD = "hold"  # left in the job's event queue (not consumed) until the job is resumed
 
 
+class Catchup(StrEnum):
+    """What a job does with the slots it missed (an outage, a pause, a late message): `shared.catchup`."""
+
+    NONE = "none"  # record them as not run and go on at the next slot (the default: the behaviour before)
+    LATEST = "latest"  # run the most recent missed slot once
+    ALL = "all"  # run up to catchup_max of them, oldest first, at most catchup_rate_per_sec
+
+
 class QueueType(StrEnum):
     CLASSIC = "classic"
     QUORUM = "quorum"
@@ -79,6 +87,10 @@ class JobDefinition(BaseModel):
     triggers_on: tuple[str, ...] = Field(default=(), max_length=50)
     filter: str | None = None
     on_paused_event: PausedEvents = PausedEvents.DROP
+    # catch-up of missed slots (shared.catchup): the policy, how many at most, how fast
+    catchup: Catchup = Catchup.NONE
+    catchup_max: int = Field(default=10, ge=1, le=10000)
+    catchup_rate_per_sec: float = Field(default=1.0, gt=0, le=1000)
 
     @field_validator("job_id")
     @classmethod

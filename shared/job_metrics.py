@@ -19,7 +19,16 @@ from shared.metrics import Metrics
 from shared.store import jobs as jobs_store
 from shared.store import triggers
 from shared.store.jobs import JobRow
-from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, ReseedReason, RunStatus, TriggerSource
+from shared.vocabulary import (
+    Contention,
+    Dependency,
+    DropReason,
+    GapCause,
+    ParkReason,
+    ReseedReason,
+    RunStatus,
+    TriggerSource,
+)
 
 REFRESH_TIMEOUT_SEC = 15.0
 OnJobs = Callable[[list[JobRow]], Awaitable[None]]
@@ -65,6 +74,9 @@ def publish_jobs(
         if key not in metrics.zeroed:
             for reseed in ReseedReason:
                 metrics.reseeds.labels(scope, job.job_id, reseed.value)
+            for cause in GapCause:
+                metrics.slots_not_run.labels(scope, job.job_id, cause.value)
+            metrics.catchup_runs.labels(scope, job.job_id)
         if job.queue in served and (scope, job.job_id, job.has_chain) not in metrics.zeroed:
             _zero_job_series(metrics, scope, job)
             metrics.zeroed.add((scope, job.job_id, job.has_chain))

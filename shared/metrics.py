@@ -94,6 +94,18 @@ class Metrics:
             ["scope", "job_id", "outcome"],
             **kw,
         )
+        self.slots_not_run = Counter(
+            "scheduler_slots_not_run_total",
+            "Slots of the schedule recorded in the slot ledger as not run, by why (GapCause)",
+            ["scope", "job_id", "reason"],
+            **kw,
+        )
+        self.catchup_runs = Counter(
+            "scheduler_catchup_runs_total",
+            "Missed slots sent to run by the job's catch-up policy",
+            ["scope", "job_id"],
+            **kw,
+        )
         self.retries = Counter("scheduler_retries_total", "Retry messages published", ["scope", "job_id"], **kw)
         self.trigger_runs = Gauge(
             "scheduler_job_trigger_runs",

@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from shared import chain, decisions, execution, lead
+from shared import catchup, chain, decisions, execution, lead, ledger
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
 from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
@@ -198,7 +198,7 @@ async def skip_misfire(turn: Turn) -> None:
         env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_MISFIRE, msg.trigger_source).inc()
         late = (env.clock() - msg.scheduled_for).total_seconds()
         log.warning("run.skipped_misfire", late_sec=round(late, 3))
-        await post_next(turn)
+        await post_next(turn, missed=True)
         await drop(env, turn.delivery, DropReason.MISFIRE, job_id=job.job_id)
         await execution.publish_outcome(turn, RunStatus.SKIPPED_MISFIRE, None, None)
         return
@@ -308,7 +308,7 @@ async def claim(turn: Turn) -> Decision:
     )
     decision = decisions.on_existing(
         row, turn.run, lock_free=lock.free, worker_id=env.worker_id, inflight=inflight, owner_alive=alive,
-        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg),
+        now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), waits=turn.msg.wait_for_lock,
     )  # fmt: skip
     return await _update_existing(turn, decision)
 
@@ -338,13 +338,18 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
 
 
 async def post_next(
-    turn: Turn, start: bool = False, run_id: uuid.UUID | None = None, entered: tuple[int, bool] | None = None
+    turn: Turn,
+    start: bool = False,
+    run_id: uuid.UUID | None = None,
+    missed: bool = False,
+    entered: tuple[int, bool] | None = None,
 ) -> None:
     """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
     depend on the run's length and the chain survives a crash of the run. The run (`run_id`, by default the
     turn's) is recorded as having posted it; with `start`, the same statement marks the run running (step 8's
-    first write, done here to save a round trip) and `turn.started_at` is set. `entered`: the chain lock is held
-    already (see chain.extend)."""
+    first write, done here to save a round trip) and `turn.started_at` is set. The next slot is counted from
+    now: slots jumped over (and the message's own, `missed`) go to the slot ledger (`shared.ledger`). `entered`:
+    the chain lock is held already (see chain.extend)."""
     env, job, msg = turn.env, turn.job, turn.msg
     assert job is not None and turn.run is not None
     if not decisions.needs_next_slot(msg, job):
@@ -362,8 +367,14 @@ async def post_next(
     )  # fmt: skip
     if posted is None:
         log.info("chain.not_extended", reason="epoch_changed")
-    elif start:
+        return
+    if start:
         turn.started_at = posted.run_started_at
+    # -- slot ledger: a pure check; only a gap costs a statement
+    if catchup.gap_after(job.schedule, msg.scheduled_for, now, missed):
+        await ledger.late_message(
+            turn.conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, missed
+        )
 
 
 async def _repair_chain(turn: Turn) -> None:

@@ -35,6 +35,9 @@ class RunStatus(StrEnum):
     SKIPPED_MISFIRE = "skipped_misfire"
     ABANDONED = "abandoned"
     EXPIRED = "expired"
+    # the slot ledger: slots of the schedule that got no run, written when the gap is found (shared.ledger)
+    PAUSED = "paused"  # the job was paused when the slot came
+    MISSED = "missed"  # the chain was lost (reseeded) or replaced before the slot ran (the cause is in `error`)
 
     @property
     def terminal(self) -> bool:
@@ -49,14 +52,21 @@ EXECUTED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT
 """The handler was started: these update the job's last_* columns."""
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
 """Outcomes after which another attempt follows while attempts remain."""
-REVIVABLE = frozenset({RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED})
-"""Slots that did not run and that a backfill may run after all."""
+REVIVABLE = frozenset(
+    {RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED, RunStatus.PAUSED, RunStatus.MISSED}
+)
+"""Slots that did not run and that a backfill (or a job's catch-up policy) may run after all."""
+GAPS = frozenset({RunStatus.SKIPPED_MISFIRE, RunStatus.PAUSED, RunStatus.MISSED})
+"""The slot ledger's gap rows: slots the schedule named that did not run (`runs JOB --gaps`)."""
+
+_INSERTABLE = frozenset(
+    {RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED, RunStatus.EXPIRED}
+    | GAPS  # the slot ledger writes these for slots that got no run
+)
 
 # from -> the statuses a row may move to; None is "no row yet" (what an insert may create)
 TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
-    None: frozenset(
-        {RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED, RunStatus.SKIPPED_MISFIRE, RunStatus.EXPIRED}
-    ),
+    None: _INSERTABLE,
     # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status);
     # claimed -> skipped_locked / buffered: a slot claimed ahead (lead-time dispatch) whose lock is taken at the slot
     RunStatus.CLAIMED: frozenset(
@@ -69,6 +79,8 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     RunStatus.SKIPPED_LOCKED: frozenset({RunStatus.CLAIMED}),  # backfill revives it
     RunStatus.SKIPPED_MISFIRE: frozenset({RunStatus.CLAIMED}),
     RunStatus.EXPIRED: frozenset({RunStatus.CLAIMED}),
+    RunStatus.PAUSED: frozenset({RunStatus.CLAIMED}),  # caught up after the resume, or backfilled
+    RunStatus.MISSED: frozenset({RunStatus.CLAIMED}),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.TIMED_OUT: frozenset(),
@@ -126,6 +138,16 @@ class ReseedReason(StrEnum):
 
     OVERDUE = "overdue"  # the next message is later than the job's grace
     NEVER_SEEDED = "never_seeded"  # no message was ever posted
+
+
+class GapCause(StrEnum):
+    """Why slots of the schedule got no run (label `reason` of scheduler_slots_not_run_total)."""
+
+    MISFIRE = "misfire"  # the slot's message came later than the grace
+    JUMPED = "jumped"  # a late message's next slot was counted from now: the slots in between were jumped over
+    PAUSED = "paused"  # the job was paused
+    CHAIN_LOST = "chain_lost"  # the chain's message was lost; the watchdog reseeded it
+    REPLACED = "replaced"  # seed or set replaced the chain while the slot's message was on its way (now stale)
 
 
 class Contention(StrEnum):

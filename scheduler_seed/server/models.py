@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from scheduler_seed.server.jobs_input import ScheduledBy
 from shared.control.results import JobStatus
@@ -32,6 +32,9 @@ class PauseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=500, description="why (status and the audit show it)")
+    until: AwareDatetime | None = Field(
+        default=None, description="a future instant (with an offset): the watchdog resumes the job then"
+    )
 
 
 class BackfillBody(BaseModel):

@@ -187,21 +187,27 @@ class Control:
         await self._audit("seed", None, None, summary, note)
         return result
 
-    async def pause(self, job_id: str, note: str | None = None) -> JobChange:
-        """Disable the job and end its chain now; a run in progress finishes. `note` says why (status shows it)."""
+    async def pause(self, job_id: str, note: str | None = None, until: datetime | None = None) -> JobChange:
+        """Disable the job and end its chain now; a run in progress finishes. `note` says why (status shows it);
+        with `until` (a future instant), the watchdog resumes the job then, by itself."""
+        if until is not None and until <= _now():
+            raise InvalidRequest(f"pause --until must be in the future, got {until.isoformat()}", "until")
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
         before = await self._row(job_id)
-        result = await jobs.pause_job(conn, channel, publisher, self.scope, job_id, _now(), note=note)
+        result = await jobs.pause_job(conn, channel, publisher, self.scope, job_id, _now(), note=note, until=until)
         await self._audit("pause", job_id, audit.snapshot(before), audit.snapshot(await self._row(job_id)), note)
         return result
 
-    async def resume(self, job_id: str) -> JobChange:
-        """Enable the job and start a fresh chain from now."""
+    async def resume(self, job_id: str, note: str | None = None) -> JobChange:
+        """Enable the job and start a fresh chain from now; the slots the pause kept get `paused` rows in the slot
+        ledger, and the job's catch-up policy runs some of them. `note` goes into the audit row."""
         conn, channel = await self._writer()
         before = await self._row(job_id)
-        result = await jobs.resume_job(conn, channel, await self.session.publisher(), self.scope, job_id, _now())
-        await self._audit("resume", job_id, audit.snapshot(before), audit.snapshot(await self._row(job_id)))
+        publisher = await self.session.publisher()
+        result = await jobs.resume_job(conn, channel, publisher, self.scope, job_id, _now(), worker=self.actor)
+        after = audit.snapshot(await self._row(job_id))
+        await self._audit("resume", job_id, audit.snapshot(before), after, note)
         return result
 
     async def set(self, job_id: str, changes: Mapping[str, Any]) -> JobChange:
@@ -282,11 +288,12 @@ class Control:
             await self._audit("backfill", job.job_id, None, {"slots": len(slots), "first": slots[0], "last": slots[-1]})
         return await runs.backfill(conn, await self.session.publisher(), job, plan, wait, on_slot, on_retry)
 
-    async def runs(self, job_id: str, limit: int = 20) -> list[RunRecord]:
+    async def runs(self, job_id: str, limit: int = 20, gaps: bool = False) -> list[RunRecord]:
         """The job's latest runs, newest slot first; a deleted job's history too (UnknownJob when there is
-        neither a job nor a run by that id)."""
+        neither a job nor a run by that id). With `gaps`, only the slots that got no run (the slot ledger:
+        skipped_misfire, skipped_locked, paused, missed)."""
         conn = await self.session.db()
-        found = await runs.recent(conn, self.scope, job_id, limit)
+        found = await (runs.gaps if gaps else runs.recent)(conn, self.scope, job_id, limit)
         if not found:
             await jobs.existing(conn, self.scope, job_id)
         return found

@@ -23,6 +23,7 @@ def snapshot(row: JobRow | None) -> dict[str, Any] | None:
     state: dict[str, Any] = {name: getattr(row, name) for name in DEFINITION_COLUMNS}
     state["on_success"] = list(row.on_success)
     state["pause_note"] = row.pause_note
+    state["paused_until"] = None if row.paused_until is None else row.paused_until.isoformat()
     return state
 
 

@@ -30,3 +30,23 @@ def instant(text: str, now: datetime, timezone: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
     return parsed.astimezone(UTC)
+
+
+_AHEAD = re.compile(r"^(?:now)?\s*\+?\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$")
+
+
+def later(text: str, now: datetime, timezone: str) -> datetime:
+    """A time after now, for `pause --until`: a duration ahead (`2h`, `+30m`, `now+1d`) or ISO 8601 (without an
+    offset, in `timezone`). Returns UTC; ValueError saying which forms are accepted."""
+    ahead = _AHEAD.match(text.strip().lower())
+    if ahead is not None:
+        return now + timedelta(seconds=float(ahead[1]) * _UNITS[ahead[2]])
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use a duration ahead (30m, 2h, now+1d) or ISO 8601 (2025-06-02T08:00+09:00)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
+    return parsed.astimezone(UTC)

@@ -8,6 +8,7 @@ them; `Control` is the usual entry.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import chain, topology
+from shared import chain, ledger, topology
 from shared.control import drift, seed_batch, validation
 from shared.control.errors import InvalidDefinition, InvalidRequest
 from shared.control.results import (
@@ -35,6 +36,7 @@ from shared.events import bindings
 from shared.publisher import Publisher
 from shared.seeding import declare_for
 from shared.store import jobs as jobs_store
+from shared.store import ledger as ledger_store
 from shared.store.jobs import JobRow
 
 
@@ -71,10 +73,13 @@ async def seed_job(
     """Upsert the definition, declare its topology (event bindings included) and replace its chain: seeding twice
     leaves one chain."""
     before = await jobs_store.subscription_neighbourhood(conn, scope, definition.job_id, list(definition.on_success))
+    was = next((job for job in before if job.job_id == definition.job_id), None)
     row, changed = await jobs_store.upsert_job(conn, scope, definition)
     await declare_for(channel, row)
     await _rebind(conn, channel, scope, row.job_id, before)
-    return _change(row.job_id, changed, await chain.replace(conn, channel, publisher, row, now))
+    replaced = await chain.replace(conn, channel, publisher, row, now)
+    await ledger.replaced(conn, publisher, was, row.enabled, replaced[0], now, worker=None)
+    return _change(row.job_id, changed, replaced)
 
 
 async def pause_job(
@@ -85,22 +90,40 @@ async def pause_job(
     job_id: str,
     now: datetime,
     note: str | None = None,
+    until: datetime | None = None,
 ) -> JobChange:
-    """Disable the job and end its chain now (the waiting message is purged; any in flight is stale)."""
+    """Disable the job and end its chain now (the waiting message is purged; any in flight is stale). With
+    `until`, the watchdog resumes it then (`shared.watchdog.resume`)."""
     row = await existing(conn, scope, job_id)
     await jobs_store.set_enabled(conn, scope, job_id, False, note)
+    # the slot ledger: the pause keeps slots from running from the chain's waiting slot on (`paused` on resume)
+    paused_from = ledger.pause_start(row, now)
+    await ledger_store.mark_paused(conn, scope, job_id, until, paused_from)
     epoch, _ = await chain.replace(conn, channel, publisher, row, now)
+    await ledger.pausing(conn, publisher, row, epoch, paused_from, note, now, worker=None)
     return JobChange(job_id, row.enabled, epoch, None)
 
 
 async def resume_job(
-    conn: asyncpg.Connection, channel: AbstractChannel, publisher: Publisher, scope: str, job_id: str, now: datetime
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    scope: str,
+    job_id: str,
+    now: datetime,
+    worker: str | None = None,
 ) -> JobChange:
-    """Enable the job and start a fresh chain from now."""
+    """Enable the job and start a fresh chain from now. The slots the pause kept from running get `paused` rows
+    in the slot ledger, and the job's catch-up policy runs some of them (`shared.ledger.paused`)."""
     row = await existing(conn, scope, job_id)
     await jobs_store.set_enabled(conn, scope, job_id, True, None)
     await declare_for(channel, row)
-    return _change(job_id, not row.enabled, await chain.replace(conn, channel, publisher, row, now))
+    replaced = await chain.replace(conn, channel, publisher, row, now)
+    gaps = await ledger.paused(conn, publisher, row, replaced[0], now, worker=worker) if not row.enabled else None
+    change = _change(job_id, not row.enabled, replaced)
+    if gaps is None:
+        return change
+    return dataclasses.replace(change, gaps=gaps.count, catchup=len(gaps.catchup.runs))
 
 
 def changed_definition(row: JobRow, changes: Mapping[str, Any]) -> JobDefinition:
@@ -220,7 +243,9 @@ async def seed_planned(
     if plan.row is None or drift.chain_affected(
         jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target)
     ):
-        return _change(job_id, changed, await chain.replace(conn, channel, publisher, row, now)), ChainAction.STARTED
+        replaced = await chain.replace(conn, channel, publisher, row, now)
+        await ledger.replaced(conn, publisher, plan.row, row.enabled, replaced[0], now, worker=None)
+        return _change(job_id, changed, replaced), ChainAction.STARTED
     upcoming = row.next_due_at if row.enabled and row.has_chain else None
     return JobChange(job_id, changed, row.epoch, upcoming), ChainAction.KEPT
 

@@ -23,6 +23,8 @@ class JobChange:
     changed: bool  # the definition (or the enabled flag) differed from the stored one
     epoch: int
     first_slot: datetime | None  # None: paused, or no schedule (runs on events and by hand)
+    gaps: int = 0  # resume: slots the pause kept from running, recorded as `paused` in the slot ledger
+    catchup: int = 0  # resume: of those, the slots sent to run by the job's catch-up policy
 
 
 class SeedChange(StrEnum):
@@ -170,6 +172,8 @@ class JobStatus:
     last_lateness_ms: int | None
     triggers_on: list[str] = field(default_factory=list)  # its event subscriptions (on_success ones included)
     trigger_counts: dict[str, int] = field(default_factory=dict)  # executed runs per trigger source, ever
+    paused_until: datetime | None = None  # a timed pause: the watchdog resumes the job then
+    catchup: str = "none"  # the catch-up policy of missed slots
 
 
 @dataclass(frozen=True, slots=True)

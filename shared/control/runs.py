@@ -27,6 +27,7 @@ from shared.messages import backfill_message, manual_message
 from shared.publisher import Publisher
 from shared.store import history, workers
 from shared.store import jobs as jobs_store
+from shared.store import ledger as ledger_store
 from shared.store.jobs import JobRow
 
 DEFAULT_MAX_SLOTS = 1000
@@ -150,3 +151,9 @@ async def recent(conn: asyncpg.Connection, scope: str, job_id: str, limit: int) 
     """The job's latest runs, newest slot first."""
     keys = RunRecord.__slots__
     return [RunRecord(**{k: r[k] for k in keys}) for r in await history.recent(conn, scope, job_id, limit)]
+
+
+async def gaps(conn: asyncpg.Connection, scope: str, job_id: str, limit: int) -> list[RunRecord]:
+    """The job's slots that got no run (the slot ledger's gap rows), newest slot first."""
+    keys = RunRecord.__slots__
+    return [RunRecord(**{k: r[k] for k in keys}) for r in await ledger_store.gaps(conn, scope, job_id, limit)]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from shared import chain, topology
+from shared import chain, ledger, topology
 from shared.control import drift
 from shared.control.results import ChainAction, JobChange
 from shared.locks import chain_lock_key
@@ -61,6 +61,10 @@ async def seed_batch(
     empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
     now = datetime.now(UTC)
     started = await replace_all(conn, channel, publisher, scope, fresh, now, skip_purge=empty)
+    for plan in plans:  # the slot ledger, as seed_planned records it (nothing to do for a new job)
+        job_id = plan.definition.job_id
+        if job_id in started and plan.row is not None:
+            await ledger.replaced(conn, publisher, plan.row, rows[job_id].enabled, started[job_id][0], now, worker=None)
     results = []
     for plan in plans:
         job_id = plan.definition.job_id

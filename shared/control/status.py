@@ -53,6 +53,8 @@ def job_status(
         last_lateness_ms=row.last_lateness_ms,
         triggers_on=list(row.triggers_on) if triggers_on is None else triggers_on,
         trigger_counts=trigger_counts or {},
+        paused_until=row.paused_until,
+        catchup=row.catchup,
     )
 
 

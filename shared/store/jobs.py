@@ -20,6 +20,7 @@ DEFINITION_COLUMNS = (
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
     "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event",
+    "catchup", "catchup_max", "catchup_rate_per_sec",
 )  # fmt: skip
 
 
@@ -79,6 +80,11 @@ class JobRow:
     triggers_on: list[str] = field(default_factory=list)  # event subscriptions (AMQP topic patterns)
     filter: str | None = None  # CEL over the event payload
     on_paused_event: str = "drop"
+    catchup: str = "none"  # the slot ledger's catch-up policy (shared.catchup) and its bounds
+    catchup_max: int = 10
+    catchup_rate_per_sec: float = 1.0
+    paused_until: datetime | None = None  # a timed pause: the watchdog resumes the job then
+    paused_from: datetime | None = None  # the first slot the pause kept from running
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
@@ -215,7 +221,9 @@ async def bump_epoch_row(
 
 async def set_enabled(conn: asyncpg.Connection, scope: str, job_id: str, enabled: bool, note: str | None) -> bool:
     status = await conn.execute(
-        "UPDATE scheduler.jobs SET enabled = $3, pause_note = $4, updated_at = now() WHERE scope = $1 AND job_id = $2",
+        "UPDATE scheduler.jobs SET enabled = $3, pause_note = $4, updated_at = now(),"
+        " paused_until = CASE WHEN $3 THEN NULL ELSE paused_until END,"  # enabled: a timed pause is over
+        " paused_from = CASE WHEN $3 THEN NULL ELSE paused_from END WHERE scope = $1 AND job_id = $2",
         scope,
         job_id,
         enabled,

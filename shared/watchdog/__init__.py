@@ -3,7 +3,9 @@ independent sweeps, one module each:
 
 - `abandoned`: runs whose worker died are marked abandoned, and retried when attempts remain;
 - `buffers`: buffered slots whose message never came back are closed;
-- `reseed`: chains that are lost are reseeded (a job whose row no longer validates is skipped, alone);
+- `reseed`: chains that are lost are reseeded (a job whose row no longer validates is skipped, alone), their
+  lost slots recorded as `missed` in the slot ledger;
+- `resume`: jobs paused with `--until` are resumed when that time comes (audited as the actor `watchdog`);
 - `pruning`: now and then, history older than the retention is deleted.
 
 `loop.Watchdog` runs them; `standard_sweeps` builds the set a worker runs.
@@ -24,6 +26,7 @@ from shared.watchdog.leadership import Leadership
 from shared.watchdog.loop import Sweep, Watchdog
 from shared.watchdog.pruning import Pruning
 from shared.watchdog.reseed import LostChains, lost_chains
+from shared.watchdog.resume import TimedResume
 
 __all__ = ["Leadership", "Sweep", "Watchdog", "lost_chains", "standard_sweeps"]
 
@@ -44,5 +47,6 @@ def standard_sweeps(
         AbandonedRuns(scope, publisher, metrics, clock, cap_sec=cap_sec),
         StaleBuffers(scope),
         LostChains(scope, channel, publisher, metrics, lost_after_sec=lost_after_sec, clock=clock),
+        TimedResume(scope, channel, metrics, clock=clock),
         Pruning(scope, retention_days),
     ]

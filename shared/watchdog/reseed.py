@@ -1,6 +1,7 @@
 """Sweep: lost chains (reseed). An enabled chain job served by a live worker whose next message is overdue (or
 that never had one) lost its chain (a message dropped while dead-lettering, a purged queue): it is replaced by a
-new epoch (`chain.replace_if_overdue`, which decides again on the row under the chain lock).
+new epoch (`chain.replace_if_overdue`, which decides again on the row under the chain lock). The slots from the
+lost message's to now get `missed` rows in the slot ledger, and the job's catch-up policy runs some of them.
 
 A job row that no longer makes a job (a cron or timezone broken in SQL) is skipped and logged once; the other jobs
 are reseeded as usual.
@@ -15,7 +16,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel
 
-from shared import chain
+from shared import chain, ledger
 from shared.dependencies import classify, describe
 from shared.metrics import Metrics
 from shared.publisher import Publisher
@@ -102,6 +103,7 @@ class LostChains:
             return
         epoch, slot = replaced
         self.metrics.reseeds.labels(self.scope, job.job_id, reason.value).inc()
+        await ledger.lost_chain(conn, self.publisher, self.metrics, job, epoch, reason, at)  # `missed` rows
         log.warning(
             "chain.reseeded",
             job_id=job.job_id,

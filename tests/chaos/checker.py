@@ -16,6 +16,13 @@ What counts (see tests.chaos.timeline for "due" and the windows):
 * a slot *ran twice* when two executions of it overlapped, when it started again after one execution of it had
   succeeded, or when the same attempt ran twice while the first was not killed. The same attempt started again
   after a `kill -9` mid-run is a take-over after a crash (DESIGN section 6, step 5), counted apart.
+* the *slot ledger*: every due slot must have a row (`no_ledger_row`, must be 0), the ones that did not run
+  included; so must every slot of a pause that was resumed (`paused` rows, or the run a catch-up gave it). Only
+  the window of a `seed` or `set` excuses a missing row: the schedule in force changed at a moment inside it. A gap
+  row is judged by its cause as the missing row was before: `missed` (a lost or replaced chain) and a
+  `skipped_misfire` row that was jumped over are losses (excused only inside a window), `paused` rows of an
+  enabled stretch belong to the pause that followed. A catch-up run (a manual run of a slot row) is a run of that
+  slot: it must not run it twice.
 * an *overlap* is more executions of one lock (the job, or its lock group) at once than `max_parallel` allows.
   Executions are the handler's own records when there are any (else the rows' started_at..finished_at; an
   abandoned run ends when its process was killed).
@@ -29,7 +36,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,8 @@ from tests.chaos.report import JobReport, Report
 from tests.chaos.timeline import Limits, Window
 
 SKIPPED = frozenset({"skipped_locked", "skipped_misfire", "expired"})
+GAP_LOSSES = frozenset({"missed", "paused"})  # gap rows of slots that were lost, not skipped by a policy
+JUMPED = "jumped over"  # how the error of a skipped_misfire row that was jumped over begins (shared.ledger)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ def check(history: History, limits: Limits | None = None) -> Report:
     report.faults.update(e.kind for e in history.events if e.is_fault or e.is_control)
     deaths = death_times(history.events)
     spans = execution_spans(history, deaths, end)
+    slot_ids = {r.run_id for r in history.runs if r.is_slot}
+    spans = [replace(s, is_slot=True) if not s.is_slot and s.run_id in slot_ids else s for s in spans]
     horizon = end - timedelta(seconds=limits.settle_sec)
     for job_id, definition in sorted(history.jobs.items()):
         job = JobReport(job_id, _describe(definition))
@@ -184,14 +195,80 @@ def check_slots(
         job.due += 1
         rows = by_slot.get(slot, [])
         stuck = bool(rows) and _stuck(rows, end - stuck_after)
-        if rows and not stuck:
+        if rows and not stuck and _gap_cause(rows) is None:
             _count_outcome(job, rows)
             continue
         if stuck:
             report.note("stuck_claim", job.job_id, slot=slot, runs=[(r.run_id, r.status, r.worker) for r in rows])
-        cause, jumper = ("stuck_claim", None) if stuck else loss_cause(slot, chain_rows)
-        _lost(report, job, slot, cause, jumper, timeline.covering(wins, _fire(parts, slot)))
+        fire = _fire(parts, slot)
+        if not rows:
+            rescheduling = [w for w in wins if w.covers(fire) and w.cause in RESCHEDULING]
+            _no_ledger_row(report, job, slot, loss_cause(slot, chain_rows)[0], rescheduling)
+        cause, jumper = ("stuck_claim", None) if stuck else _why_not_run(slot, rows, chain_rows)
+        _lost(report, job, slot, cause, jumper, timeline.covering(wins, fire))
+    check_paused_rows(report, job, parts, wins, by_slot, end)
     _check_strays(report, job, parts, wins, by_slot, set(due), end)
+
+
+RESCHEDULING = frozenset({"seed", "reseed", "set"})  # control actions that may change the schedule in force
+
+
+def _no_ledger_row(report: Report, job: JobReport, slot: datetime, cause: str, rescheduling: list[Window]) -> None:
+    """A due slot with no row: a violation, unless a change of the schedule was under way (`rescheduling`: its
+    windows; the timeline counts the new schedule from when the command returned, the chain took it from a moment
+    before: a slot of the old schedule in between was never named by the schedule in force)."""
+    if rescheduling:
+        report.note("no_ledger_row_while_rescheduled", job.job_id, slot=slot, window=rescheduling[0].cause)
+        return
+    job.no_ledger_row += 1
+    report.add("no_ledger_row", job.job_id, slot=slot, cause=cause)
+
+
+def _why_not_run(slot: datetime, rows: list[Run], chain_rows: list[Run]) -> tuple[str, str | None]:
+    """The cause of a slot that did not run (its gap row's, else what the chain's rows say) and the run that
+    jumped over it, if any. A slot jumped over by a misfire is the misfire policy."""
+    gap = _gap_cause(rows)
+    if gap is not None and gap != "jumped":
+        return gap, None
+    cause, jumper = loss_cause(slot, chain_rows)
+    return (cause if cause == "misfire" or gap is None else "jumped"), jumper
+
+
+def _gap_cause(rows: list[Run]) -> str | None:
+    """The slot's rows are only a gap row that records a loss (not a policy): why, else None."""
+    if not rows or any(r.executed or r.status not in SKIPPED | GAP_LOSSES for r in rows):
+        return None
+    for row in rows:
+        if row.status in GAP_LOSSES:
+            return row.status
+        if row.status == "skipped_misfire" and (row.error or "").startswith(JUMPED):
+            return "jumped"
+    return None
+
+
+def check_paused_rows(
+    report: Report,
+    job: JobReport,
+    parts: list[timeline.Segment],
+    wins: list[Window],
+    by_slot: dict[datetime, list[Run]],
+    end: datetime,
+) -> None:
+    """The ledger of a pause: every slot of a paused stretch that was resumed later (on the schedule the job
+    resumed with) has a row, `paused` or the run a catch-up gave it. Slots next to the pause and the resume (their
+    windows) may go either way."""
+    for index, part in enumerate(parts):
+        following = parts[index + 1] if index + 1 < len(parts) else None
+        if part.enabled or following is None or not following.enabled or following.start > end:
+            continue
+        plan = part.definition.schedule()
+        if plan is None or not part.definition.has_chain or part.definition != following.definition:
+            continue
+        for slot in schedule.slots_between(plan, part.start, following.start, limit=1_000_000):
+            if slot in by_slot or timeline.covering(wins, slot) is not None:
+                continue
+            job.no_ledger_row += 1
+            report.add("no_ledger_row", job.job_id, slot=slot, cause="paused")
 
 
 def _lost(
@@ -218,6 +295,7 @@ def _stuck(rows: list[Run], before: datetime) -> bool:
 def _count_outcome(job: JobReport, rows: list[Run]) -> None:
     if any(r.executed for r in rows):
         job.ran += 1
+        job.caught_up += any(r.executed and r.trigger_source == "manual" for r in rows)
     elif any(r.status in SKIPPED for r in rows):
         job.skipped += 1
     elif any(r.status == "abandoned" for r in rows):
@@ -253,9 +331,8 @@ def _check_strays(
         if timeline.covering(wins, _fire(parts, slot)) is not None:
             continue
         segment = timeline.segment_at(parts, slot)
-        executed = any(r.executed for r in rows)
         if segment is not None and not segment.enabled:
-            if executed:
+            if any(r.executed and r.trigger_source != "manual" for r in rows):  # a catch-up after resume may run it
                 job.stray += 1
                 report.add("ran_while_paused", job.job_id, slot=slot, runs=[r.run_id for r in rows])
             continue

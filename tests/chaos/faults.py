@@ -9,7 +9,8 @@ Faults hit the private servers and the soak's own workers only:
 * `pg_outage`: a fast shutdown of the private PostgreSQL (connections refused) for 10-30 s, then a start.
 
 Control actions go through the CLI as an operator would: a second `seed` of the whole jobs file while the jobs
-run, and storms of `pause` / `resume` / `set` on a job or two.
+run, and storms of `pause` / `resume` / `set` on a job or two, among them a `pause --until` a few seconds ahead that
+the watchdog ends by itself (logged as a `resume` from the moment it was due until the job was seen enabled).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import random
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +179,56 @@ async def control_storm(rig: Rig) -> list[Event]:
     return events
 
 
+TIMED_PAUSE_SEC = 3.0
+WATCHDOG_RESUME_LIMIT_SEC = 60.0  # past this (a server down), the storm resumes the job by hand
+
+
 async def control(rig: Rig, job_id: str) -> Event:
     if job_id in rig.paused:
         return await _act(rig, "resume", job_id, ["resume", job_id], {})
-    if rig.rng.random() < 0.35:
+    draw = rig.rng.random()
+    if draw < 0.1:
+        return await timed_pause(rig, job_id)
+    if draw < 0.35:
         return await _act(rig, "pause", job_id, ["pause", job_id, "--note", "soak storm"], {})
     argv, changes = set_change(rig.rng, rig.current[job_id])
     return await _act(rig, "set", job_id, ["set", job_id, *argv], changes)
+
+
+async def timed_pause(rig: Rig, job_id: str) -> Event:
+    """`pause --until` a few seconds ahead, then the watchdog's resume, written to the fault log as a `resume`
+    from the moment the pause was due to end until the job was seen enabled again (its window)."""
+    argv = ["pause", job_id, "--until", f"{TIMED_PAUSE_SEC:g}s", "--note", "soak timed pause"]
+    paused = await _act(rig, "pause", job_id, argv, {})
+    if not paused.ok:
+        return paused
+    resumed_at = await _enabled_again(rig, job_id, WATCHDOG_RESUME_LIMIT_SEC)
+    if resumed_at is None:
+        return await _act(rig, "resume", job_id, ["resume", job_id], {})
+    rig.paused.discard(job_id)
+    due = paused.start + timedelta(seconds=TIMED_PAUSE_SEC)
+    return rig.log.write(Event("resume", due, resumed_at, jobs=(job_id,), detail={"by": "watchdog"}))
+
+
+async def _enabled_again(rig: Rig, job_id: str, limit_sec: float) -> datetime | None:
+    """When the job was first seen enabled again (polled), or None after `limit_sec`."""
+    deadline = asyncio.get_running_loop().time() + limit_sec
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        try:
+            conn = await asyncpg.connect(rig.pg.dsn(), timeout=5)
+            try:
+                scope = rig.cli.env["SCHEDULER_SCOPE"]
+                enabled = await conn.fetchval(
+                    "SELECT enabled FROM scheduler.jobs WHERE scope = $1 AND job_id = $2", scope, job_id
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            continue  # the database is down (a fault): the watchdog cannot resume it either
+        if enabled:
+            return utcnow()
+    return None
 
 
 def set_change(rng: random.Random, job: JobDefinition) -> tuple[list[str], dict[str, Any]]:

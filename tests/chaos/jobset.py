@@ -11,7 +11,10 @@ Any prefix of the recipe has one job of each kind, so a short soak (12 jobs) sti
 * an `overlap = "allow_all"` job whose lock-free runs overlap (each slot still runs once);
 * an event-triggered job (13th): its own chain, and a run for every success of the first job (`triggers_on` its
   outcome topic `job.plain-00.succeeded`, holding events while paused); the checker proves each (job, event) ran
-  once and none was lost outside fault windows.
+  once and none was lost outside fault windows;
+* catch-up policies (14th, 15th): a short grace with `catchup = "latest"`, and with `catchup = "all"` bounded in
+  number and rate: after an outage or a pause their missed slots are run after all (each once, never two at once),
+  and the slot ledger records the rest.
 
 The handler (tests.chaos.worker) reads `sleep_sec`, `sleep_spread_sec` and `fail_rate` from the params.
 """
@@ -104,6 +107,17 @@ def _event_follower(rng: random.Random) -> Table:
     return {**_plain(rng), "triggers_on": [f"job.{EVENT_SOURCE}.succeeded"], "on_paused_event": "hold"}
 
 
+def _catchup_latest(rng: random.Random) -> Table:
+    return {**_plain(rng), "misfire_grace_sec": 2, "catchup": "latest"}
+
+
+def _catchup_all(rng: random.Random) -> Table:
+    return {
+        "interval_seconds": 1, "misfire_grace_sec": 2, "catchup": "all", "catchup_max": 4, "catchup_rate_per_sec": 2,
+        "default_params": _params(rng.uniform(0.02, 0.2)),
+    }  # fmt: skip
+
+
 def _params(sleep: float, *, spread: float = 0.0, fail_rate: float = 0.0) -> Table:
     return {"sleep_sec": round(sleep, 3), "sleep_spread_sec": spread, "fail_rate": fail_rate}
 
@@ -123,6 +137,8 @@ RECIPE: list[tuple[str, Callable[[random.Random], Table]]] = [
     ("timeout", _timeouts),
     ("free", _allow_all),
     ("evt", _event_follower),
+    ("catchl", _catchup_latest),
+    ("catcha", _catchup_all),
     # the full soak (30) adds more of each
     ("grpa", _group("a")),
     ("grpb", _group("b")),

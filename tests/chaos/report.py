@@ -31,7 +31,9 @@ class JobReport:
     abandoned_unstarted: int = 0  # recorded abandoned before its handler started
     pending: int = 0  # claimed or buffered but not started when the soak ended
     lost_in_window: int = 0
-    lost: int = 0  # no record at all, outside every window: a violation
+    lost: int = 0  # not run, no policy skipped it, outside every window: a violation
+    no_ledger_row: int = 0  # a due slot (or one of a resumed pause) with no row at all: a violation
+    caught_up: int = 0  # of `ran`: run by the job's catch-up policy after it was missed
     stray: int = 0  # rows of slots that were not due, outside windows: a violation
     overlaps: int = 0
     reruns_after_crash: int = 0  # the same attempt run again after its process was killed mid-run (take-over)
@@ -78,8 +80,8 @@ class Report:
     def totals(self) -> dict[str, Any]:
         keys = [
             "due", "ran", "ran_once", "ran_twice", "skipped", "skipped_by_misfire", "abandoned_unstarted",
-            "pending", "lost_in_window", "lost", "stray", "overlaps", "reruns_after_crash", "abandoned",
-            "abandoned_retried", "reseeds",
+            "pending", "lost_in_window", "lost", "no_ledger_row", "caught_up", "stray", "overlaps",
+            "reruns_after_crash", "abandoned", "abandoned_retried", "reseeds",
         ]  # fmt: skip
         totals: dict[str, Any] = {k: sum(getattr(j, k) for j in self.jobs.values()) for k in keys}
         totals["lateness_ms"] = percentiles([x for j in self.jobs.values() for x in j.lateness_ms])
@@ -111,8 +113,8 @@ class Report:
 
     def table(self, max_violations: int = 20) -> str:
         """A short text report: one line per job, totals, recovery per fault, the first violations."""
-        head = ["job", "schedule", "due", "ran", "twice", "skip", "lost(win)", "LOST", "stray", "ovl", "aband(retr)",
-                "p50/p99/max ms"]  # fmt: skip
+        head = ["job", "schedule", "due", "ran", "twice", "skip", "lost(win)", "LOST", "NOROW", "stray", "ovl",
+                "aband(retr)", "p50/p99/max ms"]  # fmt: skip
         rows = [_job_row(j) for _, j in sorted(self.jobs.items())]
         total = _job_row(_sum_job(self.jobs.values()))
         total[0], total[1] = "TOTAL", f"{len(self.jobs)} jobs"
@@ -137,7 +139,10 @@ class Report:
             lines.append("findings (no invariant broken): " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
         lines.append("")
         if self.ok:
-            lines.append("OK: no slot ran twice, no forbidden overlap, no slot lost outside a fault window")
+            lines.append(
+                "OK: no slot ran twice, no forbidden overlap, no slot lost outside a fault window,"
+                " no slot without a ledger row"
+            )
         else:
             lines.append(f"VIOLATIONS: {len(self.violations)}")
             for v in self.violations[:max_violations]:
@@ -169,7 +174,8 @@ def _job_row(j: JobReport) -> list[str]:
     spread = "-" if not late["n"] else f"{late['p50']:g}/{late['p99']:g}/{late['max']:g}"
     skipped = j.skipped + j.skipped_by_misfire + j.abandoned_unstarted
     return [j.job_id, j.schedule, str(j.due), str(j.ran), str(j.ran_twice), str(skipped), str(j.lost_in_window),
-            str(j.lost), str(j.stray), str(j.overlaps), f"{j.abandoned}({j.abandoned_retried})", spread]  # fmt: skip
+            str(j.lost), str(j.no_ledger_row), str(j.stray), str(j.overlaps), f"{j.abandoned}({j.abandoned_retried})",
+            spread]  # fmt: skip
 
 
 def _recovery_row(r: dict[str, Any]) -> list[str]:

@@ -244,7 +244,10 @@ async def test_late_chain_message_is_a_misfire_and_the_next_slot_is_in_the_futur
     job = await control.job("late")
     assert job["next_due_at"] > now()
     assert await delay_queue_depth(amqp, scope, "late") == 1
-    assert [r["status"] for r in await control.runs("late")] == ["skipped_misfire"]
+    rows = await control.runs("late")
+    assert [r["status"] for r in rows] == ["skipped_misfire"] * len(rows) and rows[0]["scheduled_for"] == slot
+    # the slot ledger: slots of the grid between the late slot and now were jumped over, and say so
+    assert all(r["error"].startswith("jumped over") for r in rows[1:])
 
 
 async def test_worker_started_before_the_broker_waits_then_works(

@@ -12,7 +12,7 @@ import pytest
 
 from shared.definitions import load_definition
 from shared.store import jobs as jobs_store
-from shared.store import runs, sweeps
+from shared.store import ledger, runs, sweeps
 from shared.vocabulary import TRANSITIONS, RunStatus, TriggerSource, may_move
 
 pytestmark = pytest.mark.integration
@@ -40,6 +40,9 @@ STATEMENTS: dict[str, Statement] = {
     # the watchdog's sweeps ("gone-worker" has no liveness row: it is dead)
     "abandon_orphans": lambda c, r: sweeps.abandon_orphans(c, r.scope),
     "expire_stale_buffers": lambda c, r: sweeps.expire_stale_buffers(c, r.scope, -86400.0),
+    # the slot ledger's gap rows: never written over a row the slot has (any status, any epoch)
+    "insert_gaps_missed": lambda c, r: ledger.insert_gaps(c, r.scope, r.job_id, 2, [SLOT], RunStatus.MISSED, "", None),
+    "insert_gaps_paused": lambda c, r: ledger.insert_gaps(c, r.scope, r.job_id, 1, [SLOT], RunStatus.PAUSED, "", None),
 }
 
 
@@ -73,3 +76,14 @@ async def test_the_checker_sees_a_forbidden_move() -> None:
     assert not may_move(RunStatus.SUCCEEDED, RunStatus.RUNNING)
     assert not may_move(RunStatus.FAILED, RunStatus.CLAIMED)
     assert may_move(RunStatus.SKIPPED_LOCKED, RunStatus.CLAIMED)
+
+
+@pytest.mark.parametrize("status", [RunStatus.SKIPPED_MISFIRE, RunStatus.PAUSED, RunStatus.MISSED], ids=str)
+async def test_gap_rows_are_inserted_once_per_slot(pool: asyncpg.Pool, cleanup_scope: str, status: RunStatus) -> None:
+    async with pool.acquire() as conn:
+        slots = [SLOT, SLOT.replace(minute=1)]
+        written = await ledger.insert_gaps(conn, cleanup_scope, "a", 3, slots, status, "why", "me")
+        assert written == slots and may_move(None, status)
+        assert await ledger.insert_gaps(conn, cleanup_scope, "a", 4, slots, status, "why", "me") == []
+        stored = await conn.fetch("SELECT status, error FROM scheduler.job_runs WHERE scope = $1", cleanup_scope)
+    assert [(r["status"], r["error"]) for r in stored] == [(status.value, "why")] * 2

@@ -22,7 +22,8 @@ def job_row(job_id: str, **overrides: Any) -> JobRow:
         "pause_note": None, "next_due_at": None, "last_run_at": None, "last_status": None, "last_error": None,
         "last_duration_ms": None, "last_lateness_ms": None, "last_success_at": None, "consecutive_failures": 0,
         "created_at": CREATED, "updated_at": CREATED, "expected_period_sec": None, "triggers_on": [], "filter": None,
-        "on_paused_event": "drop",
+        "on_paused_event": "drop", "catchup": "none", "catchup_max": 10, "catchup_rate_per_sec": 1.0,
+        "paused_until": None, "paused_from": None,
     }  # fmt: skip
     values.update(overrides)
     assert set(values) == {f.name for f in fields(JobRow)}, "a JobRow field is missing here or unknown"

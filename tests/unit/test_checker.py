@@ -62,6 +62,14 @@ def row(
     )
 
 
+def gap(job_id: str, slot: float, status: str = "missed", error: str = "chain lost (overdue)") -> Run:
+    """A gap row of the slot ledger: the slot did not run (paused, missed, jumped over)."""
+    return replace(
+        row(job_id, slot), status=status, started_at=None, claimed_at=at(slot + 0.5), finished_at=at(slot + 0.5),
+        next_posted_for=None, worker=None, error=error,
+    )  # fmt: skip
+
+
 def every(job_id: str, period: int = 1, first: int = 1, last: int = END - 1, skip: tuple[int, ...] = ()) -> list[Run]:
     return [row(job_id, s, period=period) for s in range(first, last + 1, period) if s not in skip]
 
@@ -136,29 +144,43 @@ def test_max_parallel_two_allows_two_at_once_but_not_three() -> None:
     assert report.violations and set(kinds(report)) == {"overlap"}
 
 
-def test_a_slot_with_no_record_outside_every_window_is_lost() -> None:
+def test_a_slot_with_no_record_is_lost_and_has_no_ledger_row() -> None:
     report = check(history([job()], every("tick", skip=(10,))))
-    assert kinds(report) == ["lost_slot"]
-    assert report.violations[0].detail == {"slot": "2026-01-05T12:00:10.000000Z", "cause": "gap", "jumped_by": None}
+    assert kinds(report) == ["lost_slot", "no_ledger_row"] and report.jobs["tick"].no_ledger_row == 1
+    lost = next(v for v in report.violations if v.kind == "lost_slot")
+    assert lost.detail == {"slot": "2026-01-05T12:00:10.000000Z", "cause": "gap", "jumped_by": None}
+    outage = Event("pg_outage", at(9), at(12))
+    report = check(history([job()], every("tick", skip=(10,)), outage))
+    assert kinds(report) == ["no_ledger_row"]  # a window excuses the loss, never a slot the ledger does not name
+
+
+def test_a_missed_row_outside_every_window_is_a_lost_slot_the_ledger_names() -> None:
+    report = check(history([job()], [*every("tick", skip=(10,)), gap("tick", 10)]))
+    assert kinds(report) == ["lost_slot"] and report.violations[0].detail["cause"] == "missed"
+    assert report.jobs["tick"].no_ledger_row == 0
 
 
 def test_a_slot_jumped_over_by_a_late_run_is_lost_and_says_so() -> None:
     runs = [r if r.scheduled_for != at(9) else replace(r, next_posted_for=at(11)) for r in every("tick", skip=(10,))]
-    report = check(history([job()], runs))
+    jumped = gap("tick", 10, "skipped_misfire", "jumped over: the message of slot 9 came 1.2 s late")
+    report = check(history([job()], [*runs, jumped]))
     assert kinds(report) == ["lost_slot"]
     assert report.violations[0].detail["cause"] == "jumped" and report.violations[0].detail["jumped_by"] == "tick/9/1"
 
 
 def test_slots_lost_inside_a_fault_window_plus_grace_are_excused() -> None:
     outage = Event("pg_outage", at(9), at(12))
-    report = check(history([job()], every("tick", skip=(10, 11, 12, 13, 14)), outage), Limits(grace_sec=5))
+    lost = (10, 11, 12, 13, 14)
+    runs = [*every("tick", skip=lost), *(gap("tick", s) for s in lost)]  # the reseed wrote `missed` rows
+    report = check(history([job()], runs, outage), Limits(grace_sec=5))
     assert report.ok, report.violations
     assert report.jobs["tick"].lost_in_window == 5 and report.lost_in_window_by_cause == {"pg_outage": 5}
 
 
 def test_a_slot_lost_after_the_grace_is_a_violation() -> None:
     outage = Event("pg_outage", at(9), at(12))
-    report = check(history([job()], every("tick", skip=(10, 18)), outage), Limits(grace_sec=5))
+    runs = [*every("tick", skip=(10, 18)), gap("tick", 10), gap("tick", 18)]
+    report = check(history([job()], runs, outage), Limits(grace_sec=5))
     assert kinds(report) == ["lost_slot"] and report.violations[0].detail["slot"].endswith(":18.000000Z")
 
 
@@ -183,36 +205,51 @@ def test_the_same_attempt_again_after_its_process_was_killed_is_a_take_over_not_
     assert report.jobs["tick"].reruns_after_crash == 1
 
 
-def test_a_paused_job_owes_no_slot_and_a_run_while_paused_is_caught() -> None:
+def test_a_paused_job_owes_no_run_but_a_paused_row_per_slot_and_a_run_while_paused_is_caught() -> None:
     pause = Event("pause", at(10), at(10.2), jobs=("tick",))
     resume = Event("resume", at(20), at(20.2), jobs=("tick",))
-    runs = every("tick", last=9) + every("tick", first=21)
+    paused = [gap("tick", s, "paused", "paused: soak storm") for s in range(10, 21)]
+    runs = every("tick", last=9) + paused + every("tick", first=21)
     report = check(history([job()], runs, pause, resume))
     assert report.ok, report.violations
     assert report.jobs["tick"].due == 10 + 7  # 1..10 (10 was due before the pause returned), then 21..27
-    report = check(history([job()], [*runs, row("tick", 15)], pause, resume))
+    caught_up = replace(row("tick", 20, start=0.5), trigger_source="manual")  # the catch-up of the last one
+    report = check(history([job()], [*(r for r in runs if r.scheduled_for != at(20)), caught_up], pause, resume))
+    assert report.ok, report.violations
+    assert report.jobs["tick"].caught_up == 0  # slot 20 belongs to the pause (not due): a run of it is no stray
+    without = [r for r in runs if r.scheduled_for != at(14)]
+    report = check(history([job()], without, pause, resume))
+    assert kinds(report) == ["no_ledger_row"] and report.violations[0].detail["cause"] == "paused"
+    report = check(history([job()], [*without, row("tick", 14)], pause, resume))
     assert kinds(report) == ["ran_while_paused"]
 
 
 def test_set_moves_the_schedule_and_a_slot_of_the_old_schedule_after_it_is_off_schedule() -> None:
     change = Event("set", at(10), at(10.2), jobs=("tick",), changes={"interval_seconds": 2})
-    runs = every("tick", last=9) + every("tick", 2, first=12)
+    replaced = gap("tick", 10, error="chain replaced (seed or set) while the message due 10 was on its way")
+    runs = [*every("tick", last=9), replaced, *every("tick", 2, first=12)]
     report = check(history([job()], runs, change))
     assert report.ok, report.violations
+    # the chain took the new schedule before the command returned: slot 10 of the old one was never in force
+    report = check(history([job()], [r for r in runs if r is not replaced], change))
+    assert report.ok and [f.kind for f in report.findings] == ["no_ledger_row_while_rescheduled"], report.violations
     report = check(history([job()], [*runs, row("tick", 15)], change))
     assert kinds(report) == ["off_schedule"]
 
 
 def test_a_reseed_continues_the_grid_and_excuses_the_slot_in_flight() -> None:
     again = Event("reseed", at(10.1), at(10.6))
-    report = check(history([job()], every("tick", skip=(10,)), again))
+    report = check(history([job()], [*every("tick", skip=(10,)), gap("tick", 10)], again))
     assert report.ok, report.violations
     assert report.jobs["tick"].lost_in_window == 1
 
 
 def test_slots_jumped_by_a_misfire_are_the_misfire_policy_not_a_loss() -> None:
     misfire = replace(row("tick", 10, status="skipped_misfire"), next_posted_for=at(15))
-    runs = [*every("tick", last=9), misfire, *every("tick", first=15)]
+    jumped = [
+        gap("tick", s, "skipped_misfire", "jumped over: the message of slot 10 came 4.5 s late") for s in range(11, 15)
+    ]
+    runs = [*every("tick", last=9), misfire, *jumped, *every("tick", first=15)]
     report = check(history([job()], runs))
     assert report.ok, report.violations
     assert (report.jobs["tick"].skipped, report.jobs["tick"].skipped_by_misfire) == (1, 4)
@@ -262,8 +299,8 @@ def test_the_command_line_writes_the_report_and_exits_1_on_a_violation(
     dump_runs(tmp_path / "lost.jsonl", every("tick", skip=(7,)), {"tick": 1})
     assert main([*argv, "--runs", str(tmp_path / "lost.jsonl")]) == 1
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["ok"] is False and [v["kind"] for v in report["violations"]] == ["lost_slot"]
-    assert "VIOLATIONS: 1" in capsys.readouterr().out
+    assert report["ok"] is False and sorted(v["kind"] for v in report["violations"]) == ["lost_slot", "no_ledger_row"]
+    assert "VIOLATIONS: 2" in capsys.readouterr().out
 
 
 # -- event-triggered jobs: each (job, event) once, none lost outside windows ------------------------------------

@@ -104,9 +104,9 @@ async def delete_job(request: Request, principal: Operator, job_id: str = JobId)
 async def pause_job(
     request: Request, principal: Operator, body: PauseBody | None = None, job_id: str = JobId
 ) -> JobChangeOut:
-    """Disable the job and end its chain now; a run in progress finishes."""
+    """Disable the job and end its chain now; a run in progress finishes. With `until`, it resumes by itself then."""
     async with backend(request).control(actor(principal)) as control:
-        result = await control.pause(job_id, note=body.note if body else None)
+        result = await control.pause(job_id, note=body.note if body else None, until=body.until if body else None)
         return await _changed(control, result)
 
 

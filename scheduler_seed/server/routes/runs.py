@@ -23,10 +23,11 @@ async def list_runs(
     principal: Viewer,
     job_id: str = JobId,
     limit: Annotated[int, Query(ge=1, le=1000, description="how many, newest slot first")] = 20,
+    gaps: Annotated[bool, Query(description="only the slots that got no run: skipped, paused, missed")] = False,
 ) -> Any:
-    """The job's latest runs (a deleted job's history too)."""
+    """The job's latest runs (a deleted job's history too); with `gaps=true`, the slot ledger's gaps."""
     async with backend(request).control(actor(principal)) as control:
-        return plain(await control.runs(job_id, limit))
+        return plain(await control.runs(job_id, limit, gaps=gaps))
 
 
 @router.post("/jobs/{job_id}/run-now", status_code=202, response_model=RunQueued, responses=errors(404, 409))
