@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -21,14 +21,27 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from shared import chain, ledger, topology
 from shared.control import drift
 from shared.control.results import ChainAction, JobChange
+from shared.definitions import JobDefinition
 from shared.locks import chain_lock_key
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import jobs_batch
 from shared.store.jobs import JobRow
 
-if TYPE_CHECKING:
-    from shared.control.jobs import PlannedSeed
+
+class PlannedSeed(Protocol):
+    """What `jobs.PlannedSeed` holds that a batch reads: the file's definition, the live row (None for a new job)
+    and the definition to store."""
+
+    @property
+    def definition(self) -> JobDefinition: ...
+
+    @property
+    def row(self) -> JobRow | None: ...
+
+    @property
+    def target(self) -> JobDefinition: ...
+
 
 BATCH = 500
 """Jobs per batch: each batch starts its chains from its own `now` (a long file's last jobs must not get a first
