@@ -97,8 +97,15 @@ async def measure(settings: Settings, steps: list[int], days: int) -> dict[str, 
         result["dead_tuples_after"] = await _dead_tuples(conn)
         result["rows"] = filled
     finally:
-        for d in range(days):
-            await conn.execute(f"DROP TABLE IF EXISTS scheduler.job_runs_p{FIRST_DAY + timedelta(days=d):%Y%m%d}")
+        for d in range(days):  # a day of these partitions that holds another scope's rows only loses this scope's
+            name = f"job_runs_p{FIRST_DAY + timedelta(days=d):%Y%m%d}"
+            if await conn.fetchval("SELECT to_regclass($1) IS NULL", f"scheduler.{name}"):
+                continue
+            others = await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM scheduler.{name} WHERE scope <> $1)", scope)
+            if others:
+                await conn.execute(f"DELETE FROM scheduler.{name} WHERE scope = $1", scope)
+            else:
+                await conn.execute(f"DROP TABLE scheduler.{name}")
         await conn.execute("DELETE FROM scheduler.job_runs WHERE scope = $1 AND job_id = 'live'", scope)
         await conn.close()
     return result
