@@ -155,3 +155,15 @@ async def test_the_migration_converts_a_populated_table(database_url: str) -> No
     assert len(days) == 91 and all(n <= 24 for n in days.values())  # the last 90 days and today, by day
     assert by_part["scheduler.job_runs_default"] > 24 * 100  # older rows
     assert {"job_runs_pkey", "job_runs_chain_slot", "job_runs_by_job", "job_runs_active"} <= indexes
+
+
+async def test_pruning_keeps_every_row_of_a_day_not_wholly_past_the_retention(
+    conn: asyncpg.Connection, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    await partitions.ensure_ahead(conn, datetime.now(UTC))
+    today = datetime.now(UTC)
+    # finished long ago by its record, but its slot is today: the day's partition stays, and so does the row
+    kept = await add(conn, scope, today, finished=today - timedelta(days=40))
+    await sweeps.prune_history(conn, scope, retention_days=30, keys=False, dead_workers_after_sec=None)
+    assert await partition_of(conn, kept) == f"scheduler.job_runs_p{today:%Y%m%d}"
