@@ -55,6 +55,14 @@ async def persist(env: Env, what: str, action: Callable[[], Awaitable[T]]) -> T 
     return None if done is None else done[0]
 
 
+def run_slot(turn: Turn) -> datetime | None:
+    """The scheduled_for of the turn's run row (its partition key): the row the claim found, else the run the
+    message asked for."""
+    if turn.existing is not None:
+        return turn.existing.scheduled_for
+    return None if turn.run is None else turn.run.scheduled_for
+
+
 def make_context(turn: Turn) -> RunContext:
     env, job, msg, run = turn.env, turn.job, turn.msg, turn.run
     assert job is not None and run is not None
@@ -82,7 +90,7 @@ async def run_and_record(turn: Turn) -> RunResult:
     env, job, msg, run, lock = turn.env, turn.job, turn.msg, turn.run, turn.lock
     assert job is not None and run is not None and lock is not None and turn.handler is not None
     fire_at = decisions.fire_time(job, msg)
-    started = turn.started_at or await runs.start(turn.conn, run.run_id, env.worker_id, fire_at)
+    started = turn.started_at or await runs.start(turn.conn, run.run_id, env.worker_id, fire_at, run_slot(turn))
     if started is None:  # the row left its claim meanwhile (it cannot, while the lock is held): say so, go on
         log.warning("run.start_not_recorded", run_id=str(run.run_id))
         started = env.clock()
@@ -179,7 +187,10 @@ async def _finish(turn: Turn, result: RunResult, on_run_connection: bool, releas
 
     async def write() -> None:
         async with env.pool.acquire() as pooled:
-            await runs.finish(pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at)
+            await runs.finish(
+                pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at,
+                slot=run_slot(turn),
+            )  # fmt: skip
 
     if not (on_run_connection and await _finish_on_run_connection(turn, result, release)):
         await persist(env, "run.finish", write)
@@ -199,8 +210,9 @@ async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool
         if conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
             return False
         await runs.finish(
-            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key
-        )
+            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key,
+            slot=run_slot(turn),
+        )  # fmt: skip
     except DB_ERRORS as exc:
         log.warning("run.finish_retrying", error=error_text(exc))
         return False

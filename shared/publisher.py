@@ -50,10 +50,13 @@ def _ms(delay: timedelta) -> int:
 class Publisher:
     """Routes job messages of one scope. The channel must have publisher confirms on (aio-pika's default)."""
 
-    def __init__(self, channel: AbstractChannel, scope: str, timeout: float = PUBLISH_TIMEOUT_SEC) -> None:
+    def __init__(
+        self, channel: AbstractChannel, scope: str, timeout: float = PUBLISH_TIMEOUT_SEC, lead_ms: int = 0
+    ) -> None:
         self.channel = channel
         self.scope = scope
         self.timeout = timeout
+        self.lead = timedelta(milliseconds=lead_ms)  # chain messages leave their delay queue this much early
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: aiormq.spec.Basic.Properties
@@ -74,9 +77,11 @@ class Publisher:
         await self._publish(topology.exchange_name(self.scope), queue_name, body, properties)
 
     async def to_delay(self, message: JobMessage, fire_at: datetime, now: datetime) -> None:
-        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue."""
+        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue, the
+        publisher's lead before `fire_at` (shared.lead)."""
         name = topology.delay_queue_name(self.scope, message.job_id)
-        await self._to_queue(name, message.to_body(), _properties(expiration_ms=_ms(until(fire_at, now))))
+        expiration = _ms(until(fire_at - self.lead, now))
+        await self._to_queue(name, message.to_body(), _properties(expiration_ms=expiration))
 
     async def to_retry(self, message: JobMessage, delay_sec: float) -> None:
         name = topology.retry_queue_name(self.scope, message.job_id)

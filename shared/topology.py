@@ -252,11 +252,27 @@ async def declare_job(
     the channel is then closed by RabbitMQ, so give this a dedicated declaration channel.
     """
     await declare_work_queue(channel, scope, queue, queue_type)
+    await declare_chain_queues(channel, scope, job_id, queue, queue_type)
+
+
+async def declare_chain_queues(
+    channel: aio_pika.abc.AbstractChannel,
+    scope: str,
+    job_id: str,
+    queue: str,
+    queue_type: QueueType = "classic",
+) -> int:
+    """`declare_job` without the work queue (declared already: seeding many jobs declares each work queue once).
+    Returns how many messages wait in the job's delay queue."""
+    waiting = 0
     for make_spec in (delay_queue_spec, retry_queue_spec):
         spec = make_spec(scope, job_id, queue, queue_type)
         declared = await _declare_queue(channel, spec)
+        if make_spec is delay_queue_spec:
+            waiting = int(getattr(declared.declaration_result, "message_count", 0) or 0)
         # Bound under its own name, so chain and retry messages are published through `S.jobs` (see Publisher).
         await declared.bind(exchange_name(scope), routing_key=spec.name)
+    return waiting
 
 
 # -- deletion (I/O) ---------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     None: _INSERTABLE,
     # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
     # claimed -> buffered or skipped_locked: an overlap=buffer_all slot that found the lock free while earlier slots
-    # wait goes behind them, or is skipped when buffer_max of them wait already
+    # wait goes behind them, or is skipped when buffer_max of them wait already; and a slot claimed ahead (lead-time
+    # dispatch) whose lock is taken at the slot
     RunStatus.CLAIMED: frozenset(
         {RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED}
     ),

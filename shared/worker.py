@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from functools import partial
@@ -192,7 +193,7 @@ class Worker:
         )
         stack.push_async_callback(amqp.close)
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        publisher = Publisher(publish_channel, s.scheduler_scope)
+        publisher = Publisher(publish_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms)
         await self._declare(amqp, pool)
         self._background(
             stack,
@@ -204,7 +205,10 @@ class Worker:
 
         executor = ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="handler")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        self._env = Env(s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor)
+        self._env = Env(
+            s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
+            dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
+        )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)
 
         liveness = Liveness(
@@ -221,7 +225,8 @@ class Worker:
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
             standard_sweeps(
-                s.scheduler_scope, watchdog_channel, Publisher(watchdog_channel, s.scheduler_scope), self.metrics,
+                s.scheduler_scope, watchdog_channel,
+                Publisher(watchdog_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms), self.metrics,
                 lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
             ),
             interval_sec=s.watchdog_interval_sec,
@@ -322,6 +327,19 @@ class Worker:
         """Hand the message to a task this worker owns. aio-pika cancels the consumer callbacks of a channel that
         closes: a broker hiccup would otherwise cancel every run in progress, long after its message was acked."""
         task = asyncio.create_task(self._handle(queue, message), name="delivery")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _run_later(self, wait: Callable[[], Awaitable[None]], work: Callable[[], Awaitable[None]]) -> None:
+        """The at-the-slot part of a run claimed ahead (shared.lead): wait without taking a place among the
+        `worker_concurrency` handlers, then run in one. A task of this worker: draining waits for it."""
+
+        async def later() -> None:
+            await wait()
+            async with self._semaphore:
+                await work()
+
+        task = asyncio.create_task(later(), name="at-slot")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

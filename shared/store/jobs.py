@@ -174,16 +174,24 @@ async def subscription_neighbourhood(
     return [JobRow.from_record(r) for r in records]
 
 
-async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefinition) -> tuple[JobRow, bool]:
-    """Insert or update the declared columns (state columns untouched). Returns the row and whether it changed."""
+def upsert_sql() -> str:
+    """The upsert of one definition ($1 scope, $2 job_id, then DEFINITION_COLUMNS): the declared columns are
+    written (state columns untouched), and `updated_at` moves only when one of them differs."""
     cols = ", ".join(DEFINITION_COLUMNS)
     params = ", ".join(f"${i + 3}" for i in range(len(DEFINITION_COLUMNS)))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
     differs = " OR ".join(f"scheduler.jobs.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
+    return (
+        f"INSERT INTO scheduler.jobs (scope, job_id, {cols}) VALUES ($1, $2, {params}) "
+        f"ON CONFLICT (scope, job_id) DO UPDATE SET {updates}, updated_at = now() WHERE {differs}"
+    )
+
+
+async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefinition) -> tuple[JobRow, bool]:
+    """Insert or update the declared columns (state columns untouched). Returns the row and whether it changed."""
     before = await conn.fetchrow(f"{_SELECT} WHERE scope = $1 AND job_id = $2", scope, definition.job_id)
     record = await conn.fetchrow(
-        f"INSERT INTO scheduler.jobs (scope, job_id, {cols}) VALUES ($1, $2, {params}) "
-        f"ON CONFLICT (scope, job_id) DO UPDATE SET {updates}, updated_at = now() WHERE {differs} RETURNING *",
+        f"{upsert_sql()} RETURNING *",
         scope,
         definition.job_id,
         *definition_values(definition),
