@@ -351,3 +351,9 @@ def test_a_queued_run_waits_long_enough_for_the_run_in_its_way_to_time_out() -> 
 )
 def test_rearm(name: str, msg: JobMessage, action: Action) -> None:
     assert decisions.rearm(msg, NOW).action is action, name
+
+
+def test_rearm_counts_the_dispatch_lead() -> None:
+    hop = chain_msg(rearm_at=NOW + timedelta(milliseconds=200))
+    assert decisions.rearm(hop, NOW, lead_sec=0.25).action is Action.PROCEED  # within the lead: the slot itself
+    assert decisions.rearm(hop, NOW, lead_sec=0.1).action is Action.REARM
