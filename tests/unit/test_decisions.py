@@ -336,3 +336,11 @@ def test_a_queued_run_waits_long_enough_for_the_run_in_its_way_to_time_out() -> 
     the_job = job(timeout_sec=600, misfire_grace_sec=30)
     assert decisions.wait_limit_sec(the_job, manual_msg(wait_for_lock=True)) == 630
     assert decisions.wait_limit_sec(the_job, chain_msg()) == 30
+
+
+@pytest.mark.parametrize(
+    ("overlap", "ahead"),
+    [("skip", True), ("allow_all", True), ("buffer_one", False), ("buffer_all", False), ("cancel_other", False)],
+)
+def test_only_non_buffering_policies_claim_in_the_lead(overlap: str, ahead: bool) -> None:
+    assert decisions.claims_ahead(overlap) is ahead
