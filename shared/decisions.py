@@ -173,6 +173,15 @@ def admit(job: JobRow | None, msg: JobMessage, queue: str, scope: str, now: date
 
 
 BUFFERING = frozenset({"buffer_one", "buffer_all", "cancel_other"})
+
+
+def claims_ahead(overlap: str) -> bool:
+    """Whether an early chain message of a job with this overlap policy is claimed in the lead (shared.lead). The
+    buffering policies decide under their buffer guard, in slot order, who waits and whom to cancel: an early
+    message of theirs waits for its slot and then goes the ordinary way, so those decisions are taken at the slot."""
+    return overlap not in BUFFERING
+
+
 """Overlap policies under which a slot that finds the lock taken waits for it (buffered) rather than skipping."""
 BUFFER_FULL = "buffer_full"
 CANCEL_REQUESTED = "cancel_requested"

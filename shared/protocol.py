@@ -543,6 +543,9 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
     fire_at = slot_ahead(turn)
     if fire_at is None:
         return None
+    if not decisions.claims_ahead(job.overlap):
+        await lead.sleep_until(fire_at, env.clock)  # the ordinary way, at the slot
+        return None
     expected = None if confirmed else job.version
     key = chain_lock_key(job.scope, job.job_id)
     ahead = await runs.claim_and_enter_chain(turn.conn, run, env.worker_id, key, expected)  # 5, and 6's chain lock
