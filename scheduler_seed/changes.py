@@ -8,11 +8,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_seed import render
+from scheduler_seed import render, selection
 from scheduler_seed.errors import UsageError
 from scheduler_seed.inputs import argtype, json_object, positive_int, seconds, whole_seconds
 from shared import schedule
-from shared.control import Control
+from shared.control import Control, bulk
+from shared.control import preview as previews
 from shared.control.instants import later
 from shared.control.results import JobChange
 
@@ -38,6 +39,9 @@ SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--jitter", "jitter_sec", seconds, "SEC", "spread each slot's start over [0, SEC)"),
     ("--misfire-grace", "misfire_grace_sec", seconds, "SEC", "a slot later than this is skipped, not run"),
     ("--description", "description", str, "TEXT", "free text"),
+    ("--dst-gap", "dst_gap", str, "RULE", "cron wall time in a DST gap: shift_forward (at the gap's end) or skip"),
+    ("--dst-overlap", "dst_overlap", str, "RULE", "cron wall time that happens twice: first, second or both"),
+    ("--labels", "labels", json_object, "JSON", 'labels, a JSON object of strings (replaces the old): {"team": "x"}'),
     (
         "--run-on-startup", "run_on_startup", boolean, "BOOL",
         "true: each boot of the service serving the job posts one startup run (once per boot, not per replica)",
@@ -47,7 +51,7 @@ SETTABLE: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("pause", parents=[common], help="stop a job's chain now (a run in progress finishes)")
-    p.add_argument("job", metavar="JOB")
+    selection.add_target(p)
     p.add_argument("--note", help="why, shown by status and the audit")
     p.add_argument(
         "--until",
@@ -58,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(execute=pause)
 
     p = sub.add_parser("resume", parents=[common], help="enable a job and start a fresh chain from now")
-    p.add_argument("job", metavar="JOB")
+    selection.add_target(p)
     p.set_defaults(execute=resume)
 
     p = sub.add_parser(
@@ -71,6 +75,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("job", metavar="JOB")
     for flag, column, parse, metavar, text in SETTABLE:
         p.add_argument(flag, dest=column, type=argtype(parse), metavar=metavar, help=text)
+    p.add_argument(
+        "--preview", action="store_true", help="print which of the next slots appear and disappear; change nothing"
+    )
+    p.add_argument(
+        "--preview-count", type=argtype(positive_int), default=previews.DEFAULT_COUNT, metavar="N",
+        help=f"with --preview: compare the next N slots (default {previews.DEFAULT_COUNT})",
+    )  # fmt: skip
     p.set_defaults(execute=set_job)
 
     p = sub.add_parser(
@@ -97,6 +108,9 @@ def effect(result: JobChange, now: datetime) -> str:
 
 
 async def pause(args: argparse.Namespace, control: Control) -> int:
+    selector = selection.selector_of(args, "pause")
+    if selector is not None:
+        return selection.report(await bulk.apply(control, "pause", selector, note=args.note, until=args.until))
     until = None
     if args.until is not None:
         try:
@@ -110,14 +124,41 @@ async def pause(args: argparse.Namespace, control: Control) -> int:
 
 
 async def resume(args: argparse.Namespace, control: Control) -> int:
+    selector = selection.selector_of(args, "resume")
+    if selector is not None:
+        return selection.report(await bulk.apply(control, "resume", selector))
     result = await control.resume(args.job)
     gaps = f"; {result.gaps} paused slot(s) recorded, {result.catchup} to catch up" if result.gaps else ""
     print(f"resumed {args.job!r}: epoch {result.epoch}, {effect(result, datetime.now(UTC))}{gaps}")
     return 0
 
 
+def describe_preview(found: previews.SetPreview) -> str:
+    """The preview as lines: the fields, the schedules, then each slot that appears (+) or disappears (-)."""
+    lines = [f"preview of set {found.job_id!r} (nothing changed):"]
+    lines += [
+        f"  {name}: {render.shorten(repr(old), 80)} -> {render.shorten(repr(new), 80)}"
+        for name, (old, new) in found.changes.items()
+    ]
+    lines.append(f"  schedule: {found.schedule_before} -> {found.schedule_after}")
+    if not found.enabled:
+        lines.append("  the job is paused: no slot runs until `resume`")
+    diff = found.slots
+    through = f" through {render.when(diff.horizon)}" if diff.horizon is not None else ""
+    if diff.unchanged:
+        lines.append(f"  the next {len(diff.after)} slots stay as they are")
+        return "\n".join(lines)
+    lines.append(f"  slots{through}: {len(diff.appear)} appear, {len(diff.disappear)} disappear")
+    marked = sorted([(s, "+") for s in diff.appear] + [(s, "-") for s in diff.disappear])
+    lines += [f"    {mark} {render.when(slot)}" for slot, mark in marked]
+    return "\n".join(lines)
+
+
 async def set_job(args: argparse.Namespace, control: Control) -> int:
     changes = changes_from(args)
+    if args.preview:
+        print(describe_preview(await previews.preview(control, args.job, changes, args.preview_count)))
+        return 0
     result = await control.set(args.job, changes)
     now = datetime.now(UTC)
     row = await control.job(args.job)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from scheduler_seed import render
+from scheduler_seed import render, selection
+from scheduler_seed.errors import UsageError
 from scheduler_seed.inputs import argtype, json_object, seconds
-from shared.control import Control
+from shared.control import Control, bulk
 from shared.control.results import RunOutcome
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         description="Publish one manual message to the job's work queue. Exit code 3 if the job is running now "
         "(unless --queue); with --wait, 0 when the run succeeded and 1 otherwise.",
     )
-    p.add_argument("job", metavar="JOB")
+    selection.add_target(p)
     p.add_argument("--params", type=argtype(json_object), default={}, help="JSON object over the default_params")
     p.add_argument("--wait", action="store_true", help="wait for the run (and its retries) and print the outcome")
     p.add_argument("--queue", action="store_true", help="queue the run even if the job is running now")
@@ -45,6 +46,11 @@ def say_retry(outcome: RunOutcome) -> None:
 
 
 async def execute(args: argparse.Namespace, control: Control) -> int:
+    selector = selection.selector_of(args, "run-now")
+    if selector is not None:
+        if args.wait:
+            raise UsageError("run-now --selector queues the runs; --wait follows one job: name it", "wait")
+        return selection.report(await bulk.apply(control, "run-now", selector, params=args.params, queue=args.queue))
     queued = await control.run_now(args.job, args.params, queue=args.queue)
     print(f"queued run {queued.run_id} of {queued.job_id!r} on {queued.routing_key}")
     if not queued.worker_live:

@@ -65,23 +65,32 @@ async def extend(
     run_id: uuid.UUID | None = None,
     start_worker: str | None = None,
     fire_at: datetime | None = None,
+    run_slot: datetime | None = None,
+    entered: tuple[int, bool] | None = None,
 ) -> Posted | None:
     """Post the slot after `after` if the chain is still at `epoch` and enabled. Returns what was posted, or
     None when the chain moved on (stale: someone reseeded, paused or re-timed the job meanwhile). With `run_id`
     the run that posted it is recorded as having done so; with `start_worker` too, that run is also marked
-    running in the same statement, its lateness counted from `fire_at`."""
+    running in the same statement, its lateness counted from `fire_at`. `run_slot` is that run's scheduled_for
+    (its partition key), if known. `entered`: the chain lock is held already on this session, and this is the
+    (epoch, enabled) read under it (`runs.claim_and_enter_chain`); extending gives it back either way."""
     slot = next_slot(job, after)
-    if slot is None:
-        return None
     key = chain_lock_key(job.scope, job.job_id)
+    if slot is None:
+        if entered is not None:
+            await unlock(conn, key)
+        return None
     released = False
     try:
-        if await enter_chain(conn, job.scope, job.job_id) != (epoch, True):
+        if entered is None:
+            entered = await enter_chain(conn, job.scope, job.job_id)
+        if entered != (epoch, True):
             return None
         await publisher.to_delay(slot_message(job, epoch, slot, now), slot.fire_at, now)
         started = await runs.record_posted(
-            conn, job.scope, job.job_id, slot.fire_at, run_id, slot.scheduled_for, key, start_worker, fire_at
-        )
+            conn, job.scope, job.job_id, slot.fire_at, run_id, slot.scheduled_for, key, start_worker, fire_at,
+            run_slot,
+        )  # fmt: skip
         released = True
     finally:
         if not released:

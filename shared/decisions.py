@@ -139,11 +139,12 @@ def screen(msg: JobMessage, scope: str) -> Decision:
     return PROCEED
 
 
-def rearm(msg: JobMessage, now: datetime) -> Decision:
+def rearm(msg: JobMessage, now: datetime, lead_sec: float = 0.0) -> Decision:
     """Step 1 too: a chain message posted as a re-arm hop (its slot's fire time lay beyond the per-message TTL
-    ceiling) that arrives while its fire time is still ahead goes back to the delay queue for another hop, with
-    no run and no run row; one arriving at or after it is the slot itself and goes on. Only chain messages hop."""
-    if msg.rearm_at is not None and msg.is_chain and now < msg.rearm_at:
+    ceiling) that arrives while its fire time (less the dispatch lead it is posted with) is still ahead goes back
+    to the delay queue for another hop, with no run and no run row; one arriving at or after it is the slot itself
+    and goes on. Only chain messages hop."""
+    if msg.rearm_at is not None and msg.is_chain and now < msg.rearm_at - timedelta(seconds=lead_sec):
         return Decision(Action.REARM, "ahead")
     return PROCEED
 
@@ -171,15 +172,45 @@ def admit(job: JobRow | None, msg: JobMessage, queue: str, scope: str, now: date
     return PROCEED
 
 
+BUFFERING = frozenset({"buffer_one", "buffer_all", "cancel_other"})
+
+
+def claims_ahead(overlap: str) -> bool:
+    """Whether an early chain message of a job with this overlap policy is claimed in the lead (shared.lead). The
+    buffering policies decide under their buffer guard, in slot order, who waits and whom to cancel: an early
+    message of theirs waits for its slot and then goes the ordinary way, so those decisions are taken at the slot."""
+    return overlap not in BUFFERING
+
+
+"""Overlap policies under which a slot that finds the lock taken waits for it (buffered) rather than skipping."""
+BUFFER_FULL = "buffer_full"
+CANCEL_REQUESTED = "cancel_requested"
+
+
+def buffer_room(overlap: str, waiting: int, buffer_max: int) -> bool:
+    """Whether one more slot may wait: `buffer_all` keeps up to `buffer_max` waiting slots per job, `buffer_one`
+    and `cancel_other` one (the slot that will replace the cancelled run)."""
+    return waiting < (buffer_max if overlap == "buffer_all" else 1)
+
+
 def when_locked(overlap: str, buffer_taken: bool, wait_for_lock: bool = False) -> Decision:
     """Step 4 with every lock slot taken (and the slot without a row): a run asked for with `run-now --queue`
-    waits for the lock; `buffer_one` keeps one slot waiting per job (`buffer_taken`: one already waits);
+    waits for the lock; `buffer_one`, `buffer_all` and `cancel_other` keep slots waiting per job until their
+    buffer is full (`buffer_taken`, see `buffer_room`), `cancel_other` asking the run in the way to stop;
     otherwise the slot is skipped and the chain goes on."""
     if wait_for_lock:
         return Decision(Action.BUFFER, "queued")
-    if overlap == "buffer_one" and not buffer_taken:
-        return Decision(Action.BUFFER, "lock_busy")
+    if overlap in BUFFERING and not buffer_taken:
+        return Decision(Action.BUFFER, CANCEL_REQUESTED if overlap == "cancel_other" else "lock_busy")
+    if overlap == "buffer_all":
+        return Decision(Action.SKIP_LOCKED, BUFFER_FULL)
     return Decision(Action.SKIP_LOCKED, "lock_busy")
+
+
+def asks_cancel(overlap: str, decision: Decision) -> bool:
+    """Whether a slot left waiting for the lock asks the job's run in its way to stop (again: every poll asks,
+    so a request the running worker missed is repeated)."""
+    return overlap == "cancel_other" and decision.action is Action.BUFFER
 
 
 def wait_limit_sec(job: JobRow, msg: JobMessage) -> float:
@@ -211,10 +242,13 @@ def on_existing(
     now: datetime,
     grace_sec: float,
     waits: bool = False,
+    earlier_waiting: bool = False,
 ) -> Decision:
     """Step 5 when the slot (or run id) already has a row. `inflight`: this worker is running that row now;
     `owner_alive`: the row's worker is alive (asked only when `owner_check_needed`); `waits`: the message waits
-    for the lock (a catch-up run, shared.ledger: it buffers until the lock is free or it expires)."""
+    for the lock (a catch-up run, shared.ledger: it buffers until the lock is free or it expires);
+    `earlier_waiting`: an earlier slot of the job waits too (overlap=buffer_all runs its waiting slots in slot
+    order)."""
     if row.status in REVIVABLE and is_backfill(run):
         if lock_free:
             return Decision(Action.REVIVE, "backfill_revived")
@@ -223,11 +257,11 @@ def on_existing(
     if row.status.terminal:
         return _drop(DropReason.ALREADY_DONE)
     if row.status is RunStatus.BUFFERED:
-        if lock_free:
+        if lock_free and not earlier_waiting:
             return Decision(Action.PROMOTE, "buffered_ran")
         if schedule.is_misfire(row.scheduled_for, now, grace_sec):
             return Decision(Action.GIVE_UP, DropReason.BUFFER_GAVE_UP.value)
-        return Decision(Action.BUFFER, "still_locked")
+        return Decision(Action.BUFFER, "waits_its_turn" if lock_free else "still_locked")
     # claimed or running: a copy of a slot someone else is on, unless that someone is gone
     if not _mine_left_over(row, worker_id, inflight) and owner_alive:
         return _drop(DropReason.DUPLICATE)

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared import labels as job_labels
 from shared import schedule
 from shared.errors import ConfigError
 from shared.events import filters, topics
@@ -25,6 +26,23 @@ class Overlap(StrEnum):
     SKIP = "skip"  # record skipped_locked, keep the chain going
     BUFFER_ONE = "buffer_one"  # wait through the retry queue (one waiter at most) until free or past the grace
     ALLOW_ALL = "allow_all"  # take no lock at all: runs may overlap freely
+    CANCEL_OTHER = "cancel_other"  # cancel the job's run holding the lock, wait (buffered) until it stopped, run
+    BUFFER_ALL = "buffer_all"  # wait through the retry queue, up to `buffer_max` slots, run in slot order
+
+
+class DstGap(StrEnum):
+    """What a cron wall time inside a spring-forward gap does (unset: Debian cron's rule, see README)."""
+
+    SHIFT_FORWARD = "shift_forward"  # fires once, at the first instant after the gap
+    SKIP = "skip"  # does not fire
+
+
+class DstOverlap(StrEnum):
+    """Which passes of a cron wall time that happens twice (fall-back) fire (unset: Debian cron's rule)."""
+
+    FIRST = "first"
+    SECOND = "second"
+    BOTH = "both"
 
 
 class RescheduleMode(StrEnum):
@@ -72,6 +90,7 @@ class JobDefinition(BaseModel):
     retry_backoff_max_sec: float = Field(default=300.0, gt=0, le=7 * DAY)
     max_parallel: int = Field(default=1, ge=1, le=1000)
     overlap: Overlap = Overlap.SKIP
+    buffer_max: int = Field(default=10, ge=1, le=1000)  # overlap=buffer_all: most slots waiting at once
     jitter_sec: float = Field(default=0.0, ge=0, le=DAY)
     lock_group: str | None = None
     misfire_grace_sec: float = Field(default=300.0, ge=0, le=30 * DAY)
@@ -91,6 +110,10 @@ class JobDefinition(BaseModel):
     catchup: Catchup = Catchup.NONE
     catchup_max: int = Field(default=10, ge=1, le=10000)
     catchup_rate_per_sec: float = Field(default=1.0, gt=0, le=1000)
+    # daylight-saving rule of a cron job (None: as Debian cron, by kind of job); labels for selectors
+    dst_gap: DstGap | None = None
+    dst_overlap: DstOverlap | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("job_id")
     @classmethod
@@ -130,6 +153,13 @@ class JobDefinition(BaseModel):
     def _zone(cls, value: str) -> str:
         return schedule.validate_timezone(value)
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError('labels must be a table of strings, e.g. { team = "billing" }')
+        return job_labels.validate_labels(value)
+
     @field_validator("default_params")
     @classmethod
     def _params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +177,8 @@ class JobDefinition(BaseModel):
             raise ValueError("on_success cannot name the job itself")
         if self.filter is not None and not self.triggers_on:
             raise ValueError("filter: a filter needs triggers_on (it only applies to events)")
+        if self.cron_expr is None and (self.dst_gap is not None or self.dst_overlap is not None):
+            raise ValueError("dst_gap and dst_overlap apply to cron_expr schedules only (an interval is absolute time)")
         if self.retry_backoff_max_sec < self.retry_backoff_sec:
             raise ValueError("retry_backoff_max_sec must be >= retry_backoff_sec")
         return self
@@ -175,6 +207,8 @@ class JobDefinition(BaseModel):
             interval_seconds=self.interval_seconds,
             job_id=self.job_id,
             align=self.align,
+            dst_gap=None if self.dst_gap is None else self.dst_gap.value,
+            dst_overlap=None if self.dst_overlap is None else self.dst_overlap.value,
         )
 
 

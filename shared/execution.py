@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from shared import backoff, decisions, retry_policy
+from shared.cancel_watch import CancelWatch
 from shared.context import Idempotency, RunContext
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, describe
 from shared.events import outcomes
@@ -54,6 +55,14 @@ async def persist(env: Env, what: str, action: Callable[[], Awaitable[T]]) -> T 
     return None if done is None else done[0]
 
 
+def run_slot(turn: Turn) -> datetime | None:
+    """The scheduled_for of the turn's run row (its partition key): the row the claim found, else the run the
+    message asked for."""
+    if turn.existing is not None:
+        return turn.existing.scheduled_for
+    return None if turn.run is None else turn.run.scheduled_for
+
+
 def make_context(turn: Turn) -> RunContext:
     env, job, msg, run = turn.env, turn.job, turn.msg, turn.run
     assert job is not None and run is not None
@@ -81,7 +90,7 @@ async def run_and_record(turn: Turn) -> RunResult:
     env, job, msg, run, lock = turn.env, turn.job, turn.msg, turn.run, turn.lock
     assert job is not None and run is not None and lock is not None and turn.handler is not None
     fire_at = decisions.fire_time(job, msg)
-    started = turn.started_at or await runs.start(turn.conn, run.run_id, env.worker_id, fire_at)
+    started = turn.started_at or await runs.start(turn.conn, run.run_id, env.worker_id, fire_at, run_slot(turn))
     if started is None:  # the row left its claim meanwhile (it cannot, while the lock is held): say so, go on
         log.warning("run.start_not_recorded", run_id=str(run.run_id))
         started = env.clock()
@@ -133,21 +142,27 @@ async def _invoke(
         parsed = handler.parse_params(params)
     except ValidationError as exc:
         return RunStatus.FAILED, f"{retry_policy.PARAMS_INVALID}: {describe_validation_error(exc)}"
+    assert turn.job is not None and turn.run is not None
+    cancellable = locked and turn.job.overlap == "cancel_other"
     with LockWatch(turn.conn, locked) as watch:
-        try:
-            async with asyncio.timeout(ctx.timeout_sec):
-                await _call(turn.env, handler, ctx, parsed, leftover)
-            return RunStatus.SUCCEEDED, None
-        except TimeoutError:
-            return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s"
-        except asyncio.CancelledError:
-            if not watch.lost:
-                raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled"
-        except Exception as exc:
-            ctx.log.warning("run.handler_error", error=error_text(exc))
-            return RunStatus.FAILED, error_text(exc)
+        async with CancelWatch(turn.conn, turn.run.run_id, cancellable) as cancel:
+            try:
+                async with asyncio.timeout(ctx.timeout_sec):
+                    await cancel.run(_call(turn.env, handler, ctx, parsed, leftover))
+                return RunStatus.SUCCEEDED, None
+            except TimeoutError:
+                return RunStatus.TIMED_OUT, f"timed out after {ctx.timeout_sec:g} s"
+            except asyncio.CancelledError:
+                if cancel.stopped_by_request() and not watch.lost:
+                    ctx.log.warning("run.cancelled_by_request")
+                    return RunStatus.CANCELLED, await cancel.reason()
+                if not watch.lost:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return RunStatus.FAILED, "run lock lost (database connection closed): run cancelled"
+            except Exception as exc:
+                ctx.log.warning("run.handler_error", error=error_text(exc))
+                return RunStatus.FAILED, error_text(exc)
 
 
 async def _call(env: Env, handler: Handler, ctx: RunContext, params: Any, leftover: list[asyncio.Future[Any]]) -> None:
@@ -172,7 +187,10 @@ async def _finish(turn: Turn, result: RunResult, on_run_connection: bool, releas
 
     async def write() -> None:
         async with env.pool.acquire() as pooled:
-            await runs.finish(pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at)
+            await runs.finish(
+                pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at,
+                slot=run_slot(turn),
+            )  # fmt: skip
 
     if not (on_run_connection and await _finish_on_run_connection(turn, result, release)):
         await persist(env, "run.finish", write)
@@ -192,8 +210,9 @@ async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool
         if conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
             return False
         await runs.finish(
-            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key
-        )
+            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key,
+            slot=run_slot(turn),
+        )  # fmt: skip
     except DB_ERRORS as exc:
         log.warning("run.finish_retrying", error=error_text(exc))
         return False

@@ -12,6 +12,11 @@
       9 retry              execution.retry_if_due
      10 release            the finish statement of step 8 releases the lock; then execution.publish_outcome
 
+A chain message that arrives a lead before its slot (shared.lead) takes the lead path: steps 5-7 at once (the
+slot claimed without the lock, the next slot posted, the ack), then, at the slot, step 4 and the start in one
+statement and steps 8-10; a lock still taken at the slot makes the claimed slot skipped or buffered, as step 5
+would have. A copy of a slot that already has a row goes the ordinary way, and waits for the slot before step 8.
+
 Every choice is made by a pure function of `shared.decisions` over what the steps found; this module only
 gathers facts and carries decisions out, on one `Turn` per message.
 
@@ -26,18 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 import structlog
 
-from shared import catchup, chain, decisions, execution, ledger
+from shared import catchup, chain, decisions, execution, lead, ledger
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
-from shared.locks import run_lock_keys, unlock, wait_for_chain
+from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
 from shared.store import jobs as jobs_store
-from shared.store import runs
+from shared.store import overlaps, runs
 from shared.store.pool import left_tidy, spoil
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, RunStatus
 
@@ -87,7 +93,7 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     structlog.contextvars.bind_contextvars(
         scope=env.scope, trigger_source=msg.trigger_source.value, attempt=msg.attempt
     )
-    if decisions.rearm(msg, env.clock()).action is Action.REARM:
+    if decisions.rearm(msg, env.clock(), env.dispatch_lead_sec).action is Action.REARM:
         await rearm_hop(env, delivery, msg)
         return
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
@@ -231,6 +237,9 @@ async def serve(turn: Turn, confirmed: bool) -> bool:
             await park(env, turn.delivery, ParkReason.NO_HANDLER, detail)
         return confirmed
     turn.run = decisions.new_run(env.scope, job, turn.msg)
+    ahead = await claim_ahead(turn, confirmed)  # the lead path (5-7 now, 4 and 8-10 at the slot)
+    if ahead is not None:
+        return ahead
     turn.lock = await take_lock(turn, confirm=not confirmed)  # 4
     try:
         if turn.lock.stale:
@@ -296,13 +305,17 @@ async def claim(turn: Turn) -> Decision:
     env, job, run, lock = turn.env, turn.job, turn.run, turn.lock
     assert job is not None and run is not None and lock is not None
     if lock.claimed:
-        return Decision(Action.RUN)
+        return await _in_turn(turn)
     if lock.claimed is None:  # every lock slot taken: the slot is buffered or skipped, if it has no row yet
-        asks_buffer = job.overlap == "buffer_one" and not turn.msg.wait_for_lock
-        taken = asks_buffer and await runs.has_waiter(turn.conn, env.scope, job.job_id)
-        decision = decisions.when_locked(job.overlap, taken, turn.msg.wait_for_lock)
-        status = RunStatus.BUFFERED if decision.action is Action.BUFFER else RunStatus.SKIPPED_LOCKED
-        if await runs.claim(turn.conn, run, status, env.worker_id):
+        asks_buffer = job.overlap in decisions.BUFFERING and not turn.msg.wait_for_lock
+        async with overlaps.buffer_guard(turn.conn, env.scope, job.job_id, asks_buffer):
+            taken = asks_buffer and await _buffer_taken(turn)
+            decision = decisions.when_locked(job.overlap, taken, turn.msg.wait_for_lock)
+            status = RunStatus.BUFFERED if decision.action is Action.BUFFER else RunStatus.SKIPPED_LOCKED
+            inserted = await runs.claim(turn.conn, run, status, env.worker_id)
+        if inserted:
+            if decision.reason == decisions.BUFFER_FULL:
+                await overlaps.note_skip(turn.conn, run.run_id, _buffer_full(job.buffer_max))
             return decision
     row = await runs.existing(turn.conn, run)
     if row is None:  # the conflicting row vanished (pruned): treat as a duplicate
@@ -313,11 +326,51 @@ async def claim(turn: Turn) -> Decision:
     alive = decisions.owner_check_needed(row, env.worker_id, inflight) and await runs.worker_alive(
         turn.conn, row.worker
     )
+    earlier = (
+        job.overlap == "buffer_all" and row.status is RunStatus.BUFFERED and lock.free
+        and await overlaps.earlier_waiting(turn.conn, env.scope, job.job_id, row.scheduled_for)
+    )  # fmt: skip
     decision = decisions.on_existing(
         row, turn.run, lock_free=lock.free, worker_id=env.worker_id, inflight=inflight, owner_alive=alive,
         now=env.clock(), grace_sec=decisions.wait_limit_sec(job, turn.msg), waits=turn.msg.wait_for_lock,
+        earlier_waiting=earlier,
     )  # fmt: skip
     return await _update_existing(turn, decision)
+
+
+async def _in_turn(turn: Turn) -> Decision:
+    """A slot that took a free lock runs, unless (overlap=buffer_all) earlier slots wait: then it goes behind them,
+    or, with buffer_max of them waiting, it is skipped as any slot beyond the bound is."""
+    env, job, run = turn.env, turn.job, turn.run
+    assert job is not None and run is not None
+    if job.overlap != "buffer_all" or not await overlaps.earlier_waiting(
+        turn.conn, env.scope, job.job_id, run.scheduled_for
+    ):
+        return Decision(Action.RUN)
+    async with overlaps.buffer_guard(turn.conn, env.scope, job.job_id, True):
+        room = decisions.buffer_room(
+            job.overlap, await overlaps.waiting(turn.conn, env.scope, job.job_id), job.buffer_max
+        )
+        why = None if room else _buffer_full(job.buffer_max)
+        moved = await overlaps.behind(turn.conn, run.run_id, env.worker_id, why)
+    if not moved:
+        return Decision(Action.RUN)  # not ours to move (it cannot happen while we hold the lock): run it
+    return Decision(Action.BUFFER, "waits_its_turn") if room else Decision(Action.SKIP_LOCKED, decisions.BUFFER_FULL)
+
+
+def _buffer_full(buffer_max: int) -> str:
+    return f"buffer full: {buffer_max} slots wait for the lock already (overlap=buffer_all)"
+
+
+async def _buffer_taken(turn: Turn) -> bool:
+    """Whether the job's buffer of waiting slots is full (decisions.buffer_room)."""
+    job = turn.job
+    assert job is not None
+    if job.overlap == "buffer_all":
+        count = await overlaps.waiting(turn.conn, turn.env.scope, job.job_id)
+    else:
+        count = int(await runs.has_waiter(turn.conn, turn.env.scope, job.job_id))
+    return not decisions.buffer_room(job.overlap, count, job.buffer_max)
 
 
 async def _update_existing(turn: Turn, decision: Decision) -> Decision:
@@ -328,6 +381,8 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
         won = await runs.revive(conn, row.run_id, env.worker_id)
     elif decision.action is Action.PROMOTE:
         won = await runs.promote_buffered(conn, row.run_id, env.worker_id)
+        if won and turn.job.overlap == "cancel_other":
+            await overlaps.forget_finished_requests(conn, env.scope, turn.job.job_id)
     elif decision.action is Action.TAKE_OVER:
         won = await runs.take_over(conn, row.run_id, row.worker, env.worker_id)
         if won:
@@ -344,17 +399,26 @@ async def _update_existing(turn: Turn, decision: Decision) -> Decision:
 # -- 6. post next ----------------------------------------------------------------------------------------------
 
 
-async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = None, missed: bool = False) -> None:
+async def post_next(
+    turn: Turn,
+    start: bool = False,
+    run_id: uuid.UUID | None = None,
+    missed: bool = False,
+    entered: tuple[int, bool] | None = None,
+) -> None:
     """Chain messages only: publish the next slot (confirmed) before the run starts, so the cadence does not
     depend on the run's length and the chain survives a crash of the run. The run (`run_id`, by default the
     turn's) is recorded as having posted it; with `start`, the same statement marks the run running (step 8's
     first write, done here to save a round trip) and `turn.started_at` is set. The next slot is counted from the
     message's own slot while it is at most a few seconds late (`decisions.next_slot_after`: lag and clock skew lose
     no slot), else from now: slots jumped over (and the message's own, `missed`) go to the slot ledger
-    (`shared.ledger`)."""
+    (`shared.ledger`). `entered`:
+    the chain lock is held already (see chain.extend)."""
     env, job, msg = turn.env, turn.job, turn.msg
     assert job is not None and turn.run is not None
     if not decisions.needs_next_slot(msg, job):
+        if entered is not None:
+            await unlock(turn.conn, chain_lock_key(job.scope, job.job_id))
         return
     now = env.clock()
     after = now if missed else decisions.next_slot_after(msg, now)  # a misfire goes on from now, no burst
@@ -363,6 +427,8 @@ async def post_next(turn: Turn, start: bool = False, run_id: uuid.UUID | None = 
         run_id=run_id or turn.run.run_id,
         start_worker=env.worker_id if start else None,
         fire_at=decisions.fire_time(job, msg),
+        run_slot=execution.run_slot(turn),
+        entered=entered,
     )  # fmt: skip
     if posted is None:
         log.info("chain.not_extended", reason="epoch_changed")
@@ -406,6 +472,11 @@ async def _not_now(turn: Turn, decision: Decision) -> None:
     env.metrics.lock_contention.labels(env.scope, job.job_id, outcome.value).inc()
     if turn.existing is None:
         await post_next(turn)
+    if decisions.asks_cancel(job.overlap, decision):
+        assert turn.run is not None
+        reason = f"slot {msg.scheduled_for.isoformat()} of the job needed the lock (overlap=cancel_other)"
+        asked = await overlaps.request_cancel(turn.conn, env.scope, job.job_id, turn.run.run_id, reason)
+        log.info("run.cancel_requested", cancelled_run=None if asked is None else str(asked))
     if buffered:
         delay = decisions.buffer_poll_delay(job, env.rng())
         await env.publisher.to_retry(msg, delay)
@@ -426,13 +497,16 @@ async def _run(turn: Turn) -> None:
     assert run is not None
     env.inflight.add(run.run_id)
     try:
+        slot = slot_ahead(turn)  # a copy of a slot, early: the handler still starts at the slot
         try:
             if turn.existing is None or turn.existing.next_posted_for is None:
-                await post_next(turn, start=True)  # 6
+                await post_next(turn, start=slot is None)  # 6
         except BaseException:
             await unclaim(env, run.run_id)
             raise
         await ack_claimed(turn.delivery)  # 7: before running, so a long run never meets the consumer timeout
+        if slot is not None:
+            await lead.sleep_until(slot, env.clock)
         result = await execution.run_and_record(turn)  # 8, and 10's release
     finally:
         env.inflight.discard(run.run_id)
@@ -457,3 +531,154 @@ async def ack_claimed(delivery: Delivery) -> None:
         await delivery.ack()
     except AMQP_ERRORS as exc:
         log.warning("message.ack_failed", error=describe(exc))
+
+
+# -- the lead path (shared.lead) -------------------------------------------------------------------------------
+
+
+def slot_ahead(turn: Turn) -> datetime | None:
+    """When the handler of an early chain message starts (its fire time), or None: not early (see lead.wait_sec)."""
+    env, job, msg = turn.env, turn.job, turn.msg
+    assert job is not None
+    if not decisions.needs_next_slot(msg, job):
+        return None
+    fire_at = decisions.fire_time(job, msg)
+    return None if lead.wait_sec(fire_at, env.clock(), env.dispatch_lead_sec) is None else fire_at
+
+
+async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
+    """Steps 5-7 in the lead: claim the slot without the run lock (confirming a cached row in the same
+    statement), post the next slot, ack; steps 4 and 8-10 are left for the slot (`at_slot`). None when the message
+    goes the ordinary way (not early, or the slot already has a row); False when the cached row changed."""
+    env, job, run = turn.env, turn.job, turn.run
+    assert job is not None and run is not None
+    fire_at = slot_ahead(turn)
+    if fire_at is None:
+        return None
+    if not decisions.claims_ahead(job.overlap):
+        await lead.sleep_until(fire_at, env.clock)  # the ordinary way, at the slot
+        return None
+    expected = None if confirmed else job.version
+    key = chain_lock_key(job.scope, job.job_id)
+    ahead = await runs.claim_and_enter_chain(turn.conn, run, env.worker_id, key, expected)  # 5, and 6's chain lock
+    if not confirmed and ahead.version != job.version:
+        env.jobs.forget(job.job_id)
+        return False
+    if not ahead.claimed:
+        return None
+    structlog.contextvars.bind_contextvars(run_id=str(run.run_id))
+    env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
+    try:
+        await post_next(turn, entered=ahead.chain or (-1, False))  # 6
+    except BaseException:
+        env.inflight.discard(run.run_id)
+        await unclaim(env, run.run_id)
+        raise
+    await ack_claimed(turn.delivery)  # 7
+    later = AtSlot(turn, fire_at)
+    if env.run_later is None:
+        await later.wait()
+        await later.work()
+    else:
+        env.run_later(later.wait, later.work)
+    return True
+
+
+class AtSlot:
+    """The part of a run claimed ahead that happens at its slot, on a connection of its own."""
+
+    def __init__(self, turn: Turn, fire_at: datetime) -> None:
+        self.turn = turn
+        self.fire_at = fire_at
+
+    async def wait(self) -> None:
+        """Until the slot; a worker that stops meanwhile hands the slot back."""
+        try:
+            await lead.sleep_until(self.fire_at, self.turn.env.clock)
+        except asyncio.CancelledError:
+            await self.hand_back("the worker stopped before the slot")
+            assert self.turn.run is not None
+            self.turn.env.inflight.discard(self.turn.run.run_id)
+            raise
+
+    async def work(self) -> None:
+        """Step 4 and the start in one statement, then 8-10; the lock still taken: skipped or buffered."""
+        turn, env = self.turn, self.turn.env
+        assert turn.run is not None
+        started = False
+        try:
+            async with env.pool.acquire() as conn:
+                turn.conn = conn
+                started = await self._lock_and_start()
+                try:
+                    if started:
+                        await self._run()
+                    elif turn.lock is not None and turn.lock.needed and turn.lock.key is None:
+                        await locked_at_slot(turn)
+                    else:
+                        log.warning("run.claim_lost_before_slot")
+                finally:
+                    await release(turn)
+                left_tidy(conn)
+        except asyncio.CancelledError:
+            if not started:
+                await self.hand_back("the worker stopped at the slot")
+            raise
+        except (*DB_ERRORS, *AMQP_ERRORS) as exc:
+            log.warning("dependency.unavailable", dependency=getattr(classify(exc), "value", None), error=describe(exc))
+            if not started:
+                await self.hand_back("a dependency failed at the slot")
+        finally:
+            env.inflight.discard(turn.run.run_id)
+            structlog.contextvars.clear_contextvars()
+
+    async def _lock_and_start(self) -> bool:
+        turn, env, job, run = self.turn, self.turn.env, self.turn.job, self.turn.run
+        assert job is not None and run is not None
+        needed = job.overlap != "allow_all"
+        keys = run_lock_keys(job.scope, job.lock_name, job.max_parallel) if needed else []
+        key, started = await runs.lock_and_start(turn.conn, keys, needed, run, env.worker_id, self.fire_at)
+        turn.lock = Lock(key=key, needed=needed, claimed=True)
+        turn.started_at = started
+        return started is not None
+
+    async def _run(self) -> None:
+        turn = self.turn
+        result = await execution.run_and_record(turn)  # 8, and 10's release
+        await execution.retry_if_due(turn, result)  # 9
+        await execution.publish_outcome(turn, result.status, result.duration_ms, result.error)  # 10
+
+    async def hand_back(self, why: str) -> None:
+        """This worker cannot start the slot it claimed: give the claim up, then put the message back on the work
+        queue, so whichever worker gets it takes the slot over (in that order: a copy that found the claim still
+        this live worker's would be dropped as a duplicate)."""
+        turn, env = self.turn, self.turn.env
+        assert turn.job is not None and turn.run is not None
+        log.warning("run.handed_back", reason=why)
+        await unclaim(env, turn.run.run_id)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(env.publisher.to_work(turn.job.queue, turn.msg))
+
+
+async def locked_at_slot(turn: Turn) -> None:
+    """A slot claimed ahead whose lock is taken at the slot: skipped or buffered as step 5 decides for a slot
+    without a row (the next slot is already posted)."""
+    env, job, msg, run = turn.env, turn.job, turn.msg, turn.run
+    assert job is not None and run is not None
+    taken = job.overlap == "buffer_one" and await runs.has_waiter(turn.conn, env.scope, job.job_id)
+    decision = decisions.when_locked(job.overlap, taken, msg.wait_for_lock)
+    buffered = decision.action is Action.BUFFER
+    status = RunStatus.BUFFERED if buffered else RunStatus.SKIPPED_LOCKED
+    if not await runs.resolve_claim(turn.conn, run, env.worker_id, status):
+        log.warning("run.claim_lost_before_slot")
+        return
+    outcome = Contention.BUFFERED if buffered else Contention.SKIPPED
+    env.metrics.lock_contention.labels(env.scope, job.job_id, outcome.value).inc()
+    if buffered:
+        delay = decisions.buffer_poll_delay(job, env.rng())
+        await env.publisher.to_retry(msg, delay)
+        log.info("run.buffered", retry_in_sec=round(delay, 3))
+        return
+    env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, msg.trigger_source).inc()
+    log.info("run.skipped_locked")
+    await execution.publish_outcome(turn, RunStatus.SKIPPED_LOCKED, None, None)

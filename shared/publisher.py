@@ -63,12 +63,14 @@ class Publisher:
         channel: AbstractChannel,
         scope: str,
         timeout: float = PUBLISH_TIMEOUT_SEC,
+        lead_ms: int = 0,
         ttl_ceiling_ms: int = TTL_CEILING_MS,
         declare_retry: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.channel = channel
         self.scope = scope
         self.timeout = timeout
+        self.lead = timedelta(milliseconds=lead_ms)  # chain messages leave their delay queue this much early
         self.ttl_ceiling_ms = ttl_ceiling_ms
         self.declare_retry = declare_retry  # declares a job's retry queue (by job id) on first need
 
@@ -91,10 +93,11 @@ class Publisher:
         await self._publish(topology.exchange_name(self.scope), queue_name, body, properties)
 
     async def to_delay(self, message: JobMessage, fire_at: datetime, now: datetime) -> None:
-        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue.
-        A slot further away than the TTL ceiling goes as a re-arm hop: posted with the ceiling as its TTL and
-        `rearm_at` set to the slot's fire time, so the worker that receives it early posts it again."""
-        ttl_ms = _ms(until(fire_at, now))
+        """The chain's next message: it waits in the job's delay queue and dead-letters into the work queue, the
+        publisher's lead before `fire_at` (shared.lead). A slot further away than the TTL ceiling goes as a re-arm
+        hop: posted with the ceiling as its TTL and `rearm_at` set to the slot's fire time, so the worker that
+        receives it early posts it again."""
+        ttl_ms = _ms(until(fire_at - self.lead, now))
         if ttl_ms > self.ttl_ceiling_ms:
             message = message.model_copy(update={"rearm_at": fire_at})
             ttl_ms = self.ttl_ceiling_ms

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +47,10 @@ class Env:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     dependency_backoff_sec: float = 1.0
     jobs: JobCache = field(default_factory=JobCache)
+    dispatch_lead_sec: float = 0.0  # the lead chain messages are posted with (shared.lead)
+    # runs the at-the-slot part of a run claimed ahead: `wait` (outside the worker's concurrency limit), then
+    # `work` (inside it); None: both in turn, in the caller's task
+    run_later: Callable[[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], None] | None = None
     _series: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def series(self, metric: Any, *labels: str) -> Any:

@@ -35,6 +35,12 @@ Cron schedules
       occurrence only (``30 1 * * *`` on 2026-11-01 fires at 01:30 EDT = 05:30 UTC, not again at 06:30 UTC).
     * Slots are strictly increasing: several gap wall times that land on the same instant are one slot.
 
+    A job may instead name its own rule (``dst_gap``, ``dst_overlap``; either one alone takes the other from
+    the rule above for its kind of job): ``dst_gap = "shift_forward"`` fires a wall time inside a gap once,
+    at the first instant after the gap, ``"skip"`` never fires it; ``dst_overlap = "first"`` fires a repeated
+    wall time on its first pass, ``"second"`` on its second, ``"both"`` on both. The rule above is
+    (shift_forward, first) for fixed-time jobs and (skip, both) for wildcard jobs.
+
     tests/unit/test_cron_differential.py holds this to cronsim and to a transcription of cron's main loop.
     Offset changes of up to 3 hours are handled exactly, which covers every daylight-saving rule in the tz
     database; historical date-line moves of a whole day are not modelled.
@@ -59,6 +65,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 __all__ = [
+    "DST_GAPS",
+    "DST_OVERLAPS",
     "RUN_ID_NAMESPACE",
     "CronSchedule",
     "IntervalSchedule",
@@ -66,6 +74,7 @@ __all__ = [
     "backoff_delay",
     "derive_run_id",
     "describe",
+    "dst_rule",
     "interval_phase_ms",
     "is_misfire",
     "make_schedule",
@@ -104,12 +113,32 @@ _MAX_DIGITS = 6
 _MACHINE_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 
+DST_GAPS = ("shift_forward", "skip")
+"""What a wall time inside a spring-forward gap does: fire at the gap's end, or not at all."""
+DST_OVERLAPS = ("first", "second", "both")
+"""Which passes of a wall time that happens twice (fall-back) fire."""
+
+
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
-    """Wall-clock times named by a 5-field cron expression in an IANA time zone."""
+    """Wall-clock times named by a 5-field cron expression in an IANA time zone. `dst_gap` and `dst_overlap`
+    (None: Debian cron's rule for the kind of job, see the module doc) choose what gaps and repeats do."""
 
     expr: str
     timezone: str
+    dst_gap: str | None = None
+    dst_overlap: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dst_gap is not None and self.dst_gap not in DST_GAPS:
+            raise ValueError(f"dst_gap must be one of {', '.join(DST_GAPS)}, got {self.dst_gap!r}")
+        if self.dst_overlap is not None and self.dst_overlap not in DST_OVERLAPS:
+            raise ValueError(f"dst_overlap must be one of {', '.join(DST_OVERLAPS)}, got {self.dst_overlap!r}")
+
+    @property
+    def own_dst_rule(self) -> bool:
+        """Whether the job names its own daylight-saving rule (else Debian cron's applies)."""
+        return self.dst_gap is not None or self.dst_overlap is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +220,21 @@ def _croniter_values(values: frozenset[int], spec: _CronField) -> str:
     if len(values) == top - spec.low + 1:
         return "*"
     return ",".join(str(value) for value in sorted(values))
+
+
+@dataclass(frozen=True, slots=True)
+class _DstRule:
+    """What gaps and repeated wall times do for one schedule (the defaults resolved)."""
+
+    gap: str
+    overlap: str
+
+    @classmethod
+    def of(cls, schedule: CronSchedule, wildcard: bool) -> _DstRule:
+        return cls(
+            schedule.dst_gap or ("skip" if wildcard else "shift_forward"),
+            schedule.dst_overlap or ("both" if wildcard else "first"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,16 +383,23 @@ def interval_phase_ms(job_id: str, seconds: int, align: bool) -> int:
 
 
 def make_schedule(
-    *, cron_expr: str | None, timezone: str, interval_seconds: int | None, job_id: str, align: bool
+    *,
+    cron_expr: str | None,
+    timezone: str,
+    interval_seconds: int | None,
+    job_id: str,
+    align: bool,
+    dst_gap: str | None = None,
+    dst_overlap: str | None = None,
 ) -> Schedule:
     """Build and validate a job's schedule from its definition; exactly one of cron_expr/interval_seconds.
 
-    `timezone` is only used by cron schedules: an interval grid is in absolute time.
+    `timezone`, `dst_gap` and `dst_overlap` are only used by cron schedules: an interval grid is in absolute time.
     """
     if cron_expr is not None and interval_seconds is not None:
         raise ValueError(f"job {job_id!r} sets both cron_expr and interval_seconds; set exactly one")
     if cron_expr is not None:
-        return CronSchedule(expr=validate_cron(cron_expr), timezone=validate_timezone(timezone))
+        return CronSchedule(validate_cron(cron_expr), validate_timezone(timezone), dst_gap, dst_overlap)
     if interval_seconds is not None:
         phase = interval_phase_ms(job_id, interval_seconds, align)
         return IntervalSchedule(seconds=interval_seconds, phase_ms=phase)
@@ -422,11 +473,23 @@ def period_estimate(schedule: Schedule) -> timedelta:
 def describe(schedule: Schedule) -> str:
     """The schedule in words, for a status table: "every 5 min", "cron '0 8 * * 1-5' in Asia/Seoul"."""
     if isinstance(schedule, CronSchedule):
-        return f"cron {schedule.expr!r} in {schedule.timezone}"
+        named = [
+            f"{name} {value}"
+            for name, value in (("dst_gap", schedule.dst_gap), ("dst_overlap", schedule.dst_overlap))
+            if value
+        ]
+        rule = f" ({', '.join(named)})" if named else ""
+        return f"cron {schedule.expr!r} in {schedule.timezone}{rule}"
     every = f"every {_duration_words(schedule.seconds)}"
     if schedule.phase_ms:
         return f"{every} (phase {schedule.phase_ms / 1000:.3f} s)"
     return every
+
+
+def dst_rule(schedule: CronSchedule) -> tuple[str, str]:
+    """The (dst_gap, dst_overlap) a cron schedule fires by: its own, or Debian cron's for its kind of job."""
+    rule = _DstRule.of(schedule, _plan(schedule.expr).wildcard)
+    return rule.gap, rule.overlap
 
 
 def _duration_words(seconds: int) -> str:
@@ -539,8 +602,8 @@ def _first_instant(naive: datetime, zone: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def _instants(naive: datetime, zone: ZoneInfo, wildcard: bool) -> tuple[datetime, ...]:
-    """The instants at which the wall time `naive` fires, by the daylight-saving rules of the module doc."""
+def _instants(naive: datetime, zone: ZoneInfo, rule: _DstRule) -> tuple[datetime, ...]:
+    """The instants at which the wall time `naive` fires, by the daylight-saving rule of the schedule."""
     # PEP 495: fold=0 applies the offset in force before a transition, fold=1 the one after. They agree
     # for an ordinary time, fold=0 is earlier for a repeated time and later for a time in a gap.
     early = _first_instant(naive, zone)
@@ -548,8 +611,8 @@ def _instants(naive: datetime, zone: ZoneInfo, wildcard: bool) -> tuple[datetime
     if early == late:
         return (early,)
     if early < late:
-        return (early, late) if wildcard else (early,)
-    return () if wildcard else (_transition_instant(late, early, zone),)
+        return {"first": (early,), "second": (late,)}.get(rule.overlap, (early, late))
+    return () if rule.gap == "skip" else (_transition_instant(late, early, zone),)
 
 
 def _transition_instant(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
@@ -611,6 +674,8 @@ def _step(it: croniter, forward: bool) -> datetime | None:
 
 def _cron_next(schedule: CronSchedule, after: datetime) -> datetime:
     plan, zone = _plan(schedule.expr), _zone(schedule.timezone)
+    if schedule.own_dst_rule:
+        return _ruled_next(schedule, plan, zone, after)
     if plan.wildcard:
         return _wildcard_next(schedule, plan, zone, after)
     return _fixed_next(schedule, plan, zone, after)
@@ -629,7 +694,7 @@ def _fixed_next(schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: 
         change = _transition_instant(earlier, after, zone)
         wall = max(wall, _wall(change - _MICROSECOND, zone))
     candidate = _next_wall(schedule, plan, wall)
-    return _instants(candidate, zone, wildcard=False)[0]
+    return _instants(candidate, zone, _DstRule.of(schedule, wildcard=False))[0]
 
 
 def _wildcard_next(schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: datetime) -> datetime:
@@ -672,6 +737,36 @@ def _restart_point(zone: ZoneInfo, start: datetime, end: datetime, offset: timed
     return None
 
 
+def _ruled_next(schedule: CronSchedule, plan: _CronPlan, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first slot after `after` of a job with its own daylight-saving rule: the earliest instant > `after`
+    among the instants of the wall times the expression names (`_instants`).
+
+    Away from offset changes that is the first wall time after `after`'s own. Near one, wall times from one
+    window before `after`'s are read too (a repeated wall time's second pass, or a gap's end, can come after
+    `after` although its wall time is earlier), and the walk goes on one window past the best instant found,
+    beyond which no wall time maps to an earlier instant (offsets change by less than the window).
+    """
+    rule = _DstRule.of(schedule, plan.wildcard)
+    near_after = _offset_swing(zone, (after - _DST_WINDOW, after, after + _DST_WINDOW)) != _ZERO
+    wall = _wall(after, zone)
+    it = plan.iterator(_floor_minute(wall - _DST_WINDOW) - _MINUTE if near_after else _floor_minute(wall))
+    best: datetime | None = None
+    best_near = False
+    for _ in range(_MAX_SCAN_STEPS):
+        naive = _step(it, forward=True)
+        if naive is None:
+            break
+        if best is not None and (not best_near or naive > _wall(best, zone) + _DST_WINDOW):
+            return best
+        for instant in _instants(naive, zone, rule):
+            if instant > after and (best is None or instant < best):
+                best = instant
+                best_near = _offset_swing(zone, (best - _DST_WINDOW, best, best + _DST_WINDOW)) != _ZERO
+    if best is None:
+        raise ValueError(f"cron expression {schedule.expr!r} has no slot after {after.isoformat()}")
+    return best
+
+
 def _next_wall(schedule: CronSchedule, plan: _CronPlan, wall: datetime) -> datetime:
     """The first whole-minute wall time after `wall` that the expression names."""
     found = _step(plan.iterator(_floor_minute(wall)), forward=True)
@@ -688,13 +783,14 @@ def _cron_previous(schedule: CronSchedule, at: datetime) -> datetime | None:
     instant = _first_instant(candidate, zone)
     probes = (at - _DST_WINDOW, at, instant - _DST_WINDOW, instant, instant + _DST_WINDOW)
     swing = _offset_swing(zone, probes)
-    found = _scan_backward(plan, zone, at, swing + _MINUTE) if swing else instant
+    rule = _DstRule.of(schedule, plan.wildcard)
+    found = _scan_backward(plan, zone, at, swing + _MINUTE, rule) if swing else instant
     if found is None or found < at - _PREVIOUS_HORIZON:
         return None
     return found
 
 
-def _scan_backward(plan: _CronPlan, zone: ZoneInfo, at: datetime, margin: timedelta) -> datetime | None:
+def _scan_backward(plan: _CronPlan, zone: ZoneInfo, at: datetime, margin: timedelta, rule: _DstRule) -> datetime | None:
     """Latest slot <= `at` near an offset change: the mirror image of _scan_forward."""
     it = plan.iterator(_floor_minute(_wall(at, zone)) + _MINUTE + margin)
     oldest = _wall(at, zone) - _PREVIOUS_HORIZON - margin
@@ -704,7 +800,7 @@ def _scan_backward(plan: _CronPlan, zone: ZoneInfo, at: datetime, margin: timede
         naive = _step(it, forward=False)
         if naive is None or naive < oldest or (best is not None and naive <= _wall(best, zone) - margin):
             break
-        for instant in _instants(naive, zone, plan.wildcard):
+        for instant in _instants(naive, zone, rule):
             if instant <= at and (best is None or instant > best):
                 best = instant
     return best

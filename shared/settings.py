@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.brokers import BrokerUrlError, parse_amqp_urls, redact_all
+from shared.lead import DEFAULT_LEAD_MS
 from shared.names import check_ident
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -77,6 +78,13 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(default=32, ge=1, le=10_000, description="unacked messages per worker")
     worker_concurrency: int = Field(default=16, ge=1, le=10_000, description="handlers running at once per worker")
     db_pool_max: int = Field(default=0, ge=0, le=1000, description="PostgreSQL pool size; 0 = concurrency + 4")
+    scheduler_dispatch_lead_ms: int = Field(
+        default=DEFAULT_LEAD_MS,
+        ge=0,
+        le=5000,
+        description="chain messages arrive this early; the worker claims the slot and posts the next one meanwhile"
+        " and starts the handler at the slot (0: on arrival, no lead)",
+    )
     shutdown_grace_sec: float = Field(default=30.0, ge=0, le=3600, description="SIGTERM: wait this long for runs")
     heartbeat_sec: float = Field(default=5.0, gt=0, le=300, description="worker heartbeat period")
     watchdog_interval_sec: float = Field(default=5.0, gt=0, le=3600, description="watchdog pass period")

@@ -278,7 +278,20 @@ async def declare_job(
     the channel is then closed by RabbitMQ, so give this a dedicated declaration channel.
     """
     await declare_work_queue(channel, scope, queue, queue_type)
-    await _declare_bound(channel, scope, delay_queue_spec(scope, job_id, queue, queue_type))
+    await declare_chain_queues(channel, scope, job_id, queue, queue_type)
+
+
+async def declare_chain_queues(
+    channel: aio_pika.abc.AbstractChannel,
+    scope: str,
+    job_id: str,
+    queue: str,
+    queue_type: QueueType = "classic",
+) -> int:
+    """`declare_job` without the work queue (declared already: seeding many jobs declares each work queue once):
+    the job's delay queue (its retry queue comes on first need). Returns how many messages wait in it."""
+    declared = await _declare_bound(channel, scope, delay_queue_spec(scope, job_id, queue, queue_type))
+    return int(getattr(declared.declaration_result, "message_count", 0) or 0)
 
 
 async def declare_retry_queue(
@@ -288,10 +301,13 @@ async def declare_retry_queue(
     await _declare_bound(channel, scope, retry_queue_spec(scope, job_id, queue, queue_type))
 
 
-async def _declare_bound(channel: aio_pika.abc.AbstractChannel, scope: str, spec: QueueSpec) -> None:
+async def _declare_bound(
+    channel: aio_pika.abc.AbstractChannel, scope: str, spec: QueueSpec
+) -> aio_pika.abc.AbstractQueue:
     declared = await _declare_queue(channel, spec)
     # Bound under its own name, so chain and retry messages are published through `S.jobs` (see Publisher).
     await declared.bind(exchange_name(scope), routing_key=spec.name)
+    return declared
 
 
 # -- deletion (I/O) ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class RunStatus(StrEnum):
     """The status of a row of `scheduler.job_runs`."""
 
     CLAIMED = "claimed"  # the slot is ours; the handler has not started
-    BUFFERED = "buffered"  # overlap=buffer_one: waiting in the retry queue for the lock
+    BUFFERED = "buffered"  # overlap=buffer_one/buffer_all/cancel_other: waiting in the retry queue for the lock
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -35,6 +35,7 @@ class RunStatus(StrEnum):
     SKIPPED_MISFIRE = "skipped_misfire"
     ABANDONED = "abandoned"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # overlap=cancel_other: stopped because a newer slot of the job needed the lock
     # the slot ledger: slots of the schedule that got no run, written when the gap is found (shared.ledger)
     PAUSED = "paused"  # the job was paused when the slot came
     MISSED = "missed"  # the chain was lost (reseeded) or replaced before the slot ran (the cause is in `error`)
@@ -48,7 +49,9 @@ ACTIVE = frozenset({RunStatus.CLAIMED, RunStatus.BUFFERED, RunStatus.RUNNING})
 """A run row that still has an owner (or waits for one): never pruned, watched by the watchdog."""
 OWNED = frozenset({RunStatus.CLAIMED, RunStatus.RUNNING})
 """A worker holds the slot: if that worker is gone, the run is abandoned or taken over."""
-EXECUTED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
+EXECUTED = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED, RunStatus.CANCELLED}
+)
 """The handler was started: these update the job's last_* columns."""
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED})
 """Outcomes after which another attempt follows while attempts remain."""
@@ -68,10 +71,22 @@ _INSERTABLE = frozenset(
 TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     None: _INSERTABLE,
     # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
-    RunStatus.CLAIMED: frozenset({RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED}),
+    # claimed -> buffered or skipped_locked: an overlap=buffer_all slot that found the lock free while earlier slots
+    # wait goes behind them, or is skipped when buffer_max of them wait already; and a slot claimed ahead (lead-time
+    # dispatch) whose lock is taken at the slot
+    RunStatus.CLAIMED: frozenset(
+        {RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED}
+    ),
     RunStatus.BUFFERED: frozenset({RunStatus.CLAIMED, RunStatus.SKIPPED_LOCKED}),
     RunStatus.RUNNING: frozenset(
-        {RunStatus.CLAIMED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED}
+        {
+            RunStatus.CLAIMED,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.TIMED_OUT,
+            RunStatus.ABANDONED,
+            RunStatus.CANCELLED,
+        }
     ),
     RunStatus.SKIPPED_LOCKED: frozenset({RunStatus.CLAIMED}),  # backfill revives it
     RunStatus.SKIPPED_MISFIRE: frozenset({RunStatus.CLAIMED}),
@@ -81,9 +96,12 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.TIMED_OUT: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
     # a worker the watchdog took for dead (cut off from PostgreSQL) that started or finished the run after all:
     # its own record wins
-    RunStatus.ABANDONED: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT}),
+    RunStatus.ABANDONED: frozenset(
+        {RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED}
+    ),
 }
 
 

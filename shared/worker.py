@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from functools import partial
@@ -194,8 +195,9 @@ class Worker:
         publish_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         declare_retry = partial(self._declare_retry, amqp, pool)
         publisher = Publisher(
-            publish_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
-        )
+            publish_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
+            ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+        )  # fmt: skip
         await self._declare(amqp, pool)
         self._background(
             stack,
@@ -207,7 +209,10 @@ class Worker:
 
         executor = ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="handler")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        self._env = Env(s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor)
+        self._env = Env(
+            s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
+            dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
+        )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)
 
         liveness = Liveness(
@@ -222,8 +227,9 @@ class Worker:
 
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         watchdog_publisher = Publisher(
-            watchdog_channel, s.scheduler_scope, ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry
-        )
+            watchdog_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
+            ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+        )  # fmt: skip
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
             standard_sweeps(
@@ -412,6 +418,19 @@ class Worker:
         """Hand the message to a task this worker owns. aio-pika cancels the consumer callbacks of a channel that
         closes: a broker hiccup would otherwise cancel every run in progress, long after its message was acked."""
         task = asyncio.create_task(self._handle(queue, message), name="delivery")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _run_later(self, wait: Callable[[], Awaitable[None]], work: Callable[[], Awaitable[None]]) -> None:
+        """The at-the-slot part of a run claimed ahead (shared.lead): wait without taking a place among the
+        `worker_concurrency` handlers, then run in one. A task of this worker: draining waits for it."""
+
+        async def later() -> None:
+            await wait()
+            async with self._semaphore:
+                await work()
+
+        task = asyncio.create_task(later(), name="at-slot")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -17,7 +17,7 @@ from scheduler_seed.server.auth import Tokens
 from scheduler_seed.server.backend import Backend
 from scheduler_seed.server.config import ServerSettings
 from scheduler_seed.server.notify import Notifier
-from scheduler_seed.server.routes import audit, dead, events, jobs, runs, system
+from scheduler_seed.server.routes import audit, bulk, dead, events, jobs, runs, system
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ def create_app(
             return JSONResponse(body, status_code=403)
         return await call_next(request)
 
-    for module in (jobs, runs, dead, audit, events, system):
+    for module in (jobs, bulk, runs, dead, audit, events, system):
         app.include_router(module.router)
     app.include_router(ui.router)
     static = resources.files("scheduler_seed.server").joinpath("static")

@@ -46,6 +46,7 @@ from shared.control.session import Session
 from shared.definitions import JobDefinition
 from shared.seeding import declare_for
 from shared.settings import Settings
+from shared.store import audit as audit_store
 from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
 
@@ -180,11 +181,13 @@ class Control:
         result = await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job, reset)
         note = note or f"from {path}"
         after = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
+        changes = []
         for job in result.jobs:
             job_id = job.definition.job_id
             old, new = audit.snapshot(before.get(job_id)), audit.snapshot(after.get(job_id))
             if old != new:
-                await self._audit("reset" if job.reset else "seed", job_id, old, new, note)
+                changes.append(("reset" if job.reset else "seed", job_id, *audit.difference(old, new), note))
+        await audit_store.record_many(await self.session.db(write=True), self.scope, self.actor, changes)
         changed = [job.definition.job_id for job in result.jobs if job.change.value != "unchanged"]
         pruned = [job_id for job_id, action in result.missing if action.value == "disabled"]
         drifted = {job.definition.job_id: [d.field for d in job.drift] for job in result.jobs if job.drift}

@@ -41,7 +41,7 @@ GROUPS: tuple[tuple[str, ...], ...] = (
 # overlap, ...) it does not, since a worker reads those from the row when the next message arrives.
 CHAIN_FIELDS = frozenset(
     {"cron_expr", "interval_seconds", "timezone", "align", "jitter_sec", "enabled", "reschedule_mode", "queue",
-     "queue_type"}
+     "queue_type", "dst_gap", "dst_overlap"}
 )  # fmt: skip
 
 

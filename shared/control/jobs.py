@@ -19,7 +19,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from shared import chain, ledger, queue_types, topology
-from shared.control import drift, validation
+from shared.control import drift, seed_batch, validation
 from shared.control.errors import InvalidDefinition, InvalidRequest
 from shared.control.results import (
     ChainAction,
@@ -285,24 +285,25 @@ async def seed_file(
     """Seed every definition of a (validated) jobs file over the live definitions (`shared.control.drift`:
     file edits apply, runtime changes stay unless `reset` names the job or is True); then report, or with
     `prune` disable, the jobs of the scope the file does not declare (never deleted: the file may be wrong).
-    Every job is decided before the first is written."""
+    Every job is decided before the first is written; they are written in batches (`seed_batch`)."""
     planned = await plan_seed(conn, scope, path, definitions, resets(reset, definitions, path))
     seeded = []
-    for plan in planned:
-        # each job's own clock: with one `now` for the whole file, the last jobs of a long file would get a
+    for first in range(0, len(planned), seed_batch.BATCH):
+        # each batch's own clock: with one `now` for the whole file, the last jobs of a long file would get a
         # first slot already past, run late, and count their next slot from then (skipping one)
-        now = datetime.now(UTC)
-        result, chain_action = await seed_planned(conn, channel, publisher, scope, plan, now)
-        merged = plan.merged
-        seeded.append(
-            SeededJob(
-                plan.definition, seed_change(plan.target, result, plan.row), result, now, chain_action,
-                drift=() if merged is None else merged.drift, reset=() if merged is None else merged.reset,
-                applied=() if merged is None else merged.applied,
-            )
-        )  # fmt: skip
-        if on_job is not None:
-            on_job(seeded[-1])
+        batch = planned[first : first + seed_batch.BATCH]
+        outcomes, now = await seed_batch.seed_batch(conn, channel, publisher, scope, batch)
+        for plan, (result, chain_action) in zip(batch, outcomes, strict=True):
+            merged = plan.merged
+            seeded.append(
+                SeededJob(
+                    plan.definition, seed_change(plan.target, result, plan.row), result, now, chain_action,
+                    drift=() if merged is None else merged.drift, reset=() if merged is None else merged.reset,
+                    applied=() if merged is None else merged.applied,
+                )
+            )  # fmt: skip
+            if on_job is not None:
+                on_job(seeded[-1])
     declared = {d.job_id for d in definitions}
     missing = []
     for row in (row for row in await jobs_store.list_jobs(conn, scope) if row.job_id not in declared):

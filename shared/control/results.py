@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from shared.control.dst_outlook import DstOutlook
 from shared.definitions import JobDefinition
 from shared.diagnosis import Finding
 from shared.vocabulary import RunStatus
@@ -175,6 +176,8 @@ class JobStatus:
     trigger_counts: dict[str, int] = field(default_factory=dict)  # executed runs per trigger source, ever
     paused_until: datetime | None = None  # a timed pause: the watchdog resumes the job then
     catchup: str = "none"  # the catch-up policy of missed slots
+    labels: dict[str, str] = field(default_factory=dict)
+    dst: DstOutlook | None = None  # a cron job's next zone transition and its slots around it
 
 
 @dataclass(frozen=True, slots=True)

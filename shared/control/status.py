@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from shared import schedule
+from shared.control.dst_outlook import outlook
 from shared.control.results import JobStatus
 from shared.events.decide import subscriptions
 from shared.store import history, triggers
@@ -55,6 +56,8 @@ def job_status(
         trigger_counts=trigger_counts or {},
         paused_until=row.paused_until,
         catchup=row.catchup,
+        labels=dict(row.labels),
+        dst=outlook(row, now),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,24 @@ async def record(
         None if note is None else note[:NOTE_LIMIT],
     )
     return at
+
+
+async def record_many(
+    conn: asyncpg.Connection,
+    scope: str,
+    actor: str,
+    changes: Sequence[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None, str | None]],
+) -> None:
+    """`record` for each (action, job_id, before, after, note), in one round trip (a seeded file's jobs)."""
+    if changes:
+        await conn.executemany(
+            "INSERT INTO scheduler.audit (scope, actor, action, job_id, before, after, note)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (scope, actor[:200], action, job_id, before, after, None if note is None else note[:NOTE_LIMIT])
+                for action, job_id, before, after, note in changes
+            ],
+        )
 
 
 async def recent(

@@ -20,7 +20,7 @@ DEFINITION_COLUMNS = (
     "timeout_sec", "max_attempts", "retry_backoff_sec", "retry_backoff_max_sec", "max_parallel", "overlap",
     "jitter_sec", "lock_group", "misfire_grace_sec", "run_on_startup", "reschedule_mode", "on_success",
     "queue_type", "expected_period_sec", "triggers_on", "filter", "on_paused_event",
-    "catchup", "catchup_max", "catchup_rate_per_sec",
+    "catchup", "catchup_max", "catchup_rate_per_sec", "dst_gap", "dst_overlap", "labels", "buffer_max",
 )  # fmt: skip
 
 
@@ -28,13 +28,19 @@ DEFINITION_COLUMNS = (
 # the scope would build every cron schedule again on every pass.
 @lru_cache(maxsize=65536)
 def _cached_schedule(
-    job_id: str, cron_expr: str | None, timezone: str, interval_seconds: int | None, align: bool
+    job_id: str,
+    cron_expr: str | None,
+    timezone: str,
+    interval_seconds: int | None,
+    align: bool,
+    dst: tuple[str | None, str | None] = (None, None),
 ) -> schedule.Schedule | None:
     if cron_expr is None and interval_seconds is None:
         return None
     return schedule.make_schedule(
-        cron_expr=cron_expr, timezone=timezone, interval_seconds=interval_seconds, job_id=job_id, align=align
-    )
+        cron_expr=cron_expr, timezone=timezone, interval_seconds=interval_seconds, job_id=job_id, align=align,
+        dst_gap=dst[0], dst_overlap=dst[1],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,10 @@ class JobRow:
     catchup_rate_per_sec: float = 1.0
     paused_until: datetime | None = None  # a timed pause: the watchdog resumes the job then
     paused_from: datetime | None = None  # the first slot the pause kept from running
+    dst_gap: str | None = None  # a cron job's own daylight-saving rule (None: Debian cron's)
+    dst_overlap: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    buffer_max: int = 10  # overlap=buffer_all
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
@@ -92,7 +102,8 @@ class JobRow:
 
     @property
     def schedule(self) -> schedule.Schedule | None:
-        return _cached_schedule(self.job_id, self.cron_expr, self.timezone, self.interval_seconds, self.align)
+        dst = (self.dst_gap, self.dst_overlap)
+        return _cached_schedule(self.job_id, self.cron_expr, self.timezone, self.interval_seconds, self.align, dst)
 
     @property
     def has_chain(self) -> bool:
@@ -163,16 +174,24 @@ async def subscription_neighbourhood(
     return [JobRow.from_record(r) for r in records]
 
 
-async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefinition) -> tuple[JobRow, bool]:
-    """Insert or update the declared columns (state columns untouched). Returns the row and whether it changed."""
+def upsert_sql() -> str:
+    """The upsert of one definition ($1 scope, $2 job_id, then DEFINITION_COLUMNS): the declared columns are
+    written (state columns untouched), and `updated_at` moves only when one of them differs."""
     cols = ", ".join(DEFINITION_COLUMNS)
     params = ", ".join(f"${i + 3}" for i in range(len(DEFINITION_COLUMNS)))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
     differs = " OR ".join(f"scheduler.jobs.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in DEFINITION_COLUMNS)
+    return (
+        f"INSERT INTO scheduler.jobs (scope, job_id, {cols}) VALUES ($1, $2, {params}) "
+        f"ON CONFLICT (scope, job_id) DO UPDATE SET {updates}, updated_at = now() WHERE {differs}"
+    )
+
+
+async def upsert_job(conn: asyncpg.Connection, scope: str, definition: JobDefinition) -> tuple[JobRow, bool]:
+    """Insert or update the declared columns (state columns untouched). Returns the row and whether it changed."""
     before = await conn.fetchrow(f"{_SELECT} WHERE scope = $1 AND job_id = $2", scope, definition.job_id)
     record = await conn.fetchrow(
-        f"INSERT INTO scheduler.jobs (scope, job_id, {cols}) VALUES ($1, $2, {params}) "
-        f"ON CONFLICT (scope, job_id) DO UPDATE SET {updates}, updated_at = now() WHERE {differs} RETURNING *",
+        f"{upsert_sql()} RETURNING *",
         scope,
         definition.job_id,
         *definition_values(definition),

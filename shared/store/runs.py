@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -14,6 +15,7 @@ from shared.locks import JobVersion
 from shared.vocabulary import OWNED, REVIVABLE, RunStatus, TriggerSource, sources
 
 ERROR_LIMIT = 2000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,8 @@ async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker
     inserted = await conn.fetchval(
         "INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt,"
         " status, worker, params, upstream_run_id, origin_run_id, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END)"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $13 THEN now() END"
+        f" WHERE {_ID_FREE.format(epoch='$4', run_id='$1')}"
         " ON CONFLICT DO NOTHING RETURNING true",
         run.run_id,
         run.scope,
@@ -98,6 +101,10 @@ async def claim(conn: asyncpg.Connection, run: NewRun, status: RunStatus, worker
     return bool(inserted)
 
 
+# A run outside a chain (no epoch) is unique by its run id across partitions (scheduler.run_id_free); a chain
+# slot by its unique index, which includes the partition key.
+_ID_FREE = "({epoch}::bigint IS NOT NULL OR scheduler.run_id_free({run_id}::uuid))"
+
 _LOCK_AND_CLAIM = """
     WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
     j AS MATERIALIZED (SELECT epoch, enabled, updated_at FROM scheduler.jobs WHERE scope = $3 AND job_id = $4),
@@ -108,11 +115,12 @@ _LOCK_AND_CLAIM = """
         WHERE ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
           AND ($14::timestamptz IS NULL
                OR (SELECT (epoch, enabled, updated_at) FROM j) = ($15::bigint, $16::boolean, $14::timestamptz))
+          AND ID_FREE
         ON CONFLICT DO NOTHING RETURNING true
     )
     SELECT (SELECT key FROM l) AS key, j.epoch, j.enabled, j.updated_at, EXISTS (SELECT 1 FROM c) AS claimed
     FROM (SELECT 1) AS one LEFT JOIN j ON true
-"""
+""".replace("ID_FREE", _ID_FREE.format(epoch="$6", run_id="$5"))
 
 
 async def lock_and_claim(
@@ -276,19 +284,159 @@ def _start_sql(first: int) -> str:
     return _START.format(n=first, w=first + 1, f=first + 2)
 
 
-async def start(conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime) -> datetime | None:
+_MISSING_PARTITIONS: set[str] = set()
+
+
+def _run_table(slot: datetime | None) -> str:
+    """The table a statement on the run of `slot` names: the daily partition of the slot's UTC day (a statement
+    on the partitioned table locks every partition, which costs about 0.1 ms a statement with a month of them),
+    unless it is known not to exist. A run is in that partition whenever it exists: rows of a day written to the
+    default partition move into the day's partition when it is created (scheduler.ensure_run_partitions)."""
+    if slot is None:
+        return "job_runs"
+    name = f"job_runs_p{slot.astimezone(UTC):%Y%m%d}"
+    return "job_runs" if name in _MISSING_PARTITIONS else name
+
+
+async def _on_run_table(slot: datetime | None, statement: Callable[[str], Awaitable[T]]) -> T:
+    """`statement(table)` on the run's partition (see `_run_table`), or on scheduler.job_runs when there is no
+    such partition."""
+    table = _run_table(slot)
+    if table != "job_runs":
+        try:
+            return await statement(table)
+        except asyncpg.UndefinedTableError:
+            if len(_MISSING_PARTITIONS) > 1000:
+                _MISSING_PARTITIONS.clear()
+            _MISSING_PARTITIONS.add(table)
+    return await statement("job_runs")
+
+
+def _in_slot(slot: datetime | None, n: int) -> tuple[str, tuple[datetime, ...]]:
+    """The condition on the run's slot (the partition key) as parameter `$n`, so that a statement on one run
+    reads one partition: empty when the slot is not known."""
+    return ("", ()) if slot is None else (f" AND scheduled_for = ${n}", (slot,))
+
+
+async def start(
+    conn: asyncpg.Connection, run_id: uuid.UUID, worker: str, fire_at: datetime, slot: datetime | None = None
+) -> datetime | None:
     """claimed -> running, stamping started_at and the lateness (start minus `fire_at`). None when the row is
-    in no state a run starts from (see STARTABLE)."""
-    started: datetime | None = await conn.fetchval(
-        f"UPDATE scheduler.job_runs SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[])"
-        " RETURNING started_at",
-        run_id,
-        RunStatus.RUNNING.value,
-        worker,
-        fire_at,
-        sources(STARTABLE),
+    in no state a run starts from (see STARTABLE). `slot`, the run's scheduled_for, if known."""
+    in_slot, args = _in_slot(slot, 6)
+
+    async def statement(table: str) -> datetime | None:
+        started: datetime | None = await conn.fetchval(
+            f"UPDATE scheduler.{table} SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[]){in_slot}"
+            " RETURNING started_at",
+            run_id, RunStatus.RUNNING.value, worker, fire_at, sources(STARTABLE), *args,
+        )  # fmt: skip
+        return started
+
+    return await _on_run_table(slot, statement)
+
+
+_CLAIM_AND_ENTER = """
+    WITH j AS MATERIALIZED (SELECT epoch, enabled, updated_at FROM scheduler.jobs WHERE scope = $1 AND job_id = $2),
+    c AS (
+        INSERT INTO scheduler.job_runs (run_id, scope, job_id, epoch, trigger_source, scheduled_for, attempt, status,
+            worker, params, upstream_run_id, origin_run_id)
+        SELECT $3, $1, $2, $4, $5, $6, $7, $15, $8, $9, $10, $11
+        WHERE ($12::timestamptz IS NULL
+               OR (SELECT (epoch, enabled, updated_at) FROM j) = ($13::bigint, $14::boolean, $12::timestamptz))
+          AND ID_FREE
+        ON CONFLICT DO NOTHING RETURNING run_id
+    ),
+    e AS MATERIALIZED (
+        SELECT x.epoch, x.enabled FROM c CROSS JOIN LATERAL scheduler.chain_enter(
+            CASE WHEN c.run_id IS NOT NULL THEN $16::bigint END, $1, $2) AS x
     )
-    return started
+    SELECT j.epoch, j.enabled, j.updated_at, EXISTS (SELECT 1 FROM c) AS claimed,
+        (SELECT epoch FROM e) AS chain_epoch, (SELECT enabled FROM e) AS chain_enabled
+    FROM (SELECT 1) AS one LEFT JOIN j ON true
+""".replace("ID_FREE", _ID_FREE.format(epoch="$4", run_id="$3"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAhead:
+    """What `claim_and_enter_chain` found: the job row's version, whether the run was inserted, and, if it was,
+    the chain as read under the chain lock now held (None: the job is gone; the lock is held all the same)."""
+
+    version: JobVersion | None
+    claimed: bool
+    chain: tuple[int, bool] | None
+
+
+async def claim_and_enter_chain(
+    conn: asyncpg.Connection, run: NewRun, worker: str, chain_key: int, expected: JobVersion | None = None
+) -> ClaimedAhead:
+    """A slot claimed ahead of its run lock (shared.lead), and the job's chain entered, in one round trip: insert
+    `run` as claimed if the job row is still at `expected` (when given) and the slot has no row; then, only if it
+    was inserted, take the chain lock `chain_key` on this session and read (epoch, enabled) after it was granted
+    (`locks.enter_chain`), for the post of the next slot."""
+    record = await conn.fetchrow(
+        _CLAIM_AND_ENTER, run.scope, run.job_id, run.run_id, run.epoch, run.trigger_source, run.scheduled_for,
+        run.attempt, worker, run.params, run.upstream_run_id, run.origin_run_id,
+        None if expected is None else expected.updated_at,
+        None if expected is None else expected.epoch,
+        None if expected is None else expected.enabled,
+        RunStatus.CLAIMED.value, chain_key,
+    )  # fmt: skip
+    version = None if record["epoch"] is None else JobVersion(record["epoch"], record["enabled"], record["updated_at"])
+    claimed = bool(record["claimed"])
+    entered = None if record["chain_epoch"] is None else (record["chain_epoch"], record["chain_enabled"])
+    return ClaimedAhead(version, claimed, entered if claimed else None)
+
+
+_LOCK_AND_START = f"""
+    WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
+    r AS (
+        UPDATE scheduler.RUN_TABLE SET {_start_sql(6)}
+        WHERE run_id = $3 AND scheduled_for = $4 AND status = $5 AND worker = $7
+          AND ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
+        RETURNING started_at
+    )
+    SELECT (SELECT key FROM l) AS key, (SELECT started_at FROM r) AS started
+"""
+
+
+async def lock_and_start(
+    conn: asyncpg.Connection, keys: list[int], lock_needed: bool, run: NewRun, worker: str, fire_at: datetime
+) -> tuple[int | None, datetime | None]:
+    """At the slot of a run claimed ahead (shared.lead): the run lock and, the lock taken (or none needed), the
+    start of the run (`start`: claimed -> running, lateness from `fire_at`) in one round trip. Returns (key taken,
+    started_at); started_at None means the lock is taken by another run (or the claim is no longer this
+    worker's)."""
+
+    async def statement(table: str) -> asyncpg.Record:
+        record: asyncpg.Record = await conn.fetchrow(
+            _LOCK_AND_START.replace("RUN_TABLE", table), keys, lock_needed, run.run_id, run.scheduled_for,
+            RunStatus.CLAIMED.value, RunStatus.RUNNING.value, worker, fire_at,
+        )  # fmt: skip
+        return record
+
+    record = await _on_run_table(run.scheduled_for, statement)  # a missing table fails before any lock is taken
+    return record["key"], record["started"]
+
+
+async def resolve_claim(
+    conn: asyncpg.Connection, run: NewRun, worker: str, status: RunStatus, error: str | None = None
+) -> bool:
+    """A slot claimed ahead whose lock is still taken at the slot: skipped_locked (finished) or buffered (waiting
+    again, from now). Only this worker's claim moves."""
+    done = await conn.execute(
+        "UPDATE scheduler.job_runs SET status = $4, error = $5, claimed_at = now(),"
+        " finished_at = CASE WHEN $6 THEN now() END"
+        " WHERE run_id = $1 AND scheduled_for = $2 AND worker = $3 AND status = $7",
+        run.run_id,
+        run.scheduled_for,
+        worker,
+        status.value,
+        error,
+        status.terminal,
+        RunStatus.CLAIMED.value,
+    )
+    return bool(done.endswith(" 1"))
 
 
 async def record_posted(
@@ -301,38 +449,40 @@ async def record_posted(
     release_key: int,
     start_worker: str | None = None,
     fire_at: datetime | None = None,
+    run_slot: datetime | None = None,
 ) -> datetime | None:
     """After a chain extension was confirmed, in one statement: the job's next_due_at, the run's next_posted_for
     (when a run posted it), the release of the session chain lock `release_key`, and with `start_worker` the
     run's start as `start` records it, lateness counted from `fire_at` (the run is about to begin: this saves
     step 8 a round trip). Returns the
-    run's started_at when it was started here.
+    run's started_at when it was started here. `run_slot`, the run's scheduled_for, if known.
 
     The lock is released before this statement commits: a reseed that takes it then still writes the job row
     after this one (its update waits for this row lock), and purges the message this extension posted."""
     started = f", {_start_sql(7)}" if start_worker is not None else ""
-    args = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
-    record = await conn.fetchrow(
-        "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
-        f" run AS (UPDATE scheduler.job_runs SET next_posted_for = $5{started} WHERE run_id = $4"
-        " RETURNING started_at)"
-        " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
-        scope,
-        job_id,
-        next_due_at,
-        run_id,
-        next_slot,
-        release_key,
-        *args,
-    )
+    args: tuple[Any, ...] = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
+    in_slot, slot_args = _in_slot(run_slot, 7 + len(args))
+
+    async def statement(table: str) -> asyncpg.Record:
+        record: asyncpg.Record = await conn.fetchrow(
+            "WITH job AS (UPDATE scheduler.jobs SET next_due_at = $3 WHERE scope = $1 AND job_id = $2),"
+            f" run AS (UPDATE scheduler.{table} SET next_posted_for = $5{started} WHERE run_id = $4{in_slot}"
+            " RETURNING started_at)"
+            " SELECT pg_advisory_unlock($6) AS released, (SELECT started_at FROM run) AS started",
+            scope, job_id, next_due_at, run_id, next_slot, release_key, *args, *slot_args,
+        )  # fmt: skip
+        return record
+
+    record = await _on_run_table(run_slot, statement)
     started_at: datetime | None = record["started"]
     return started_at if start_worker is not None else None
 
 
 _FINISH = """
     WITH run AS (
-        UPDATE scheduler.job_runs SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 AND status = ANY($7::text[]) RETURNING scope, job_id, started_at, lateness_ms, trigger_source
+        UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
+        WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
+        RETURNING scope, job_id, started_at, lateness_ms, trigger_source
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
         SELECT scope, job_id, trigger_source, 1, $5 FROM run
@@ -356,25 +506,26 @@ async def finish(
     duration_ms: int,
     finished_at: datetime,
     release_key: int | None = None,
+    slot: datetime | None = None,
 ) -> None:
     """Record the outcome on the run, on the job's last_* columns and in the job's trigger count (per trigger
     source), in one statement;
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
-    free never overlaps this one in the record, whenever this statement commits."""
+    free never overlaps this one in the record, whenever this statement commits. `slot`, the run's
+    scheduled_for, if known."""
     unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
-    await conn.execute(
-        _FINISH + unlock,
-        run_id,
-        status.value,
-        None if error is None else error[:ERROR_LIMIT],
-        duration_ms,
-        finished_at,
-        RunStatus.SUCCEEDED.value,
-        sources(FINISHABLE),
-        *args,
-    )
+    in_slot, slot_args = _in_slot(slot, 8 + len(args))
+
+    async def statement(table: str) -> None:
+        await conn.execute(
+            _FINISH.replace(" IN_SLOT", in_slot).replace("RUN_TABLE", table) + unlock,
+            run_id, status.value, None if error is None else error[:ERROR_LIMIT], duration_ms, finished_at,
+            RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args,
+        )  # fmt: skip
+
+    await _on_run_table(slot, statement)
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0

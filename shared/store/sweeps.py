@@ -7,11 +7,13 @@ Run statuses are passed as parameters from `shared.vocabulary`; no statement spe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shared.store import idempotency, workers
+from shared.store import idempotency, partitions, workers
 from shared.store.runs import ALIVE_SQL, RELEASED_CLAIM_GRACE_SEC, RunRow
 from shared.vocabulary import ACTIVE, OWNED, RunStatus, sources
 
@@ -82,17 +84,22 @@ async def expire_stale_buffers(conn: asyncpg.Connection, scope: str, older_than_
     return int(status.split()[-1])
 
 
-async def prune_runs(conn: asyncpg.Connection | asyncpg.Pool, scope: str, older_than_days: float) -> int:
+async def prune_runs(
+    conn: asyncpg.Connection | asyncpg.Pool, scope: str, older_than_days: float, tables: Sequence[str] | None = None
+) -> int:
     """Delete finished runs older than the retention; a run still claimed, buffered or running is never deleted.
-    Returns how many."""
-    status = await conn.execute(
-        "DELETE FROM scheduler.job_runs WHERE scope = $1 AND finished_at < now() - make_interval(secs => $2)"
-        " AND NOT (status = ANY($3::text[]))",
-        scope,
-        older_than_days * 86400,
-        sources(ACTIVE),
-    )
-    return int(status.split()[-1])
+    `tables`: only in these partitions of scheduler.job_runs (default: anywhere). Returns how many."""
+    deleted = 0
+    for table in ["job_runs"] if tables is None else [partitions.ident(t) for t in tables]:
+        status = await conn.execute(
+            f"DELETE FROM scheduler.{table} WHERE scope = $1 AND finished_at < now() - make_interval(secs => $2)"
+            " AND NOT (status = ANY($3::text[]))",
+            scope,
+            older_than_days * 86400,
+            sources(ACTIVE),
+        )
+        deleted += int(status.split()[-1])
+    return deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +122,16 @@ async def prune_history(
     """The retention rule of a scope: finished runs older than `retention_days`, expired idempotency keys (unless
     `keys` is false) and, unless `dead_workers_after_sec` is None, rows of workers dead for longer than that.
 
-    Keys go only once expired, so the duplicate-order guard holds for as long as each key was claimed for."""
-    pruned_runs = await prune_runs(conn, scope, retention_days)
+    Keys go only once expired, so the duplicate-order guard holds for as long as each key was claimed for.
+
+    Runs: the daily partitions of `scheduler.job_runs` are kept ready a week ahead; a day wholly past the
+    retention goes as a whole (`partitions.drop_expired`: no DELETE, no dead tuples), so a run is kept until its
+    whole day is past the retention (up to a day longer). Row by row, as before, go only this scope's rows of
+    such a day that other scopes share, and those of the default partition (slots no daily partition covers)."""
+    now = datetime.now(UTC)
+    await partitions.ensure_ahead(conn, now)
+    dropped, shared = await partitions.drop_expired(conn, scope, now - timedelta(days=retention_days))
+    pruned_runs = dropped + await prune_runs(conn, scope, retention_days, [partitions.DEFAULT, *shared])
     pruned_keys = await idempotency.prune(conn, scope) if keys else 0
     gone = 0 if dead_workers_after_sec is None else await workers.forget_dead(conn, scope, dead_workers_after_sec)
     return Pruned(runs=pruned_runs, idempotency_keys=pruned_keys, workers=gone)

@@ -25,12 +25,12 @@ from typing import Any
 import psutil
 
 from shared.settings import Settings
-from tests.bench import framework, plot, profile_summary, recovery, report, scale, scopes
+from tests.bench import framework, history, plot, profile_summary, recovery, report, scale, scopes
 from tests.bench.measure import Outcome
 from tests.bench.peers import run as peers
 from tests.bench.procs import ROOT
 
-SECTIONS = ("lateness", "herd", "peers", "scale", "recovery")
+SECTIONS = ("lateness", "herd", "peers", "scale", "recovery", "history")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Plan:
     workers: list[int] = field(default_factory=lambda: [1, 2])
     peer_jobs: list[int] = field(default_factory=lambda: [100, 1000])
     scale: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
+    history: list[int] = field(default_factory=lambda: [1_000_000, 5_000_000, 10_000_000])
+    history_days: int = 10
     duration: float = 60.0
     warmup: float = 5.0
     drain: float = 3.0
@@ -48,7 +50,8 @@ class Plan:
     quick: bool = False
 
 
-QUICK = Plan(jobs=[20], workers=[1], peer_jobs=[20], scale=[60], duration=4.0, warmup=2.0, drain=1.5,
+QUICK = Plan(jobs=[20], workers=[1], peer_jobs=[20], scale=[60], history=[2000], history_days=2, duration=4.0,
+             warmup=2.0, drain=1.5,
              lost_after=2.0, watchdog_every=0.5, quick=True)  # fmt: skip
 
 
@@ -65,6 +68,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=ints, help="worker counts of the lateness section (default 1,2)")
     parser.add_argument("--peer-jobs", type=ints, help="job counts of the herd and peers sections (default 100,1000)")
     parser.add_argument("--scale", type=ints, help="registered job counts of the scale section")
+    parser.add_argument("--history", type=ints, help="rows of the history section's steps (default 1M,5M,10M)")
     parser.add_argument("--duration", type=float, help="measured window per run, seconds (default 60)")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of a worker under the J=500 load")
     parser.add_argument("--code-root", type=Path, default=ROOT, help="code the worker processes run")
@@ -74,7 +78,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> Plan:
     plan = Plan(**vars(QUICK)) if args.quick else Plan()
-    for name in ("jobs", "workers", "peer_jobs", "scale", "duration"):
+    for name in ("jobs", "workers", "peer_jobs", "scale", "history", "duration"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
     return plan
@@ -122,8 +126,7 @@ class Bench:
                 todo.append(self._peer("celery", jobs))
         if "scale" in sections:
             todo += [self._scale(total) for total in p.scale]
-        if "recovery" in sections:
-            todo.append(self._recovery)
+        todo += [task for name, task in (("recovery", self._recovery), ("history", self._history)) if name in sections]
         return todo
 
     def _framework(self, section: str, jobs: int, workers: int, herd: bool) -> Callable[[], None]:
@@ -165,6 +168,10 @@ class Bench:
 
         task.__qualname__ = f"scale {total} jobs"
         return task
+
+    def _history(self) -> None:
+        p = self.plan
+        self.results["history"].append(history.run(self.settings, p.history, p.history_days))
 
     def _recovery(self) -> None:
         p = self.plan

@@ -90,6 +90,25 @@ def recovery_table(rows: list[dict[str, Any]]) -> str:
     return table(["scenario", "measured"], body)
 
 
+def history_table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for r in rows:
+        inserts = ", ".join(
+            f"{i['rows']:,} rows: {i['insert_us']} µs ({i['insert_cpu_us']} µs CPU)" for i in r["inserts"]
+        )
+        body.append([f"{r['rows']:,} over {r['days']} days", inserts, _num(r["prune_day_sec"], 3),
+                     f"{r['dead_tuples_before']} -> {r['dead_tuples_after']}"])  # fmt: skip
+    return table(
+        [
+            "history",
+            "insert per run (claim): wall (PostgreSQL CPU)",
+            "one day pruned, s",
+            "dead tuples before -> after",
+        ],
+        body,
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     parts = [
@@ -114,6 +133,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["## Scale of the job table", "", scale_table(results["scale"]), ""]
     if results.get("recovery"):
         parts += ["## Recovery", "", recovery_table(results["recovery"]), ""]
+    if results.get("history"):
+        parts += ["## History (scheduler.job_runs by day)", "", history_table(results["history"]), ""]
     if results.get("errors"):
         parts += ["## Scenarios that failed", "", *(f"- {error}" for error in results["errors"]), ""]
     return "\n".join(parts)

@@ -63,6 +63,7 @@ from tests.chaos.timeline import Limits, Window
 SKIPPED = frozenset({"skipped_locked", "skipped_misfire", "expired"})
 GAP_LOSSES = frozenset({"missed", "paused"})  # gap rows of slots that were lost, not skipped by a policy
 JUMPED = "jumped over"  # how the error of a skipped_misfire row that was jumped over begins (shared.ledger)
+WAITING = frozenset({"buffer_one", "buffer_all", "cancel_other"})  # overlap policies whose slots wait for the lock
 
 
 @dataclass(frozen=True)
@@ -531,7 +532,7 @@ def lateness(parts: list[timeline.Segment], wins: list[Window], runs: list[Run],
         if not run.is_slot or run.attempt != 1 or run.trigger_source != "scheduler" or run.started_at is None:
             continue
         segment = timeline.segment_at(parts, run.scheduled_for)
-        if segment is None or segment.definition.overlap.value == "buffer_one" or run.scheduled_for > horizon:
+        if segment is None or segment.definition.overlap.value in WAITING or run.scheduled_for > horizon:
             continue
         fire = timeline.fire_time(segment.definition, run.scheduled_for)
         if timeline.covering(wins, fire) is None:

@@ -9,6 +9,7 @@ Any prefix of the recipe has one job of each kind, so a short soak (12 jobs) sti
 * lock groups: three jobs on one queue sharing one lock (never two of them at once);
 * flaky jobs failing at random with retries, a job that sometimes times out, jittered and misfire-prone jobs;
 * an `overlap = "allow_all"` job whose lock-free runs overlap (each slot still runs once);
+* in the full soak, long jobs with `overlap = "cancel_other"` and `"buffer_all"` (never two runs at once either);
 * an event-triggered job (13th): its own chain, and a run for every success of the first job (`triggers_on` its
   outcome topic `job.plain-00.succeeded`, holding events while paused); the checker proves each (job, event) ran
   once and none was lost outside fault windows;
@@ -51,6 +52,16 @@ def _long(rng: random.Random) -> Table:
 
 def _long_buffered(rng: random.Random) -> Table:
     return {**_long(rng), "overlap": "buffer_one", "misfire_grace_sec": 10}
+
+
+def _long_cancel_other(rng: random.Random) -> Table:
+    """Each slot cancels the run in its way (killed, recorded cancelled) and runs once it has stopped."""
+    return {**_long(rng), "overlap": "cancel_other", "misfire_grace_sec": 10}
+
+
+def _long_buffer_all(rng: random.Random) -> Table:
+    """Slots queue behind the run in progress (at most three), run in slot order; beyond that they are skipped."""
+    return {**_long(rng), "overlap": "buffer_all", "buffer_max": 3, "misfire_grace_sec": 10}
 
 
 def _parallel_two(rng: random.Random) -> Table:
@@ -139,7 +150,9 @@ RECIPE: list[tuple[str, Callable[[random.Random], Table]]] = [
     ("evt", _event_follower),
     ("catchl", _catchup_latest),
     ("catcha", _catchup_all),
-    # the full soak (30) adds more of each
+    # the full soak (30) adds the other overlap policies and more of each
+    ("longcx", _long_cancel_other),
+    ("longball", _long_buffer_all),
     ("grpa", _group("a")),
     ("grpb", _group("b")),
     ("grpb", _group("b")),

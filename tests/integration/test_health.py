@@ -20,6 +20,7 @@ import pytest
 from services.mock_executor import MockParams, mock_run
 from shared import topology
 from shared.settings import Settings
+from shared.store.migrate import available_migrations
 from tests.chaos.servers import PrivatePostgres, PrivateRabbit
 from tests.support.prometheus import free_port
 from tests.support.runtime import FAST, ROOT, running_worker
@@ -136,7 +137,8 @@ async def test_readyz_names_a_schema_behind_the_code(settings: Settings, queues_
             )  # fmt: skip
             assert await proc.wait() == 0
             behind = await wait_status(f"http://127.0.0.1:{port}/readyz", 503, 10)
-            assert behind["checks"]["migrations"] == f"at {head - 1}, this code needs {head}", behind
+            previous = max(m.version for m in available_migrations() if m.version < head)  # numbers may skip
+            assert behind["checks"]["migrations"] == f"at {previous}, this code needs {head}", behind
     finally:
         pg.remove()
 

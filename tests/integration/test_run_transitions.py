@@ -12,7 +12,7 @@ import pytest
 
 from shared.definitions import load_definition
 from shared.store import jobs as jobs_store
-from shared.store import ledger, runs, sweeps
+from shared.store import ledger, overlaps, runs, sweeps
 from shared.vocabulary import TRANSITIONS, RunStatus, TriggerSource, may_move
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,15 @@ STATEMENTS: dict[str, Statement] = {
     "revive": lambda c, r: runs.revive(c, r.run_id, "me"),
     "resolve_buffered": lambda c, r: runs.resolve_buffered(c, r.run_id, RunStatus.SKIPPED_LOCKED, "given up"),
     "start": lambda c, r: runs.start(c, r.run_id, "me", SLOT),
+    "lock_and_start": lambda c, r: runs.lock_and_start(c, [], False, r, "gone-worker", SLOT),
+    "resolve_claim_skipped": lambda c, r: runs.resolve_claim(c, r, "gone-worker", RunStatus.SKIPPED_LOCKED, "x"),
+    "resolve_claim_buffered": lambda c, r: runs.resolve_claim(c, r, "gone-worker", RunStatus.BUFFERED),
     "finish_succeeded": lambda c, r: runs.finish(c, r.run_id, RunStatus.SUCCEEDED, None, 5, SLOT),
     "finish_failed": lambda c, r: runs.finish(c, r.run_id, RunStatus.FAILED, "boom", 5, SLOT),
+    "finish_cancelled": lambda c, r: runs.finish(c, r.run_id, RunStatus.CANCELLED, "cancelled: newer slot", 5, SLOT),
+    # overlap=buffer_all: a claimed slot goes back behind earlier waiting slots
+    "behind": lambda c, r: overlaps.behind(c, r.run_id, "gone-worker"),
+    "behind_full": lambda c, r: overlaps.behind(c, r.run_id, "gone-worker", "buffer full"),
     # the watchdog's sweeps ("gone-worker" has no liveness row: it is dead)
     "abandon_orphans": lambda c, r: sweeps.abandon_orphans(c, r.scope),
     "expire_stale_buffers": lambda c, r: sweeps.expire_stale_buffers(c, r.scope, -86400.0),

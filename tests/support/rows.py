@@ -23,7 +23,8 @@ def job_row(job_id: str, **overrides: Any) -> JobRow:
         "last_duration_ms": None, "last_lateness_ms": None, "last_success_at": None, "consecutive_failures": 0,
         "created_at": CREATED, "updated_at": CREATED, "expected_period_sec": None, "triggers_on": [], "filter": None,
         "on_paused_event": "drop", "catchup": "none", "catchup_max": 10, "catchup_rate_per_sec": 1.0,
-        "paused_until": None, "paused_from": None,
+        "paused_until": None, "paused_from": None, "dst_gap": None, "dst_overlap": None, "labels": {},
+        "buffer_max": 10,
     }  # fmt: skip
     values.update(overrides)
     assert set(values) == {f.name for f in fields(JobRow)}, "a JobRow field is missing here or unknown"

@@ -353,6 +353,20 @@ def test_rearm(name: str, msg: JobMessage, action: Action) -> None:
     assert decisions.rearm(msg, NOW).action is action, name
 
 
+def test_rearm_counts_the_dispatch_lead() -> None:
+    hop = chain_msg(rearm_at=NOW + timedelta(milliseconds=200))
+    assert decisions.rearm(hop, NOW, lead_sec=0.25).action is Action.PROCEED  # within the lead: the slot itself
+    assert decisions.rearm(hop, NOW, lead_sec=0.1).action is Action.REARM
+
+
+@pytest.mark.parametrize(
+    ("overlap", "ahead"),
+    [("skip", True), ("allow_all", True), ("buffer_one", False), ("buffer_all", False), ("cancel_other", False)],
+)
+def test_only_non_buffering_policies_claim_in_the_lead(overlap: str, ahead: bool) -> None:
+    assert decisions.claims_ahead(overlap) is ahead
+
+
 # -- step 6: where the next slot is counted from -----------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from scheduler_seed.server import jobs_input
 from scheduler_seed.server.access import operator, viewer
@@ -13,7 +13,8 @@ from scheduler_seed.server.auth import Principal
 from scheduler_seed.server.models import CHEAT_SHEET_EXAMPLE, JobChangeOut, JobDetail, PauseBody
 from scheduler_seed.server.routes.common import JobId, actor, backend, errors
 from shared import topology
-from shared.control import Control, UnknownJob
+from shared.control import Control, UnknownJob, bulk
+from shared.control import preview as previews
 from shared.control.results import Deleted, JobChange, JobStatus, plain
 from shared.control.status import describe_schedule, job_status
 
@@ -45,10 +46,15 @@ async def _changed(control: Control, result: JobChange, created: bool = False) -
 
 
 @router.get("/jobs", response_model=list[JobStatus], responses=errors())
-async def list_jobs(request: Request, principal: Viewer) -> Any:
-    """Every job of the scope at a glance (what `status --json` shows)."""
+async def list_jobs(
+    request: Request,
+    principal: Viewer,
+    selector: Annotated[str | None, Query(max_length=1000, description="only jobs whose labels match")] = None,
+) -> Any:
+    """Every job of the scope at a glance (what `status --json` shows); with `selector`, the jobs it picks."""
     async with backend(request).control(actor(principal)) as control:
-        return plain(await control.status())
+        found = await control.status()
+        return plain(found if selector is None else bulk.pick_statuses(found, bulk.parse(selector)))
 
 
 @router.post(
@@ -80,15 +86,22 @@ async def get_job(request: Request, principal: Viewer, job_id: str = JobId) -> A
         return {"job": plain(row), "status": plain(status), "scheduled_by": jobs_input.scheduled_by(row)}
 
 
-@router.patch("/jobs/{job_id}", response_model=JobChangeOut, responses=errors(404))
+@router.patch("/jobs/{job_id}", response_model=JobChangeOut | previews.SetPreview, responses=errors(404))
 async def patch_job(
     request: Request,
     principal: Operator,
     changes: Annotated[dict[str, Any], Body(description="any definition fields, as in POST /jobs")],
     job_id: str = JobId,
-) -> JobChangeOut:
-    """Change any definition fields; takes effect now (the chain restarts)."""
+    dry_run: Annotated[bool, Query(description="change nothing: answer which of the next slots would change")] = False,
+    preview_count: Annotated[int, Query(ge=1, le=previews.MAX_COUNT)] = previews.DEFAULT_COUNT,
+) -> Any:
+    """Change any definition fields; takes effect now (the chain restarts). With `dry_run=true` nothing changes:
+    the answer lists the fields that would change and which of the next `preview_count` slots appear and vanish."""
     async with backend(request).control(actor(principal)) as control:
+        if dry_run:
+            return plain(
+                await previews.preview(control, job_id, jobs_input.translate(changes, control.scope), preview_count)
+            )
         result = await control.set(job_id, jobs_input.translate(changes, control.scope))
         return await _changed(control, result)
 
