@@ -8,6 +8,7 @@ with one clear line. Integration tests are never skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store.migrate import migrate
 from shared.store.pool import create_pool
+from tests.support import leftovers
 
 
 def _docker_engine_available() -> bool:
@@ -114,6 +116,10 @@ async def cleanup_scope(scope: str, database_url: str, amqp_url: str) -> AsyncIt
         try:
             channel = await connection.channel()
             await topology.delete_scope(channel, scope, [r["job_id"] for r in rows], [r["queue"] for r in rows])
+            for name in await leftovers.scope_queues(amqp_url, scope):  # queues of jobs the test deleted
+                channel = await connection.channel()  # a failed deletion closes its channel
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await channel.queue_delete(name)
         finally:
             await connection.close()
         await jobs_store.delete_scope(conn, scope)
