@@ -125,3 +125,22 @@ async def cleanup_scope(scope: str, database_url: str, amqp_url: str) -> AsyncIt
         await jobs_store.delete_scope(conn, scope)
     finally:
         await conn.close()
+
+
+# The longest files (bounded soaks, the compose rehearsal, failover on private clusters) start first: with test files
+# spread over processes (`make test`: -n 2 --dist loadfile), one started last would run alone at the end.
+LONGEST_FIRST = (
+    "test_chaos_ha_bounded.py",
+    "test_chaos_bounded.py",
+    "test_compose_rehearsal.py",
+    "test_ha_failover.py",
+    "test_packaging.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept
