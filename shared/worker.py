@@ -33,7 +33,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import connect, logs, queue_types, topology
+from shared import connect, lanes, logs, queue_types, topology
 from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import ConfigError, TopologyMismatch
@@ -49,7 +49,7 @@ from shared.publisher import Publisher
 from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
-from shared.seeding import declare_for, declare_retry_for
+from shared.seeding import declare_retry_for
 from shared.settings import Settings, unknown_variables_line
 from shared.store import jobs as jobs_store
 from shared.store import workers
@@ -275,8 +275,8 @@ class Worker:
             await topology.declare_scope(channel, scope)
             for queue in self.registry.queues:
                 await topology.declare_work_queue(channel, scope, queue, self._types[queue])
-            for job in await jobs_store.jobs_for_queues(pool, scope, self.registry.queues):
-                await declare_for(channel, job)
+            jobs = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
+            await lanes.spread(channel, [partial(_declare_delay, job) for job in jobs])  # work queues: done above
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -462,3 +462,8 @@ class Worker:
                 await asyncio.wait(still, timeout=10)
                 log.warning("worker.cancelled_runs", count=len(still))
         log.info("worker.stopped", worker=self.worker_id)
+
+
+async def _declare_delay(job: JobRow, channel: AbstractChannel) -> None:
+    """The delay queue of one of this worker's jobs (its work queue is declared already)."""
+    await topology.declare_chain_queues(channel, job.scope, job.job_id, job.queue, job.queue_type)  # type: ignore[arg-type]

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel
 
-from shared import chain, ledger, topology
+from shared import chain, lanes, ledger, topology
 from shared.control import drift
 from shared.control.results import ChainAction, JobChange
 from shared.definitions import JobDefinition
@@ -46,7 +46,6 @@ class PlannedSeed(Protocol):
 BATCH = 500
 """Jobs per batch: each batch starts its chains from its own `now` (a long file's last jobs must not get a first
 slot already past), and holds their chain locks for one transaction."""
-CHANNELS = 16
 """Declaration channels used at once."""
 
 
@@ -101,12 +100,12 @@ def _chain_starts(plan: PlannedSeed) -> bool:
 
 async def declare_all(channel: AbstractChannel, scope: str, rows: Sequence[JobRow]) -> dict[str, int]:
     """`topology.declare_job` for every row: the scope's exchanges and each work queue once, then each job's delay
-    and retry queues over `CHANNELS` channels. Returns how many messages wait in each job's delay queue."""
+    queue over several channels (`shared.lanes`). Returns how many messages wait in each job's delay queue."""
     await topology.declare_scope(channel, scope)
     for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
         await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
     waiting: dict[str, int] = {}
-    await _spread(channel, [_declarer(row, waiting) for row in rows])
+    await lanes.spread(channel, [_declarer(row, waiting) for row in rows])
     return waiting
 
 
@@ -142,7 +141,7 @@ async def replace_all(
     async with conn.transaction():
         await jobs_batch.chain_locks(conn, [chain_lock_key(scope, j) for j in job_ids])
         rows = await jobs_batch.bump_epochs(conn, scope, job_ids)
-        await _spread(channel, [_purger(scope, j) for j in job_ids if j not in skip_purge])
+        await lanes.spread(channel, [_purger(scope, j) for j in job_ids if j not in skip_purge])
         slots = {j: chain.next_slot(row, now) if row.enabled and row.has_chain else None for j, row in rows.items()}
         await asyncio.gather(
             *(
@@ -154,23 +153,3 @@ async def replace_all(
         due = [(j, None if slot is None else slot.fire_at) for j, slot in slots.items()]
         await jobs_batch.set_next_dues(conn, scope, due)
     return {j: (rows[j].epoch, slots[j]) for j in job_ids}
-
-
-async def _spread(channel: AbstractChannel, calls: Sequence[Callable[[AbstractChannel], Awaitable[None]]]) -> None:
-    """Run `calls` over up to `CHANNELS` channels of `channel`'s connection, each channel one call at a time."""
-    if len(calls) <= 1:
-        for call in calls:
-            await call(channel)
-        return
-    connection: AbstractConnection = channel._connection  # type: ignore[attr-defined]
-    todo = list(reversed(calls))
-
-    async def lane() -> None:
-        lane_channel = await connection.channel(publisher_confirms=False)
-        try:
-            while todo:
-                await todo.pop()(lane_channel)
-        finally:
-            await lane_channel.close()
-
-    await asyncio.gather(*(lane() for _ in range(min(CHANNELS, len(calls)))))
