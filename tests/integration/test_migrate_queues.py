@@ -18,21 +18,10 @@ from shared.settings import Settings
 from tests.integration.test_cli import cli_here
 from tests.support.logcapture import capture_logs
 from tests.support.probe import ProbeParams, probe
+from tests.support.queues import declared_as
 from tests.support.runtime import Control, fast_settings, now, running_worker, slots_run_more_than_once, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-async def _declared_as(amqp: aio_pika.abc.AbstractRobustConnection, spec: topology.QueueSpec) -> bool:
-    channel = await amqp.channel()
-    try:
-        await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
-        return True
-    except aio_pika.exceptions.ChannelPreconditionFailed:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 def _lost_slots(rows: list[asyncpg.Record]) -> list[datetime]:
@@ -84,10 +73,10 @@ async def test_scope_moves_to_quorum_and_back_under_a_running_worker(
     assert slots_run_more_than_once(await control.runs("tick")) == []
     assert not _lost_slots(rows), _lost_slots(rows)
     assert any(e.get("event") == "worker.consuming_again" for e in logs)
-    assert await _declared_as(amqp, topology.work_queue_spec(scope, "tick", "classic"))
-    assert await _declared_as(amqp, topology.delay_queue_spec(scope, "tick", "tick", "classic"))
-    assert await _declared_as(amqp, topology.work_queue_spec(scope, "idle", "quorum"))
-    assert await _declared_as(amqp, topology.delay_queue_spec(scope, "idle", "idle", "quorum"))
+    assert await declared_as(amqp, topology.work_queue_spec(scope, "tick", "classic"))
+    assert await declared_as(amqp, topology.delay_queue_spec(scope, "tick", "tick", "classic"))
+    assert await declared_as(amqp, topology.work_queue_spec(scope, "idle", "quorum"))
+    assert await declared_as(amqp, topology.delay_queue_spec(scope, "idle", "idle", "quorum"))
     assert (await control.job("idle"))["queue_type"] == "quorum"
     waiting = await channel.declare_queue(topology.work_queue_name(scope, "idle"), passive=True)
     assert waiting.declaration_result.message_count == 1  # the run-now message moved with its queue

@@ -14,6 +14,7 @@ from shared import topology
 from shared.control.errors import InvalidDefinition
 from shared.settings import Settings
 from tests.support.probe import ProbeParams, probe
+from tests.support.queues import declared_as
 from tests.support.runtime import (
     Control,
     fast_settings,
@@ -25,19 +26,6 @@ from tests.support.runtime import (
 )  # fmt: skip
 
 pytestmark = pytest.mark.integration
-
-
-async def _is_type(amqp: aio_pika.abc.AbstractRobustConnection, spec: topology.QueueSpec) -> bool:
-    """True when `spec` redeclares without a refusal (same type and arguments as the queue that exists)."""
-    channel = await amqp.channel()
-    try:
-        await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
-        return True
-    except aio_pika.exceptions.ChannelPreconditionFailed:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 async def _exists(amqp: aio_pika.abc.AbstractRobustConnection, name: str) -> bool:
@@ -80,7 +68,7 @@ async def test_worker_runs_a_quorum_job_through_its_chain_and_retry_queue(
         topology.delay_queue_spec(scope, "q", "q", "quorum"),
         topology.retry_queue_spec(scope, "q", "q", "quorum"),
     ):
-        assert await _is_type(amqp, spec), spec.name
+        assert await declared_as(amqp, spec), spec.name
 
 
 async def test_scope_default_with_a_per_job_override(
@@ -108,10 +96,10 @@ async def test_scope_default_with_a_per_job_override(
     async with running_worker(worker_settings, handlers):
         for job_id in ("dflt", "dflt2", "own"):
             await wait_until(lambda j=job_id: _succeeded(control, j, 2), 20, f"2 runs of {job_id}")  # type: ignore[misc]
-    assert await _is_type(amqp, topology.work_queue_spec(scope, "dflt", "quorum"))
-    assert await _is_type(amqp, topology.delay_queue_spec(scope, "dflt2", "dflt", "quorum"))
-    assert await _is_type(amqp, topology.work_queue_spec(scope, "own", "classic"))
-    assert await _is_type(amqp, topology.delay_queue_spec(scope, "own", "own", "classic"))
+    assert await declared_as(amqp, topology.work_queue_spec(scope, "dflt", "quorum"))
+    assert await declared_as(amqp, topology.delay_queue_spec(scope, "dflt2", "dflt", "quorum"))
+    assert await declared_as(amqp, topology.work_queue_spec(scope, "own", "classic"))
+    assert await declared_as(amqp, topology.delay_queue_spec(scope, "own", "own", "classic"))
     assert not await _exists(amqp, topology.retry_queue_name(scope, "own"))  # no retry yet: no retry queue
 
 
