@@ -10,7 +10,7 @@ COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
 .PHONY: install install-bench browser faketime rabbitmq-management test lint format preflight prometheus demo seed status \
-	chaos chaos-ha bench up down logs ps compose-seed ctl rehearse clean
+	chaos chaos-ha bench bench-compare up down logs ps compose-seed ctl rehearse clean
 
 install: $(VENV)/.installed
 
@@ -108,6 +108,14 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 bench: install-bench preflight
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+# The same sections for an older tree (BEFORE, a git revision, on a database of its own) and this one, alternating,
+# REPEAT times each: compare.md (median and range per scenario, before -> after) and knee.png (lateness against jobs).
+# `make bench-compare BEFORE=6867670 REPEAT=3 BENCH_ARGS="--only lateness --jobs 100,500,1000 --workers 1 --duration 30"`
+BEFORE ?= HEAD~1
+REPEAT ?= 3
+bench-compare: install-bench preflight
+	$(PY) -m tests.bench.compare --before $(BEFORE) --repeat $(REPEAT) $(BENCH_ARGS)
 
 # Docker Compose (needs a Docker engine): infrastructure + the PROFILE's seeder and workers.
 # A wrong PROFILE, a missing env file or no Docker engine stop make before anything runs, with one line and

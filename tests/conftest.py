@@ -135,6 +135,7 @@ LONGEST_FIRST = (
     "test_compose_rehearsal.py",
     "test_ha_failover.py",
     "test_packaging.py",
+    "test_bench_smoke.py",
 )
 
 
