@@ -105,6 +105,12 @@ async def amqp(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnec
     await connection.close()
 
 
+DELETED_JOBS = """
+SELECT DISTINCT job_id, COALESCE(before->>'queue', after->>'queue') AS queue
+FROM scheduler.audit WHERE scope = $1 AND job_id IS NOT NULL
+"""
+
+
 @pytest.fixture
 async def cleanup_scope(scope: str, database_url: str, amqp_url: str) -> AsyncIterator[str]:
     """Yields the scope; afterwards deletes every queue of its jobs and every row of the scope."""
@@ -112,10 +118,13 @@ async def cleanup_scope(scope: str, database_url: str, amqp_url: str) -> AsyncIt
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT job_id, queue FROM scheduler.jobs WHERE scope = $1", scope)
+        gone = await conn.fetch(DELETED_JOBS, scope)  # the management API may not list a fresh queue yet
+        job_ids = sorted({r["job_id"] for r in [*rows, *gone]})
+        queues = sorted({r["queue"] for r in [*rows, *gone] if r["queue"]})
         connection = await aio_pika.connect(amqp_url)
         try:
             channel = await connection.channel()
-            await topology.delete_scope(channel, scope, [r["job_id"] for r in rows], [r["queue"] for r in rows])
+            await topology.delete_scope(channel, scope, job_ids, queues)
             for name in await leftovers.scope_queues(amqp_url, scope):  # queues of jobs the test deleted
                 channel = await connection.channel()  # a failed deletion closes its channel
                 with contextlib.suppress(aio_pika.exceptions.AMQPError):
