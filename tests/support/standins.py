@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
+
+from tests.support.local_http import LocalHttp, Reply
 
 JSON = "application/json"
 
@@ -38,20 +38,13 @@ class Answer:
         return cls(status, json.dumps(data).encode())
 
 
-class StandIn:
-    """A threaded HTTP server; subclasses implement `answer`."""
+class StandIn(LocalHttp):
+    """A recording HTTP server of JSON requests; subclasses implement `answer`."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "stand-in not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def answer(self, request: Request) -> Answer:
         raise NotImplementedError
@@ -62,50 +55,15 @@ class StandIn:
                 r for r in self.requests if (method is None or r.method == method) and (path is None or r.path == path)
             ]
 
-    def start(self) -> Self:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                parts = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                query = dict(urllib.parse.parse_qsl(parts.query))
-                request = Request(self.command, parts.path.rstrip("/") or "/", query, body)
-                with stand_in.lock:
-                    stand_in.requests.append(request)
-                try:
-                    answer = stand_in.answer(request)
-                except Exception as exc:  # a bug in a stand-in shows up as a 500 the test can read
-                    answer = Answer.json({"error": repr(exc)}, 500)
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
-
-            do_GET = do_POST = do_DELETE = _serve
-
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def respond(self, method: str, path: str, query: dict[str, str], content_type: str, raw: bytes) -> Reply:
+        request = Request(method, path.rstrip("/") or "/", query, json.loads(raw) if raw else None)
+        with self.lock:
+            self.requests.append(request)
+        try:
+            answer = self.answer(request)
+        except Exception as exc:  # a bug in a stand-in shows up as a 500 the test can read
+            answer = Answer.json({"error": repr(exc)}, 500)
+        return answer.status, answer.content_type, answer.body
 
 
 # -- market data --------------------------------------------------------------------------------------------

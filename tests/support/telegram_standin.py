@@ -6,7 +6,8 @@ empty or over-long text). A wrong token gets 401 and an unknown method 404, as f
 A test queues chat messages with `say`, reads what the bot sent with `sent`, and makes the API fail with
 `fail_next`. aiogram posts form-encoded bodies; JSON and multipart bodies are read too.
 
-The project's `standins.StandIn` reads JSON bodies only, so this one has its own small server.
+The server plumbing is `tests.support.local_http`'s; `standins.StandIn` reads JSON bodies only, this one reads
+forms too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
+
+from tests.support.local_http import LocalHttp, Reply
 
 TOKEN = "123456789:AAHstandinSECRETtokenVALUE_for-tests0"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Scheduler", "username": "scheduler_test_bot"}
@@ -44,10 +46,11 @@ class Sent:
     at: float
 
 
-class TelegramStandIn:
+class TelegramStandIn(LocalHttp):
     """The Bot API for one bot (`token`), see the module docstring."""
 
     def __init__(self, token: str = TOKEN) -> None:
+        super().__init__()
         self.token = token
         self.calls: list[Call] = []
         self.messages: list[Sent] = []
@@ -57,15 +60,8 @@ class TelegramStandIn:
         self._failures: list[tuple[str, int, str]] = []  # (method, status, description), next first
         self._changed = threading.Condition()
         self._stopped = False
-        self._server: ThreadingHTTPServer | None = None
 
     # -- what a test does -------------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "stand-in not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def say(self, chat_id: int, text: str, user_id: int | None = None) -> int:
         """A message from a person in `chat_id` (a private chat unless the id is negative); its update id."""
@@ -182,50 +178,19 @@ class TelegramStandIn:
 
     # -- the server -------------------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                parts = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                params: dict[str, Any] = dict(urllib.parse.parse_qsl(parts.query))
-                params.update(_body(self.headers.get("Content-Type") or "", raw))
-                try:
-                    status, data = stand_in.answer(parts.path, params)
-                except Exception as exc:  # a bug in the stand-in shows as a 500 the test can read
-                    status, data = 500, {"ok": False, "error_code": 500, "description": repr(exc)}
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
+    def respond(self, method: str, path: str, query: dict[str, str], content_type: str, raw: bytes) -> Reply:
+        params: dict[str, Any] = {**query, **_body(content_type, raw)}
+        try:
+            status, data = self.answer(path, params)
+        except Exception as exc:  # a bug in the stand-in shows as a 500 the test can read
+            status, data = 500, {"ok": False, "error_code": 500, "description": repr(exc)}
+        return status, "application/json", json.dumps(data).encode()
 
     def stop(self) -> None:
         with self._changed:
             self._stopped = True
             self._changed.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
 
 def _body(content_type: str, raw: bytes) -> dict[str, Any]:
