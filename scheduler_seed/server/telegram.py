@@ -44,6 +44,7 @@ from scheduler_seed.server import telegram_replies as replies
 from scheduler_seed.server.telegram_commands import USAGE, Command, CommandError, Verb, parse
 from shared.backoff import backoff
 from shared.control import Control, kind_of
+from shared.control.instants import later
 from shared.errors import ConfigError
 from shared.settings import Settings, redact_url
 
@@ -347,7 +348,8 @@ async def _carry_out(control: Control, command: Command, now: datetime) -> list[
     if command.verb is Verb.RUN:
         return [replies.queued(await control.run_now(job_id))]
     if command.verb is Verb.PAUSE:
-        return [replies.paused(await control.pause(job_id, note=command.note), command.note)]
+        until = None if command.until is None else later(command.until, now, (await control.job(job_id)).timezone)
+        return [replies.paused(await control.pause(job_id, note=command.note, until=until), command.note, until)]
     if command.verb is Verb.RESUME:
         return [replies.resumed(await control.resume(job_id))]
     return replies.messages(replies.run_lines(job_id, await control.runs(job_id, command.limit), now))

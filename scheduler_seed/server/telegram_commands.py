@@ -3,7 +3,9 @@ the answer. Pure: text in, a value out.
 
     /job status                 every job at a glance
     /job run <id>               one manual run now
-    /job pause <id> [note]      end the job's chain now; the note says why
+    /job pause <id> [until T] [note]
+                                end the job's chain now; the note says why; with `until` (30m, 2h, now+1d, or
+                                ISO 8601 read in the job's zone) the job resumes by itself then
     /job resume <id>            start a fresh chain
     /job runs <id> [n]          the job's latest runs
 
@@ -14,8 +16,10 @@ another bot is not ours and gets no answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
+from shared.control.instants import later
 from shared.names import is_valid_ident
 
 DEFAULT_RUNS = 10
@@ -27,7 +31,7 @@ USAGE = "\n".join(
         "Commands:",
         "/job status - every job: enabled, schedule, last status, failures, running",
         "/job run <id> - run the job now",
-        "/job pause <id> [note] - pause the job (the note says why)",
+        "/job pause <id> [until 2h|ISO time] [note] - pause the job (the note says why; until: it resumes then)",
         "/job resume <id> - resume the job",
         f"/job runs <id> [n] - the job's latest runs (default {DEFAULT_RUNS}, at most {MAX_RUNS})",
     ]
@@ -45,12 +49,14 @@ class Verb(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One request of a chat: the verb, and the job, note and run count where the verb takes them."""
+    """One request of a chat: the verb, and the job, note, pause end and run count where the verb takes them.
+    `until` is the text as written (a time without an offset is read in the job's zone when carried out)."""
 
     verb: Verb
     job_id: str | None = None
     note: str | None = None
     limit: int = DEFAULT_RUNS
+    until: str | None = None
 
 
 class CommandError(ValueError):
@@ -91,7 +97,8 @@ def _job_command(rest: str) -> Command:
     job_id = _job_id(verb, job_text)
     tail = tail.strip()
     if verb is Verb.PAUSE:
-        return Command(verb, job_id, note=_note(tail))
+        until, tail = _until(tail)
+        return Command(verb, job_id, note=_note(tail), until=until)
     if verb is Verb.RUNS:
         return Command(verb, job_id, limit=_limit(tail))
     if tail:
@@ -106,6 +113,21 @@ def _job_id(verb: Verb, text: str) -> str:
         shown = text if len(text) <= 70 else text[:70] + "..."
         raise CommandError(f"{shown!r} is not a job id (1-63 lowercase letters, digits, '-' or '_').\n{USAGE}")
     return text
+
+
+def _until(text: str) -> tuple[str | None, str]:
+    """`until <time> [note]` at the head of a pause's arguments: the time's text and the rest."""
+    word, _, rest = text.partition(" ")
+    if word.lower() != "until":
+        return None, text
+    when, _, rest = rest.strip().partition(" ")
+    if not when:
+        raise CommandError(f"/job pause <id> until needs a time (30m, 2h, now+1d or ISO 8601).\n{USAGE}")
+    try:
+        later(when, datetime.now(UTC), "UTC")  # the form only; the job's zone is applied when carried out
+    except ValueError as exc:
+        raise CommandError(f"/job pause: {exc}.") from None
+    return when, rest.strip()
 
 
 def _note(text: str) -> str | None:

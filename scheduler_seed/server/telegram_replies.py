@@ -123,9 +123,10 @@ def running_now(busy: RunningNow, now: datetime) -> str:
     )
 
 
-def paused(change: JobChange, note: str | None) -> str:
+def paused(change: JobChange, note: str | None, until: datetime | None = None) -> str:
     why = f" Note: {clip(note)}" if note else ""
-    return f"{change.job_id} paused: its chain has ended; a run in progress finishes.{why}"
+    ends = f" It resumes by itself at {when(until)}." if until is not None else ""
+    return f"{change.job_id} paused: its chain has ended; a run in progress finishes.{ends}{why}"
 
 
 def resumed(change: JobChange) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, MutableMapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -116,6 +117,27 @@ async def test_pause_really_pauses_in_postgresql_and_the_audit_names_the_chat(
     assert audit[1].after == {"enabled": False, "pause_note": "broker maintenance tonight"}
 
 
+async def test_a_timed_pause_from_a_chat_sets_when_the_job_resumes_in_its_own_zone(
+    bot: TelegramBot, standin: TelegramStandIn, control: Control
+) -> None:
+    await control.put({"job_id": "tick", "interval_seconds": 3600, "timezone": "Asia/Seoul"})
+    (paused,) = await standin.ask(ALICE, "/job pause tick until 2099-01-02T09:00 market closed")
+    assert paused == (
+        "tick paused: its chain has ended; a run in progress finishes. It resumes by itself at 2099-01-02 00:00:00Z."
+        " Note: market closed"
+    )
+    row = await control.job("tick")
+    assert not row.enabled and row.pause_note == "market closed"
+    assert row.paused_until == datetime(2099, 1, 2, 0, 0, tzinfo=UTC)  # 09:00 in Seoul
+
+    (past,) = await standin.ask(ALICE, "/job pause tick until 2000-01-01T00:00")
+    assert "must be in the future" in past
+    (ahead,) = await standin.ask(ALICE, "/job pause tick until 90m")
+    assert "It resumes by itself at" in ahead
+    remaining = (await control.job("tick")).paused_until - datetime.now(UTC)
+    assert timedelta(minutes=89) < remaining <= timedelta(minutes=90)
+
+
 async def test_run_queues_a_run_a_worker_makes_and_a_running_job_is_answered_with_its_run(
     bot: TelegramBot, standin: TelegramStandIn, control: Control, settings: Settings
 ) -> None:
@@ -162,7 +184,7 @@ async def test_unknown_jobs_and_commands_get_a_plain_answer_and_change_nothing(
     (no_id,) = await standin.ask(ALICE, "/job resume")
     assert no_id.startswith("/job resume needs a job id.")
     (usage,) = await standin.ask(ALICE, "/job")
-    assert "/job pause <id> [note]" in usage
+    assert "/job pause <id> [until 2h|ISO time] [note]" in usage
 
     assert (await control.job("tick")).enabled
     assert len(await control.audit()) == audit_before

@@ -22,6 +22,12 @@ BOT = "scheduler_bot"
             "/job pause buy-scanner broker maintenance 22:00",
             Command(Verb.PAUSE, "buy-scanner", "broker maintenance 22:00"),
         ),
+        ("/job pause tick until 2h", Command(Verb.PAUSE, "tick", until="2h")),
+        (
+            "/job pause tick Until 2026-12-01T08:00 market closed",
+            Command(Verb.PAUSE, "tick", "market closed", until="2026-12-01T08:00"),
+        ),
+        ("/job pause tick untilled ground", Command(Verb.PAUSE, "tick", "untilled ground")),
         ("/job resume price_monitor", Command(Verb.RESUME, "price_monitor")),
         ("/job runs tick", Command(Verb.RUNS, "tick", limit=10)),
         ("/job runs tick 3", Command(Verb.RUNS, "tick", limit=3)),
@@ -70,6 +76,19 @@ def test_a_pause_note_longer_than_the_limit_is_refused() -> None:
     assert parse(f"/job pause tick {'x' * MAX_NOTE}", BOT) == Command(Verb.PAUSE, "tick", "x" * MAX_NOTE)
     with pytest.raises(CommandError, match=f"at most {MAX_NOTE}"):
         parse(f"/job pause tick {'x' * (MAX_NOTE + 1)}", BOT)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/job pause tick until", "needs a time"),
+        ("/job pause tick until tomorrow", "'tomorrow' is not a time"),
+        ("/job pause tick until 2h30 late", "'2h30' is not a time"),
+    ],
+)
+def test_a_pause_end_that_is_no_time_is_refused(text: str, says: str) -> None:
+    with pytest.raises(CommandError, match=says):
+        parse(text, BOT)
 
 
 def test_a_huge_bad_job_id_is_quoted_clipped() -> None:
