@@ -2,14 +2,18 @@
 (seeding a large file, a worker starting on a scope of 10,000 jobs) go over several channels of one connection.
 
     spread      run calls over up to `CHANNELS` channels of a channel's connection, one call at a time per channel
+    by_queue    a worker's jobs by work queue, the queues with fewest jobs first (pure): the order in which it
+                declares their delay queues and consumes each work queue once its own jobs' are declared
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from shared.store.jobs import JobRow
 
 CHANNELS = 16
 
@@ -40,3 +44,14 @@ async def spread(channel: AbstractChannel, calls: Sequence[Callable[[AbstractCha
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def by_queue(queues: Iterable[str], jobs: Iterable[JobRow]) -> list[tuple[str, list[JobRow]]]:
+    """Each of `queues` with its jobs of `jobs`, the queue with fewest jobs first (then by name): a worker starting
+    on a large scope consumes its small queues seconds before the large ones are declared. Jobs of other queues are
+    left out."""
+    grouped: dict[str, list[JobRow]] = {queue: [] for queue in queues}
+    for job in jobs:
+        if job.queue in grouped:
+            grouped[job.queue].append(job)
+    return sorted(grouped.items(), key=lambda item: (len(item[1]), item[0]))
