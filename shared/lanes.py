@@ -68,11 +68,17 @@ async def missing(channel: AbstractChannel, names: Sequence[str]) -> set[str]:
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     absent.add(name)
                     lane_channel = await connection.channel()
+        except BaseException:
+            todo.clear()  # the other lanes stop after their current question
+            raise
         finally:
             with contextlib.suppress(*_CLOSING_ERRORS):
                 await lane_channel.close()
 
-    await asyncio.gather(*(lane() for _ in range(min(CHANNELS, len(names)))))
+    results = await asyncio.gather(*(lane() for _ in range(min(CHANNELS, len(names)))), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return absent
 
 
