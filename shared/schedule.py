@@ -256,8 +256,17 @@ class _CronPlan:
 
 def validate_cron(expr: str) -> str:
     """Return `expr` stripped, or raise ValueError naming the expression and what is wrong with it."""
-    _parse_cron(expr)
+    if isinstance(expr, str):
+        _valid_cron(expr)  # a file of 10,000 jobs repeats its expressions, and seeding validates each twice
+    else:
+        _parse_cron(expr)  # raises: not a string
     return expr.strip()
+
+
+@lru_cache(maxsize=4096)
+def _valid_cron(expr: str) -> None:
+    """`_parse_cron` of a valid expression, remembered (an invalid one raises, and is not)."""
+    _parse_cron(expr)
 
 
 def validate_timezone(name: str) -> str:

@@ -198,7 +198,7 @@ class Worker:
             publish_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
             ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
         )  # fmt: skip
-        await self._declare(amqp, pool)
+        jobs = await self._declare(amqp, pool)
         self._background(
             stack,
             keep_job_metrics(
@@ -223,8 +223,9 @@ class Worker:
         self._background(stack, liveness.run(), "liveness")
         stack.push_async_callback(liveness.close)
         await liveness.registered.wait()
-        await self._post_startup_messages(pool, publisher)
+        await self._post_startup_messages(pool, publisher, jobs)
 
+        channel = await self._consume(amqp, jobs)
         watchdog_channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         watchdog_publisher = Publisher(
             watchdog_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
@@ -239,7 +240,6 @@ class Worker:
             interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
-        channel = await self._consume(amqp)
         self._background(stack, self._keep_consuming(amqp, pool, channel), "keep-consuming")
         await self._consume_events(amqp, pool)
         self.readiness.attach(Probe(pool, amqp, channel, self.registry.queues, self._consumed, self._stopping))
@@ -266,8 +266,9 @@ class Worker:
         members = [queue_types.Member(j.job_id, j.queue, j.queue_type) for j in jobs]
         return queue_types.for_queues(self.registry.queues, members, self.settings.scheduler_queue_type)
 
-    async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> None:
-        """Exchange, parking and work queues of this worker (each of its type), and the delay queues of its jobs."""
+    async def _declare(self, amqp: AbstractRobustConnection, pool: Any) -> list[JobRow]:
+        """Exchange, parking and work queues of this worker (each of its type); returns the jobs it serves, whose
+        delay queues `_consume` declares."""
         scope = self.settings.scheduler_scope
         self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
@@ -275,11 +276,10 @@ class Worker:
             await topology.declare_scope(channel, scope)
             for queue in self.registry.queues:
                 await topology.declare_work_queue(channel, scope, queue, self._types[queue])
-            jobs = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
-            await lanes.spread(channel, [partial(_declare_delay, job) for job in jobs])  # work queues: done above
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
+        return await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
 
     async def _declare_retry(self, amqp: AbstractRobustConnection, pool: Any, job_id: str) -> None:
         """A job's retry queue on its first retry or buffered slot, from its row, on a channel of its own."""
@@ -294,14 +294,14 @@ class Worker:
                 await channel.close()
         log.info("topology.retry_queue_declared", job_id=job_id, queue_type=job.queue_type)
 
-    async def _post_startup_messages(self, pool: Any, publisher: Publisher) -> None:
+    async def _post_startup_messages(self, pool: Any, publisher: Publisher, served: list[JobRow]) -> None:
         """`run_on_startup` jobs get one `startup` message per boot of the service, not per replica: only the
         earliest-registered live worker on the queue posts it (checked under a per-queue lock). With
         SCHEDULER_RUN_IMMEDIATELY every scheduled job of the service does (the seed's "run once at start" switch);
-        a job without a schedule (runs on events or by hand) only with its own `run_on_startup`."""
+        a job without a schedule (runs on events or by hand) only with its own `run_on_startup`. `served`: the jobs
+        of this worker's queues, as read at start."""
         scope = self.settings.scheduler_scope
         every = self.settings.scheduler_run_immediately
-        served = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)
         jobs = [j for j in served if j.run_on_startup or (every and j.schedule is not None)]
         for job in jobs:
             if not job.enabled:
@@ -314,16 +314,26 @@ class Worker:
                 await publisher.to_work(job.queue, message)
                 log.info("worker.startup_message", job_id=job.job_id, run_id=str(message.run_id))
 
-    async def _consume(self, amqp: AbstractRobustConnection) -> AbstractChannel:
+    async def _consume(self, amqp: AbstractRobustConnection, jobs: list[JobRow]) -> AbstractChannel:
+        """Consume each work queue as soon as the delay queues of its jobs are declared (a message of a job posts
+        its next slot there), the queues with fewest jobs first: on a scope of thousands of jobs the small queues
+        run while the large ones are still being declared."""
         channel = await amqp.channel()
         await channel.set_qos(prefetch_count=self.settings.worker_prefetch)
         self._consumers = []
         self._consuming: set[str] = set()
-        for name in self.registry.queues:
-            queue = await topology.declare_work_queue(channel, self.settings.scheduler_scope, name, self._types[name])
-            tag = await queue.consume(partial(self._on_message, name))
-            self._consumers.append((queue, tag))
-            self._consuming.add(name)
+        declaring: AbstractChannel = await amqp.channel()
+        try:
+            for name, queue_jobs in lanes.by_queue(self.registry.queues, jobs):
+                await lanes.spread(declaring, [partial(_declare_delay, job) for job in queue_jobs])
+                scope = self.settings.scheduler_scope
+                queue = await topology.declare_work_queue(channel, scope, name, self._types[name])
+                tag = await queue.consume(partial(self._on_message, name))
+                self._consumers.append((queue, tag))
+                self._consuming.add(name)
+        finally:
+            with contextlib.suppress(Exception):
+                await declaring.close()
         return channel
 
     async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:

@@ -11,7 +11,7 @@ from shared import topology
 from shared.control.errors import InvalidRequest
 from shared.control.results import EventEmitted
 from shared.events import outcomes, topics
-from shared.events.decide import Candidate, subscriptions, triggered
+from shared.events.decide import Candidate, subscriptions_of, triggered
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 
@@ -30,8 +30,9 @@ async def emit(
     if event_id is not None and not 0 < len(event_id) <= 255:
         raise InvalidRequest("an event id is 1-255 characters", field="id")
     jobs, _bad = await jobs_store.list_jobs_checked(conn, publisher.scope)
+    patterns = subscriptions_of(jobs)
     candidates = [
-        Candidate(job.job_id, subscriptions(job, jobs), job.filter, job.enabled, job.on_paused_event) for job in jobs
+        Candidate(job.job_id, patterns[job.job_id], job.filter, job.enabled, job.on_paused_event) for job in jobs
     ]
     hits = triggered(candidates, topic, payload)
     # a scope no worker or seed has declared yet has no S.events: publishing there would close the channel

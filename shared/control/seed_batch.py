@@ -67,7 +67,8 @@ async def seed_batch(
         row = rows[job_id]
         if row.enabled and row.pause_note is not None:  # enabled again (reset): the pause note goes
             await jobs_store.set_enabled(conn, scope, job_id, True, None)
-    waiting = await declare_all(channel, scope, [rows[i] for i in ids])
+    known = {p.definition.job_id for p in plans if _queues_kept(p.row, rows[p.definition.job_id])}
+    waiting = await declare_all(channel, scope, [rows[i] for i in ids], known)
     fresh = [p.definition.job_id for p in plans if _chain_starts(p)]
     # a job that had no row has no chain: its delay queue needs a purge only if something waits there (left over)
     empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
@@ -92,20 +93,33 @@ async def seed_batch(
     return results, now
 
 
+def _queues_kept(before: JobRow | None, after: JobRow) -> bool:
+    """A job seeded before on the same work queue with the same queue type: its delay queue, if it still exists, is
+    the one this seed would declare."""
+    return before is not None and (before.queue, before.queue_type) == (after.queue, after.queue_type)
+
+
 def _chain_starts(plan: PlannedSeed) -> bool:
     if plan.row is None:
         return True
     return drift.chain_affected(jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target))
 
 
-async def declare_all(channel: AbstractChannel, scope: str, rows: Sequence[JobRow]) -> dict[str, int]:
+async def declare_all(
+    channel: AbstractChannel, scope: str, rows: Sequence[JobRow], known: Collection[str] = ()
+) -> dict[str, int]:
     """`topology.declare_job` for every row: the scope's exchanges and each work queue once, then each job's delay
-    queue over several channels (`shared.lanes`). Returns how many messages wait in each job's delay queue."""
+    queue over several channels (`shared.lanes`). The jobs of `known` (seeded before on the same queue, same type)
+    only have their delay queue looked for, and declared if it is gone. Returns how many messages wait in each
+    declared delay queue."""
     await topology.declare_scope(channel, scope)
     for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
         await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
+    checked = [r for r in rows if r.job_id in known]
+    absent = await lanes.missing(channel, [topology.delay_queue_name(scope, r.job_id) for r in checked])
+    present = {r.job_id for r in checked if topology.delay_queue_name(scope, r.job_id) not in absent}
     waiting: dict[str, int] = {}
-    await lanes.spread(channel, [_declarer(row, waiting) for row in rows])
+    await lanes.spread(channel, [_declarer(row, waiting) for row in rows if row.job_id not in present])
     return waiting
 
 

@@ -10,7 +10,7 @@ import asyncpg
 from shared import schedule
 from shared.control.dst_outlook import outlook
 from shared.control.results import JobStatus
-from shared.events.decide import subscriptions
+from shared.events.decide import subscriptions_of
 from shared.store import history, triggers
 from shared.store import jobs as jobs_store
 from shared.store.jobs import JobRow
@@ -66,7 +66,8 @@ async def statuses(conn: asyncpg.Connection, scope: str, now: datetime) -> list[
     running = await history.counts_in(conn, scope, RunStatus.RUNNING)
     rows = await jobs_store.list_jobs(conn, scope)
     counted = await triggers.counts(conn, scope)
+    patterns = subscriptions_of(rows)
     return [
-        job_status(row, running.get(row.job_id, 0), now, subscriptions(row, rows), counted.get(row.job_id, {}))
+        job_status(row, running.get(row.job_id, 0), now, patterns[row.job_id], counted.get(row.job_id, {}))
         for row in rows
     ]

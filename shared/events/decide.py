@@ -1,6 +1,7 @@
 """The event decisions, pure (table-tested in tests/unit/test_event_decisions.py):
 
 subscriptions   a job's patterns: its `triggers_on` plus `job.<u>.succeeded` for each job u naming it in on_success
+subscriptions_of  `subscriptions` of every job of a list, in one pass over it
 decide          one event for one job: run, filtered, parked (filter error), dropped or held (paused)
 event_run_id    the run id of (scope, job, event id): a redelivered or republished event claims the same row
 triggered       the jobs an event would run (POST /events answers with it)
@@ -52,6 +53,20 @@ def subscriptions(job: Subscriber, jobs: Iterable[Subscriber]) -> list[str]:
     patterns = set(job.triggers_on)
     patterns.update(topics.success_pattern(other.job_id) for other in jobs if job.job_id in other.on_success)
     return sorted(patterns)
+
+
+def subscriptions_of(jobs: Iterable[Subscriber]) -> dict[str, list[str]]:
+    """`subscriptions(job, jobs)` of every job, by job id, in one pass: what names each job in its on_success is
+    gathered once (a scope of 10,000 jobs would otherwise be read 10,000 times, seconds of CPU per call)."""
+    jobs = list(jobs)
+    upstream: dict[str, set[str]] = {}
+    for other in jobs:
+        for name in other.on_success:
+            upstream.setdefault(name, set()).add(other.job_id)
+    return {
+        job.job_id: sorted({*job.triggers_on, *(topics.success_pattern(u) for u in upstream.get(job.job_id, ()))})
+        for job in jobs
+    }
 
 
 def decide(exists: bool, enabled: bool, on_paused_event: str, result: filters.FilterResult) -> EventDecision:

@@ -19,7 +19,7 @@ from shared import topology
 from shared.dependencies import AMQP_ERRORS, describe
 from shared.events.bindings import bind_job
 from shared.events.consumer import handle_event
-from shared.events.decide import subscriptions
+from shared.events.decide import subscriptions_of
 from shared.runtime import Env
 from shared.store.jobs import JobRow
 
@@ -29,11 +29,12 @@ log = structlog.get_logger("shared.events.subscriptions")
 def wanted(jobs: Sequence[JobRow], queues: Iterable[str]) -> dict[str, list[str]]:
     """Pure: the jobs served by `queues` whose event queue this worker consumes now, with their patterns."""
     served = set(queues)
+    every = subscriptions_of(jobs)
     out = {}
     for job in jobs:
         if job.queue not in served:
             continue
-        patterns = subscriptions(job, jobs)
+        patterns = every[job.job_id]
         if patterns and (job.enabled or job.on_paused_event != "hold"):
             out[job.job_id] = patterns
     return out

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from shared.definitions import JobDefinition
-from shared.store.jobs import JobRow, definition_values, upsert_sql
+from shared.store.jobs import ROW_COLUMNS, JobRow, definition_values, upsert_sql
 
 
 async def upsert_jobs(conn: asyncpg.Connection, scope: str, definitions: Sequence[JobDefinition]) -> None:
@@ -21,7 +21,7 @@ async def upsert_jobs(conn: asyncpg.Connection, scope: str, definitions: Sequenc
 
 async def get_jobs(conn: asyncpg.Connection, scope: str, job_ids: Sequence[str]) -> dict[str, JobRow]:
     records = await conn.fetch(
-        "SELECT * FROM scheduler.jobs WHERE scope = $1 AND job_id = ANY($2::text[])", scope, list(job_ids)
+        f"SELECT {ROW_COLUMNS} FROM scheduler.jobs WHERE scope = $1 AND job_id = ANY($2::text[])", scope, list(job_ids)
     )
     return {r["job_id"]: JobRow.from_record(r) for r in records}
 
@@ -39,7 +39,7 @@ async def bump_epochs(conn: asyncpg.Connection, scope: str, job_ids: Sequence[st
     """`jobs.bump_epoch_row` for each job (under their chain locks): the rows as they are after the bump."""
     records = await conn.fetch(
         "UPDATE scheduler.jobs SET epoch = epoch + 1, updated_at = now()"
-        " WHERE scope = $1 AND job_id = ANY($2::text[]) RETURNING *",
+        f" WHERE scope = $1 AND job_id = ANY($2::text[]) RETURNING {ROW_COLUMNS}",
         scope,
         list(job_ids),
     )

@@ -10,7 +10,16 @@ import pytest
 from shared.definitions import load_definition
 from shared.errors import ConfigError
 from shared.events import bindings, filters, topics
-from shared.events.decide import Candidate, EventAction, decide, event_run_id, subscriptions, triggered, upstream_of
+from shared.events.decide import (
+    Candidate,
+    EventAction,
+    decide,
+    event_run_id,
+    subscriptions,
+    subscriptions_of,
+    triggered,
+    upstream_of,
+)
 from shared.events.envelope import BadEvent, event_id, outcome_message_id, read_payload
 from shared.events.filters import FilterResult, Verdict
 from shared.events.subscriptions import wanted
@@ -145,6 +154,18 @@ def test_on_success_is_a_subscription_to_the_upstream_success() -> None:
     load = job_row("load", triggers_on=["data.#"])
     assert subscriptions(load, [extract, load]) == ["data.#", "job.extract.succeeded"]
     assert subscriptions(extract, [extract, load]) == []
+
+
+def test_the_subscriptions_of_every_job_at_once_are_each_jobs_own() -> None:
+    jobs = [
+        job_row("a", on_success=["b", "c", "c"], triggers_on=["x.#"]),
+        job_row("b", on_success=["c"], triggers_on=["x.#", "y"]),
+        job_row("c", triggers_on=["y"]),
+        job_row("d", on_success=["gone", "a"]),
+        job_row("e"),
+    ]
+    assert subscriptions_of(jobs) == {job.job_id: subscriptions(job, jobs) for job in jobs}
+    assert subscriptions_of(jobs)["c"] == ["job.a.succeeded", "job.b.succeeded", "y"]
 
 
 def test_an_outcome_event_names_its_upstream_run() -> None:

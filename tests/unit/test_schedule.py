@@ -838,3 +838,13 @@ def test_slots_and_previous_slot_match_crons_main_loop(case: tuple[str, str, dat
     else:
         latest = previous_slot(schedule, at)
         assert latest is None or latest <= start
+
+
+def test_a_remembered_cron_validation_still_refuses_each_time() -> None:
+    """validate_cron remembers valid expressions only: a bad one raises on every call, a non-string too."""
+    assert validate_cron(" 5 4 * * * ") == validate_cron("5 4 * * *") == "5 4 * * *"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="minute"):
+            validate_cron("61 4 * * *")
+        with pytest.raises(ValueError, match="string"):
+            validate_cron(["5", "4"])  # type: ignore[arg-type]
