@@ -197,6 +197,7 @@ class Worker:
         publisher = Publisher(
             publish_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
             ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+            scope_queue_type=s.scheduler_queue_type,
         )  # fmt: skip
         await self._declare(amqp, pool)
         self._background(
@@ -229,6 +230,7 @@ class Worker:
         watchdog_publisher = Publisher(
             watchdog_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
             ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+            scope_queue_type=s.scheduler_queue_type,
         )  # fmt: skip
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
@@ -272,7 +274,7 @@ class Worker:
         self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
         try:
-            await topology.declare_scope(channel, scope)
+            await topology.declare_scope(channel, scope, self.settings.scheduler_queue_type)
             for queue in self.registry.queues:
                 await topology.declare_work_queue(channel, scope, queue, self._types[queue])
             jobs = await jobs_store.jobs_for_queues(pool, scope, self.registry.queues)

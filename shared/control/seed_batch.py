@@ -67,7 +67,7 @@ async def seed_batch(
         row = rows[job_id]
         if row.enabled and row.pause_note is not None:  # enabled again (reset): the pause note goes
             await jobs_store.set_enabled(conn, scope, job_id, True, None)
-    waiting = await declare_all(channel, scope, [rows[i] for i in ids])
+    waiting = await declare_all(channel, scope, [rows[i] for i in ids], publisher.scope_queue_type)
     fresh = [p.definition.job_id for p in plans if _chain_starts(p)]
     # a job that had no row has no chain: its delay queue needs a purge only if something waits there (left over)
     empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
@@ -98,10 +98,12 @@ def _chain_starts(plan: PlannedSeed) -> bool:
     return drift.chain_affected(jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target))
 
 
-async def declare_all(channel: AbstractChannel, scope: str, rows: Sequence[JobRow]) -> dict[str, int]:
+async def declare_all(
+    channel: AbstractChannel, scope: str, rows: Sequence[JobRow], scope_type: topology.QueueType
+) -> dict[str, int]:
     """`topology.declare_job` for every row: the scope's exchanges and each work queue once, then each job's delay
     queue over several channels (`shared.lanes`). Returns how many messages wait in each job's delay queue."""
-    await topology.declare_scope(channel, scope)
+    await topology.declare_scope(channel, scope, scope_type)
     for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
         await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
     waiting: dict[str, int] = {}

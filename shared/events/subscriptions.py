@@ -73,8 +73,9 @@ class EventConsumers:
         self._held.clear()
         for job_id, patterns in want.items():
             if job_id not in self._consuming:
-                await bind_job(self.channel, self.env.scope, job_id, patterns)
-                queue = await topology.declare_event_queue(self.channel, self.env.scope, job_id)
+                scope_type = self.env.publisher.scope_queue_type
+                await bind_job(self.channel, self.env.scope, job_id, patterns, scope_type)
+                queue = await topology.declare_event_queue(self.channel, self.env.scope, job_id, scope_type)
                 tag = await queue.consume(partial(self._on_event, job_id))
                 self._consuming[job_id] = (queue, tag)
                 log.info("events.consuming", job_id=job_id, patterns=patterns)
