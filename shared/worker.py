@@ -330,11 +330,17 @@ class Worker:
 
     async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:
         """Consume again from a work queue whose consumer the broker cancelled (the queue was deleted, as
-        `migrate-queues` does before it redeclares it with another type): back-off until it is declared again."""
+        `migrate-queues` does before it redeclares it with another type): back-off until it is declared again.
+
+        Only a channel restored in full is looked at: while a reconnect restores the consumers one queue after the
+        other (seconds, on a loaded cluster of quorum queues), a consumer not restored yet is not a cancelled one.
+        Taking it for one once re-consumed the queue and cancelled the old tag while the restore registered it
+        again: the cancel-ok then took the client's callback away from a consumer the broker kept, and every
+        message the broker gave that consumer stayed unacknowledged, unseen, until the channel closed."""
         missing_before: set[Any] = set()
         while not self.stop_event.is_set():
             await asyncio.sleep(0.5)  # a look at the client's own consumer table: no round trip
-            if channel.is_closed:
+            if channel.is_closed or not await _restored(channel, 0.5):
                 missing_before.clear()
                 continue  # the robust connection restores the channel and its consumers
             with contextlib.suppress(*AMQP_ERRORS):
@@ -343,7 +349,7 @@ class Worker:
                 if present is None:
                     continue
                 missing = {tag for _, tag in self._consumers if tag not in present}
-                # missing twice in a row: not a reconnect that is still restoring the consumers
+                # missing twice in a row, the channel restored both times: the broker cancelled it
                 for index, (queue, tag) in enumerate(list(self._consumers)):
                     if tag not in missing or tag not in missing_before or self.stop_event.is_set():
                         continue
@@ -363,8 +369,7 @@ class Worker:
     async def _reconsume(
         self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel, old: Any, tag: Any
     ) -> tuple[Any, Any]:
-        with contextlib.suppress(Exception):
-            await old.cancel(tag)  # forget it, so a reconnect does not restore it
+        forget_consumer(old, tag)  # so a reconnect does not restore it
         short = self._queue_short(old.name)
 
         async def attempt() -> tuple[Any, Any]:
@@ -464,6 +469,29 @@ class Worker:
                 await asyncio.wait(still, timeout=10)
                 log.warning("worker.cancelled_runs", count=len(still))
         log.info("worker.stopped", worker=self.worker_id)
+
+
+async def _restored(channel: AbstractChannel, within_sec: float) -> bool:
+    """Whether the robust channel is open with every queue and consumer restored (waiting up to `within_sec`)."""
+    ready = getattr(channel, "ready", None)
+    if ready is None:  # not a robust channel: nothing is ever restored on it
+        return True
+    try:
+        async with asyncio.timeout(within_sec):
+            await ready()
+    except TimeoutError:
+        return False
+    return True
+
+
+def forget_consumer(queue: Any, tag: Any) -> None:
+    """Drop a consumer the broker cancelled from the robust queue's list of consumers to restore, without a
+    basic.cancel: the broker knows it no more, and a cancel of the tag would race a restore of it (aiormq removes
+    the callback of a tag on any cancel-ok for it, also one that answers a cancel sent before the restore's
+    consume: the broker would then deliver to a consumer the client no longer has)."""
+    consumers = getattr(queue, "_consumers", None)  # aio-pika's RobustQueue: tag -> consume() arguments
+    if isinstance(consumers, dict):
+        consumers.pop(tag, None)
 
 
 async def _declare_delay(job: JobRow, channel: AbstractChannel) -> None:
