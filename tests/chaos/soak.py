@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from tests.chaos import delay_peek, faults, ha_faults
+from tests.chaos import delay_peek, faults, ha_faults, queue_watch
 from tests.chaos.faultlog import Event, FaultLog, utcnow
 from tests.chaos.fleet import ROOT, WORKER_ENV, Fleet
 from tests.chaos.ha_servers import PgPair, RabbitCluster
@@ -91,7 +91,7 @@ def _run_ha(config: SoakConfig) -> int:
     if config.clock_skews_sec and not FAKETIME_LIB.exists():
         raise SystemExit(f"{FAKETIME_LIB} is missing: install Debian's faketime package (apt-get install faketime)")
     cluster, pair = RabbitCluster(), PgPair()
-    cleanup = _Cleanup(cluster.stop, pair.remove)
+    cleanup = _Cleanup(lambda: cluster.keep_logs(config.out_dir / "nodes"), cluster.stop, pair.remove)
     atexit.register(cleanup)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
@@ -160,19 +160,35 @@ async def soak(
     rig = faults.Rig(rabbit, pg, fleet, log, cli, rng, jobs_file, {j.job_id: j for j in jobs}, scope=scope,
                      cluster=cluster, pair=pair)  # fmt: skip
     say(f"scope {scope}: {len(jobs)} jobs, {config.workers} workers as RabbitMQ user {user!r}; output in {out}")
+    sampler: asyncio.Task[None] | None = None
     try:
         fleet.start_all()
         await wait_for_workers(pg.dsn(), scope, config.workers)
+        sampler = asyncio.create_task(queue_watch.sample(broker_ctl(rig), scope, out / "queues.jsonl"))
         await initial_seed(rig)
         await inject(config, rig)
         await settle(config, rig)
         await check_chains(rig, scope)
         await check_users(rig, user)
+        await queue_watch.snapshot(broker_ctl(rig), scope, out / "consumers.json")
     finally:
+        if sampler is not None:
+            sampler.cancel()
         await fleet.stop_all()
         log.mark("soak_end")
     check_secrets(rig, [amqp_password, pg_password])
     return await run_checker(config, rig, scope)
+
+
+def broker_ctl(rig: faults.Rig) -> queue_watch.Ctl:
+    """`rabbitmqctl` on the broker (on the cluster: on the first node that answers)."""
+    if rig.cluster is not None:
+        return rig.cluster.actl_any
+
+    async def ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return await rig.rabbit.actl(*args, check=False, timeout=timeout)
+
+    return ctl
 
 
 def skewed_slots(config: SoakConfig) -> dict[int, dict[str, str]]:
