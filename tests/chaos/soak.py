@@ -61,6 +61,8 @@ class SoakConfig:
     ha: bool = False
     freeze_sec: float = 20.0
     clock_skews_sec: tuple[float, ...] = ()  # one worker per entry runs with its clock this far off (libfaketime)
+    once: bool = False  # every fault kind once, back to back, then the faults are over (the duration is a limit)
+    down_scale: float = 1.0  # the times servers and workers are kept down, scaled
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -158,7 +160,7 @@ async def soak(
     fleet = Fleet(config.workers, jobs_file, out, env, log, skewed_slots(config))
     cli = faults.Cli(cli_env, out / "cli.log")
     rig = faults.Rig(rabbit, pg, fleet, log, cli, rng, jobs_file, {j.job_id: j for j in jobs}, scope=scope,
-                     cluster=cluster, pair=pair)  # fmt: skip
+                     cluster=cluster, pair=pair, down_scale=config.down_scale)  # fmt: skip
     say(f"scope {scope}: {len(jobs)} jobs, {config.workers} workers as RabbitMQ user {user!r}; output in {out}")
     sampler: asyncio.Task[None] | None = None
     try:
@@ -244,21 +246,24 @@ async def inject(config: SoakConfig, rig: faults.Rig) -> None:
         injectors = {**ha_faults.HA_FAULTS, "node_freeze": ha_faults.node_freeze(config.freeze_sec),
                      "pg_outage": faults.pg_outage(*config.pg_outage_sec)}  # fmt: skip
     kinds = [k for k in config.kinds if k in injectors]
+    faults_over = asyncio.Event()
 
     async def fault_loop() -> None:
         await asyncio.sleep(min(config.warmup_sec, config.duration_sec))
         order = rig.rng.sample(kinds, len(kinds))  # every kind once first, then at random
-        while time.monotonic() < deadline and kinds:
+        while time.monotonic() < deadline and kinds and (order or not config.once):
             kind = order.pop(0) if order else rig.rng.choice(kinds)
             event = await injectors[kind](rig)
             say(f"fault {event.kind} {event.detail} ({(event.end - event.start).total_seconds():.1f} s)")
-            await _sleep_until(deadline, rig.rng.uniform(*config.quiet_sec))
+            if order or not config.once:
+                await _sleep_until(deadline, rig.rng.uniform(*config.quiet_sec))
+        faults_over.set()
 
     async def control_loop() -> None:
         reseeded = False
         while True:
             await _sleep_until(deadline, rig.rng.uniform(*config.control_gap_sec))
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or faults_over.is_set():
                 return
             half_way = time.monotonic() > deadline - config.duration_sec / 2
             if (half_way and not reseeded) or rig.rng.random() < 0.15:
