@@ -38,6 +38,7 @@ from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
+from shared.failover import channel_restored
 from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
@@ -340,7 +341,7 @@ class Worker:
         missing_before: set[Any] = set()
         while not self.stop_event.is_set():
             await asyncio.sleep(0.5)  # a look at the client's own consumer table: no round trip
-            if channel.is_closed or not await _restored(channel, 0.5):
+            if channel.is_closed or not await channel_restored(channel, 0.5):
                 missing_before.clear()
                 continue  # the robust connection restores the channel and its consumers
             with contextlib.suppress(*AMQP_ERRORS):
@@ -469,19 +470,6 @@ class Worker:
                 await asyncio.wait(still, timeout=10)
                 log.warning("worker.cancelled_runs", count=len(still))
         log.info("worker.stopped", worker=self.worker_id)
-
-
-async def _restored(channel: AbstractChannel, within_sec: float) -> bool:
-    """Whether the robust channel is open with every queue and consumer restored (waiting up to `within_sec`)."""
-    ready = getattr(channel, "ready", None)
-    if ready is None:  # not a robust channel: nothing is ever restored on it
-        return True
-    try:
-        async with asyncio.timeout(within_sec):
-            await ready()
-    except TimeoutError:
-        return False
-    return True
 
 
 def forget_consumer(queue: Any, tag: Any) -> None:

@@ -20,10 +20,13 @@ from shared.dependencies import AMQP_ERRORS, describe
 from shared.events.bindings import bind_job
 from shared.events.consumer import handle_event
 from shared.events.decide import subscriptions
+from shared.failover import channel_restored
 from shared.runtime import Env
 from shared.store.jobs import JobRow
 
 log = structlog.get_logger("shared.events.subscriptions")
+
+RESTORE_WAIT_SEC = 30.0  # how long a consumer's cancel waits for its channel's restore after a reconnect
 
 
 def wanted(jobs: Sequence[JobRow], queues: Iterable[str]) -> dict[str, list[str]]:
@@ -82,6 +85,7 @@ class EventConsumers:
 
     async def _stop(self, job_id: str) -> None:
         queue, tag = self._consuming.pop(job_id)
+        await channel_restored(self.channel, RESTORE_WAIT_SEC)  # never cancel a tag a reconnect is restoring
         with contextlib.suppress(Exception):  # a queue deleted meanwhile has no consumer to cancel
             await queue.cancel(tag)
         log.info("events.stopped_consuming", job_id=job_id)
@@ -99,6 +103,7 @@ class EventConsumers:
             self.spawn(self._cancel(job_id, queue, tag))
 
     async def _cancel(self, job_id: str, queue: AbstractQueue, tag: str) -> None:
+        await channel_restored(self.channel, RESTORE_WAIT_SEC)  # as in _stop
         with contextlib.suppress(Exception):
             await queue.cancel(tag)
         log.info("events.held", job_id=job_id)
