@@ -171,6 +171,7 @@ async def soak(
         await inject(config, rig)
         await settle(config, rig)
         await check_chains(rig, scope)
+        await check_work_queues(rig, scope)
         await check_users(rig, user)
         await queue_watch.snapshot(broker_ctl(rig), scope, out / "consumers.json")
     finally:
@@ -322,6 +323,25 @@ async def check_chains(rig: faults.Rig, scope: str, samples: int = 4, gap_sec: f
     inside = {name: await _look_inside(rig, scope, name) for name in crowded}
     chains = {name: kinds for name, kinds in inside.items() if len(kinds["live"]) > 1}
     check(rig, "one_chain_per_job", not chains, second_chains=chains, crowded_delay_queues=inside, samples=seen)
+
+
+async def check_work_queues(rig: faults.Rig, scope: str, samples: int = 4, gap_sec: float = 3.0) -> None:
+    """After the quiet period every work queue is drained in a moment: a queue holding messages in every sample
+    (quorum queue counters are refreshed every few seconds, so several seconds apart) has messages nobody
+    takes, such as those the broker gives a consumer the client forgot (see shared.worker.forget_consumer)."""
+    seen: list[dict[str, int]] = []
+    for sample in range(samples):
+        rows = await queue_watch.work_queues(broker_ctl(rig), scope)
+        seen.append({
+            str(r["name"]): int(r.get("messages_ready") or 0) + int(r.get("messages_unacknowledged") or 0)
+            for r in rows if r.get("messages_ready") or r.get("messages_unacknowledged")
+        })  # fmt: skip
+        if not seen[-1]:
+            break
+        if sample < samples - 1:
+            await asyncio.sleep(gap_sec)
+    stuck = {name: n for name, n in seen[-1].items() if all(name in s for s in seen)} if len(seen) == samples else {}
+    check(rig, "work_queues_drained", not stuck, held=stuck, samples=seen)
 
 
 async def _look_inside(rig: faults.Rig, scope: str, queue: str) -> dict[str, list[str]]:
