@@ -1,11 +1,11 @@
 """What the broker holds for the soak's scope, for tracing a chain message that never reached a worker.
 
-* `sample`: every few seconds, each work queue of the scope that holds messages (ready and unacknowledged) and its
-  consumers, one JSON line per sample in `queues.jsonl`;
-* `snapshot`: at the end, every consumer of the scope's work queues with its channel, and every channel with its
-  connection name (a worker names its connection after its worker id) and unacknowledged count, in
-  `consumers.json`. A message held unacknowledged by a channel whose connection is no worker's, or by a worker that
-  logged nothing for it, shows there.
+* `sample` (`--watch-queues`): every few seconds, each work queue of the scope that holds messages (ready and
+  unacknowledged) and its consumers, one JSON line per sample in `queues.jsonl`;
+* `snapshot` (with `--watch-queues`, or when a work queue was not drained at the end): every consumer of the
+  scope's work queues with its channel, and every channel with its connection name (a worker names its connection
+  after its worker id) and unacknowledged count, in `consumers.json`. A message held unacknowledged by a channel
+  whose connection is no worker's, or by a worker that logged nothing for it, shows there.
 """
 
 from __future__ import annotations
