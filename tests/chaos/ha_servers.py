@@ -128,8 +128,12 @@ class RabbitCluster:
         for index, node in enumerate(self.nodes):
             if node.proc is None or node.proc.poll() is not None:
                 await self.restart(index)
+
+        async def started(node: PrivateRabbit) -> None:
             await node.actl("start_app", check=False, timeout=180)
             await node.actl("await_startup", check=False, timeout=180)
+
+        await asyncio.gather(*(started(node) for node in self.nodes))  # each rabbitmqctl boots a VM: together
 
     def keep_logs(self, dest: Path) -> None:
         """Copy each node's log files to `dest` (the node directories go with `stop`)."""

@@ -266,7 +266,9 @@ async def inject(config: SoakConfig, rig: faults.Rig) -> None:
     async def control_loop() -> None:
         reseeded = False
         while True:
-            await _sleep_until(deadline, rig.rng.uniform(*config.control_gap_sec))
+            with contextlib.suppress(TimeoutError):  # the faults ending (--once) ends the wait too
+                gap = min(rig.rng.uniform(*config.control_gap_sec), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(faults_over.wait(), gap)
             if time.monotonic() >= deadline or faults_over.is_set():
                 return
             half_way = time.monotonic() > deadline - config.duration_sec / 2
