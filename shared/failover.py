@@ -11,6 +11,7 @@ node is chosen. tests/unit/test_brokers.py pins the aio-pika behaviour this reli
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -96,6 +97,22 @@ class FailoverConnection(aio_pika.RobustConnection):
         self._fo_pending = False
         self._fo_failures = 0
         log.info("rabbitmq.connected", node=self.node, nodes=len(self._fo_urls))
+
+
+async def channel_restored(channel: Any, within_sec: float) -> bool:
+    """Whether a robust channel is open with every queue and consumer restored after its last reconnection,
+    waiting up to `within_sec`. A consumer must not be cancelled while its channel is being restored: aiormq
+    registers a consumer's callback before it sends basic.consume and drops it on any cancel-ok for the tag, so a
+    cancel answered after the restore's consume leaves the broker delivering to a consumer the client forgot."""
+    ready = getattr(channel, "ready", None)
+    if ready is None:  # not a robust channel: nothing is ever restored on it
+        return True
+    try:
+        async with asyncio.timeout(within_sec):
+            await ready()
+    except TimeoutError:
+        return False
+    return True
 
 
 def named(urls: Sequence[str], name: str | None) -> list[str]:

@@ -66,6 +66,7 @@ class Publisher:
         lead_ms: int = 0,
         ttl_ceiling_ms: int = TTL_CEILING_MS,
         declare_retry: Callable[[str], Awaitable[None]] | None = None,
+        scope_queue_type: topology.QueueType = "classic",
     ) -> None:
         self.channel = channel
         self.scope = scope
@@ -73,6 +74,9 @@ class Publisher:
         self.lead = timedelta(milliseconds=lead_ms)  # chain messages leave their delay queue this much early
         self.ttl_ceiling_ms = ttl_ceiling_ms
         self.declare_retry = declare_retry  # declares a job's retry queue (by job id) on first need
+        # the scope's queue type (Settings.scheduler_queue_type): its parking and event queues are of this type,
+        # declared by whoever publishes for the scope
+        self.scope_queue_type = scope_queue_type
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: aiormq.spec.Basic.Properties

@@ -12,9 +12,9 @@ from shared import topology
 from shared.store.jobs import JobRow
 
 
-async def declare_for(channel: AbstractChannel, job: JobRow) -> None:
-    """Exchange, parking, work and delay queues for one job (idempotent)."""
-    await topology.declare_scope(channel, job.scope)
+async def declare_for(channel: AbstractChannel, job: JobRow, scope_type: topology.QueueType) -> None:
+    """Exchange, parking (of the scope's type), work and delay queues for one job (idempotent)."""
+    await topology.declare_scope(channel, job.scope, scope_type)
     await topology.declare_job(channel, job.scope, job.job_id, job.queue, job.queue_type)  # type: ignore[arg-type]
 
 

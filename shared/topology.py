@@ -23,7 +23,6 @@ give them a dedicated declaration channel, and open a fresh one after a failure.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -150,13 +149,6 @@ def event_queue_spec(scope: str, job_id: str, queue_type: QueueType = "classic")
     return _spec(event_queue_name(scope, job_id), _type_arguments(queue_type))
 
 
-def scope_queue_type() -> QueueType:
-    """The type of the scope-wide queues (parking, events): `SCHEDULER_QUEUE_TYPE` of this process, classic
-    unless set. Read from the environment, as every process of a scope shares it."""
-    value = os.environ.get("SCHEDULER_QUEUE_TYPE", "classic").strip().lower() or "classic"
-    return "quorum" if value == "quorum" else "classic"
-
-
 # -- PRECONDITION_FAILED -> TopologyMismatch (pure) -------------------------------------------------------
 
 # RabbitMQ 3.10: "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-routing-key' for queue 'q'
@@ -228,21 +220,24 @@ async def declare_events_exchange(channel: aio_pika.abc.AbstractChannel, scope: 
 
 
 async def declare_event_queue(
-    channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str
+    channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str, queue_type: QueueType
 ) -> aio_pika.abc.AbstractQueue:
-    """Declare the durable event queue of `job_id` (of the scope's queue type, no other argument)."""
-    return await _declare_queue(channel, event_queue_spec(scope, job_id, scope_queue_type()))
+    """Declare the durable event queue of `job_id`, of the scope's queue type (`Settings.scheduler_queue_type`),
+    no other argument."""
+    return await _declare_queue(channel, event_queue_spec(scope, job_id, queue_type))
 
 
-async def declare_scope(channel: aio_pika.abc.AbstractChannel, scope: str) -> aio_pika.abc.AbstractQueue:
-    """Declare the ``S.jobs`` exchange, the parking exchange and queue and the ``S.events`` exchange of `scope`.
-    Idempotent.
+async def declare_scope(
+    channel: aio_pika.abc.AbstractChannel, scope: str, queue_type: QueueType
+) -> aio_pika.abc.AbstractQueue:
+    """Declare the ``S.jobs`` exchange, the parking exchange and queue (of the scope's queue type,
+    `Settings.scheduler_queue_type`) and the ``S.events`` exchange of `scope`. Idempotent.
 
     Give it a dedicated declaration channel: on `TopologyMismatch` RabbitMQ has closed the channel.
     """
     await _declare_exchange(channel, exchange_name(scope), aio_pika.ExchangeType.DIRECT)
     dead_exchange = await _declare_exchange(channel, dead_name(scope), aio_pika.ExchangeType.FANOUT)
-    dead_queue = await _declare_queue(channel, dead_queue_spec(scope, scope_queue_type()))
+    dead_queue = await _declare_queue(channel, dead_queue_spec(scope, queue_type))
     await dead_queue.bind(dead_exchange, routing_key="")
     await declare_events_exchange(channel, scope)
     return dead_queue

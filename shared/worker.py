@@ -38,6 +38,7 @@ from shared.backoff import forever
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
+from shared.failover import channel_restored
 from shared.job_metrics import keep_job_metrics
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
@@ -197,6 +198,7 @@ class Worker:
         publisher = Publisher(
             publish_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
             ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+            scope_queue_type=s.scheduler_queue_type,
         )  # fmt: skip
         jobs = await self._declare(amqp, pool)
         self._background(
@@ -230,6 +232,7 @@ class Worker:
         watchdog_publisher = Publisher(
             watchdog_channel, s.scheduler_scope, lead_ms=s.scheduler_dispatch_lead_ms,
             ttl_ceiling_ms=s.scheduler_ttl_ceiling_ms, declare_retry=declare_retry,
+            scope_queue_type=s.scheduler_queue_type,
         )  # fmt: skip
         watchdog = Watchdog(
             Leadership(dsn, s.scheduler_scope, self.worker_id, cap_sec=cap),
@@ -273,7 +276,7 @@ class Worker:
         self._types = await self._queue_types(pool)
         channel: AbstractChannel = await amqp.channel()
         try:
-            await topology.declare_scope(channel, scope)
+            await topology.declare_scope(channel, scope, self.settings.scheduler_queue_type)
             for queue in self.registry.queues:
                 await topology.declare_work_queue(channel, scope, queue, self._types[queue])
         finally:
@@ -338,11 +341,17 @@ class Worker:
 
     async def _keep_consuming(self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel) -> None:
         """Consume again from a work queue whose consumer the broker cancelled (the queue was deleted, as
-        `migrate-queues` does before it redeclares it with another type): back-off until it is declared again."""
+        `migrate-queues` does before it redeclares it with another type): back-off until it is declared again.
+
+        Only a channel restored in full is looked at: while a reconnect restores the consumers one queue after the
+        other (seconds, on a loaded cluster of quorum queues), a consumer not restored yet is not a cancelled one.
+        Taking it for one once re-consumed the queue and cancelled the old tag while the restore registered it
+        again: the cancel-ok then took the client's callback away from a consumer the broker kept, and every
+        message the broker gave that consumer stayed unacknowledged, unseen, until the channel closed."""
         missing_before: set[Any] = set()
         while not self.stop_event.is_set():
             await asyncio.sleep(0.5)  # a look at the client's own consumer table: no round trip
-            if channel.is_closed:
+            if channel.is_closed or not await channel_restored(channel, 0.5):
                 missing_before.clear()
                 continue  # the robust connection restores the channel and its consumers
             with contextlib.suppress(*AMQP_ERRORS):
@@ -351,7 +360,7 @@ class Worker:
                 if present is None:
                     continue
                 missing = {tag for _, tag in self._consumers if tag not in present}
-                # missing twice in a row: not a reconnect that is still restoring the consumers
+                # missing twice in a row, the channel restored both times: the broker cancelled it
                 for index, (queue, tag) in enumerate(list(self._consumers)):
                     if tag not in missing or tag not in missing_before or self.stop_event.is_set():
                         continue
@@ -371,8 +380,7 @@ class Worker:
     async def _reconsume(
         self, amqp: AbstractRobustConnection, pool: Any, channel: AbstractChannel, old: Any, tag: Any
     ) -> tuple[Any, Any]:
-        with contextlib.suppress(Exception):
-            await old.cancel(tag)  # forget it, so a reconnect does not restore it
+        forget_consumer(old, tag)  # so a reconnect does not restore it
         short = self._queue_short(old.name)
 
         async def attempt() -> tuple[Any, Any]:
@@ -472,6 +480,16 @@ class Worker:
                 await asyncio.wait(still, timeout=10)
                 log.warning("worker.cancelled_runs", count=len(still))
         log.info("worker.stopped", worker=self.worker_id)
+
+
+def forget_consumer(queue: Any, tag: Any) -> None:
+    """Drop a consumer the broker cancelled from the robust queue's list of consumers to restore, without a
+    basic.cancel: the broker knows it no more, and a cancel of the tag would race a restore of it (aiormq removes
+    the callback of a tag on any cancel-ok for it, also one that answers a cancel sent before the restore's
+    consume: the broker would then deliver to a consumer the client no longer has)."""
+    consumers = getattr(queue, "_consumers", None)  # aio-pika's RobustQueue: tag -> consume() arguments
+    if isinstance(consumers, dict):
+        consumers.pop(tag, None)
 
 
 async def _declare_delay(job: JobRow, channel: AbstractChannel) -> None:

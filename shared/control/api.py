@@ -103,6 +103,12 @@ class Control:
     @property
     def default_queue_type(self) -> str:
         """The scope's default queue type (SCHEDULER_QUEUE_TYPE) for jobs that do not set one."""
+        return self.scope_queue_type
+
+    @property
+    def scope_queue_type(self) -> topology.QueueType:
+        """The scope's queue type (`Settings.scheduler_queue_type`): its default for jobs, and the type of its
+        parking and event queues."""
         return (self.settings or Settings()).scheduler_queue_type
 
     async def _writer(self) -> tuple[asyncpg.Connection, AbstractChannel]:
@@ -275,7 +281,8 @@ class Control:
         job = await jobs.existing(conn, self.scope, job_id)
         if not queue:
             await runs.refuse_if_running(conn, job)
-        await declare_for(await self.session.channel(), job)  # a queue for the message before any worker started
+        # a queue for the message before any worker started
+        await declare_for(await self.session.channel(), job, self.scope_queue_type)
         queued = await runs.run_now(conn, await self.session.publisher(), job, dict(params or {}), _now(), queue)
         after = {"run_id": str(queued.run_id), "params": dict(params or {}), "queue": queue}
         await self._audit("run-now", job_id, None, after)
@@ -318,7 +325,7 @@ class Control:
         conn = await self.session.db()
         job = await jobs.existing(conn, self.scope, plan.job_id)
         if plan.todo:
-            await declare_for(await self.session.channel(), job)
+            await declare_for(await self.session.channel(), job, self.scope_queue_type)
             slots = [slot.isoformat() for slot in plan.todo]
             await self._audit("backfill", job.job_id, None, {"slots": len(slots), "first": slots[0], "last": slots[-1]})
         return await runs.backfill(conn, await self.session.publisher(), job, plan, wait, on_slot, on_retry)
@@ -341,18 +348,18 @@ class Control:
 
     async def dead_letters(self, limit: int = 50) -> DeadLetters:
         """Parked messages, oldest first (they stay parked)."""
-        return await dead.list_parked(await self.session.channel(), self.scope, limit)
+        return await dead.list_parked(await self.session.channel(), self.scope, limit, self.scope_queue_type)
 
     async def replay(self, message_id: str) -> Replayed:
         """Send one parked message back to its work queue (after a fix) and remove it from parking."""
-        replayed = await dead.replay(await self.session.channel(), self.scope, message_id)
+        replayed = await dead.replay(await self.session.channel(), self.scope, message_id, self.scope_queue_type)
         after = {"message_id": message_id, "reason": replayed.reason, "routing_key": replayed.routing_key}
         await self._audit("replay", None, None, after)
         return replayed
 
     async def purge_dead(self) -> Purged:
         """Delete every parked message of the scope."""
-        purged = await dead.purge(await self.session.channel(), self.scope)
+        purged = await dead.purge(await self.session.channel(), self.scope, self.scope_queue_type)
         await self._audit("purge-dead", None, None, {"count": purged.count})
         return purged
 
@@ -370,7 +377,7 @@ class Control:
         job = await self.job(job_id)
         data = default_body(job.job_id) if body is None else body
         channel = await self.session.channel()
-        await declare_for(channel, job)
+        await declare_for(channel, job, self.scope_queue_type)
         routing_key = await publish_raw(channel, self.scope, job.queue, data)
         await self._audit("publish", job.job_id, None, {"routing_key": routing_key, "bytes": len(data)})
         return Published(topology.exchange_name(self.scope), routing_key, len(data))

@@ -61,14 +61,15 @@ class Peek:
         await message.ack()
 
 
-async def parking(channel: AbstractChannel, scope: str) -> AbstractQueue:
-    """The scope's parking queue (declared with its exchange, so an empty scope lists nothing, not an error)."""
-    return await topology.declare_scope(channel, scope)
+async def parking(channel: AbstractChannel, scope: str, queue_type: topology.QueueType) -> AbstractQueue:
+    """The scope's parking queue (declared with its exchange, so an empty scope lists nothing, not an error), of
+    the scope's queue type (`Settings.scheduler_queue_type`)."""
+    return await topology.declare_scope(channel, scope, queue_type)
 
 
-async def list_parked(channel: AbstractChannel, scope: str, limit: int) -> DeadLetters:
+async def list_parked(channel: AbstractChannel, scope: str, limit: int, queue_type: topology.QueueType) -> DeadLetters:
     """Up to `limit` parked messages, oldest first; they stay parked."""
-    queue = await parking(channel, scope)
+    queue = await parking(channel, scope, queue_type)
     total = queue.declaration_result.message_count or 0
     messages: list[ParkedMessage] = []
     async with Peek(queue) as peek:
@@ -77,9 +78,9 @@ async def list_parked(channel: AbstractChannel, scope: str, limit: int) -> DeadL
     return DeadLetters(queue.name, total, messages)
 
 
-async def replay(channel: AbstractChannel, scope: str, message_id: str) -> Replayed:
+async def replay(channel: AbstractChannel, scope: str, message_id: str, queue_type: topology.QueueType) -> Replayed:
     """Republish one parked message to its original work queue, then remove it from parking."""
-    queue = await parking(channel, scope)
+    queue = await parking(channel, scope, queue_type)
     async with Peek(queue) as peek:
         for _ in range(SCAN_LIMIT):
             message = await peek.next()
@@ -98,8 +99,8 @@ async def replay(channel: AbstractChannel, scope: str, message_id: str) -> Repla
     raise UnknownParkedMessage(topology.dead_name(scope), message_id)
 
 
-async def purge(channel: AbstractChannel, scope: str) -> Purged:
+async def purge(channel: AbstractChannel, scope: str, queue_type: topology.QueueType) -> Purged:
     """Delete every parked message of the scope."""
-    queue = await parking(channel, scope)
+    queue = await parking(channel, scope, queue_type)
     result = await queue.purge()
     return Purged(queue.name, result.message_count or 0)

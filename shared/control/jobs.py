@@ -49,12 +49,18 @@ async def existing(conn: asyncpg.Connection, scope: str, job_id: str) -> JobRow:
 
 
 async def _rebind(
-    conn: asyncpg.Connection, channel: AbstractChannel, scope: str, job_id: str, before: list[JobRow]
+    conn: asyncpg.Connection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    scope: str,
+    job_id: str,
+    before: list[JobRow],
 ) -> None:
-    """Event bindings after a change to `job_id`: bound and unbound at once (workers consume within seconds)."""
+    """Event bindings after a change to `job_id`: bound and unbound at once (workers consume within seconds). Event
+    queues are of the scope's queue type, which the publisher carries (from Settings)."""
     also = sorted({name for job in before for name in job.on_success} | {job.job_id for job in before})
     after = await jobs_store.subscription_neighbourhood(conn, scope, job_id, also)
-    await bindings.sync(channel, scope, before, after, [job_id])
+    await bindings.sync(channel, scope, before, after, [job_id], publisher.scope_queue_type)
 
 
 def _change(job_id: str, changed: bool, replaced: tuple[int, chain.Slot | None]) -> JobChange:
@@ -95,8 +101,8 @@ async def seed_job(
     before = await jobs_store.subscription_neighbourhood(conn, scope, definition.job_id, list(definition.on_success))
     was = next((job for job in before if job.job_id == definition.job_id), None)
     row, changed = await jobs_store.upsert_job(conn, scope, definition)
-    await declare_for(channel, row)
-    await _rebind(conn, channel, scope, row.job_id, before)
+    await declare_for(channel, row, publisher.scope_queue_type)
+    await _rebind(conn, channel, publisher, scope, row.job_id, before)
     replaced = await chain.replace(conn, channel, publisher, row, now)
     await ledger.replaced(conn, publisher, was, row.enabled, replaced[0], now, worker=None)
     return _change(row.job_id, changed, replaced)
@@ -137,7 +143,7 @@ async def resume_job(
     in the slot ledger, and the job's catch-up policy runs some of them (`shared.ledger.paused`)."""
     row = await existing(conn, scope, job_id)
     await jobs_store.set_enabled(conn, scope, job_id, True, None)
-    await declare_for(channel, row)
+    await declare_for(channel, row, publisher.scope_queue_type)
     replaced = await chain.replace(conn, channel, publisher, row, now)
     gaps = await ledger.paused(conn, publisher, row, replaced[0], now, worker=worker) if not row.enabled else None
     change = _change(job_id, not row.enabled, replaced)
@@ -192,7 +198,7 @@ async def delete_job(
     epoch, _ = await chain.replace(conn, channel, publisher, row, now)
     await jobs_store.delete_job(conn, scope, job_id)
     await topology.delete_job_queues(channel, scope, job_id)
-    await _rebind(conn, channel, scope, job_id, before)
+    await _rebind(conn, channel, publisher, scope, job_id, before)
     return Deleted(job_id, epoch)
 
 
@@ -260,7 +266,7 @@ async def seed_planned(
     await jobs_store.set_seeded_definition(conn, scope, job_id, jobs_store.declared(plan.definition))
     if row.enabled and row.pause_note is not None:
         await jobs_store.set_enabled(conn, scope, job_id, True, None)  # enabled again (reset): the pause note goes
-    await declare_for(channel, row)
+    await declare_for(channel, row, publisher.scope_queue_type)
     if plan.row is None or drift.chain_affected(
         jobs_store.declared(plan.row.definition()), jobs_store.declared(plan.target)
     ):

@@ -138,7 +138,9 @@ async def migrate_work_queue(
         await topology.declare_work_queue(declaring, scope, queue, to)
         for job in jobs:
             await topology.declare_job(declaring, scope, job.job_id, queue, to)
-        fresh = Publisher(declaring, scope, ttl_ceiling_ms=publisher.ttl_ceiling_ms)
+        fresh = Publisher(
+            declaring, scope, ttl_ceiling_ms=publisher.ttl_ceiling_ms, scope_queue_type=publisher.scope_queue_type
+        )
         for message in moved:
             properties = aiormq.spec.Basic.Properties(
                 content_type=message.content_type, delivery_mode=2, headers=dict(message.headers or {}),

@@ -68,7 +68,7 @@ async def seed_batch(
         if row.enabled and row.pause_note is not None:  # enabled again (reset): the pause note goes
             await jobs_store.set_enabled(conn, scope, job_id, True, None)
     known = {p.definition.job_id for p in plans if _queues_kept(p.row, rows[p.definition.job_id])}
-    waiting = await declare_all(channel, scope, [rows[i] for i in ids], known)
+    waiting = await declare_all(channel, scope, [rows[i] for i in ids], publisher.scope_queue_type, known)
     fresh = [p.definition.job_id for p in plans if _chain_starts(p)]
     # a job that had no row has no chain: its delay queue needs a purge only if something waits there (left over)
     empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
@@ -106,13 +106,17 @@ def _chain_starts(plan: PlannedSeed) -> bool:
 
 
 async def declare_all(
-    channel: AbstractChannel, scope: str, rows: Sequence[JobRow], known: Collection[str] = ()
+    channel: AbstractChannel,
+    scope: str,
+    rows: Sequence[JobRow],
+    scope_type: topology.QueueType,
+    known: Collection[str] = (),
 ) -> dict[str, int]:
-    """`topology.declare_job` for every row: the scope's exchanges and each work queue once, then each job's delay
-    queue over several channels (`shared.lanes`). The jobs of `known` (seeded before on the same queue, same type)
-    only have their delay queue looked for, and declared if it is gone. Returns how many messages wait in each
-    declared delay queue."""
-    await topology.declare_scope(channel, scope)
+    """`topology.declare_job` for every row: the scope's exchanges (of `scope_type`) and each work queue once, then
+    each job's delay queue over several channels (`shared.lanes`). The jobs of `known` (seeded before on the same
+    queue, same type) only have their delay queue looked for, and declared if it is gone. Returns how many messages
+    wait in each declared delay queue."""
+    await topology.declare_scope(channel, scope, scope_type)
     for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
         await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
     checked = [r for r in rows if r.job_id in known]

@@ -106,8 +106,11 @@ class Session:
         return connection
 
     async def publisher(self) -> Publisher:
-        ceiling = (self.settings or Settings()).scheduler_ttl_ceiling_ms  # borrowing: read from the environment
-        return Publisher(await self.channel(), self.scope, ttl_ceiling_ms=ceiling)
+        settings = self.settings or Settings()  # borrowing: read from the environment
+        return Publisher(
+            await self.channel(), self.scope, ttl_ceiling_ms=settings.scheduler_ttl_ceiling_ms,
+            scope_queue_type=settings.scheduler_queue_type,
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Close what this session opened (nothing, when it borrows)."""

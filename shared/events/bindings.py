@@ -46,13 +46,20 @@ def plan(
     return out
 
 
-async def bind_job(channel: aio_pika.abc.AbstractChannel, scope: str, job_id: str, patterns: Iterable[str]) -> None:
-    """Declare the job's event queue and bind it to `S.events` with each pattern (idempotent)."""
+async def bind_job(
+    channel: aio_pika.abc.AbstractChannel,
+    scope: str,
+    job_id: str,
+    patterns: Iterable[str],
+    queue_type: topology.QueueType,
+) -> None:
+    """Declare the job's event queue (of the scope's queue type) and bind it to `S.events` with each pattern
+    (idempotent)."""
     patterns = list(patterns)
     if not patterns:
         return
     exchange = await topology.declare_events_exchange(channel, scope)
-    queue = await topology.declare_event_queue(channel, scope, job_id)
+    queue = await topology.declare_event_queue(channel, scope, job_id, queue_type)
     for pattern in patterns:
         # the plain queue's bind, not the robust one's: a robust queue would remember the binding and put it back
         # after a reconnect, even once the control layer has unbound it
@@ -65,13 +72,15 @@ async def sync(
     before: Sequence[Subscriber],
     after: Sequence[Subscriber],
     job_ids: Iterable[str],
+    queue_type: topology.QueueType,
 ) -> None:
     """Bring the bindings of the jobs a change touched to what the definitions after it say. A job that no longer
-    subscribes to anything loses its event queue (and the events waiting in it: nothing would run them)."""
+    subscribes to anything loses its event queue (and the events waiting in it: nothing would run them). Event
+    queues are of the scope's queue type, `queue_type`."""
     for job_id, (bind, unbind, keeps) in plan(before, after, job_ids).items():
         if keeps:
-            await bind_job(channel, scope, job_id, bind)
-            queue = await topology.declare_event_queue(channel, scope, job_id)
+            await bind_job(channel, scope, job_id, bind, queue_type)
+            queue = await topology.declare_event_queue(channel, scope, job_id, queue_type)
             for pattern in unbind:
                 await queue.unbind(topology.events_exchange_name(scope), routing_key=pattern)
         elif any(j.job_id == job_id for j in after):

@@ -20,10 +20,13 @@ from shared.dependencies import AMQP_ERRORS, describe
 from shared.events.bindings import bind_job
 from shared.events.consumer import handle_event
 from shared.events.decide import subscriptions_of
+from shared.failover import channel_restored
 from shared.runtime import Env
 from shared.store.jobs import JobRow
 
 log = structlog.get_logger("shared.events.subscriptions")
+
+RESTORE_WAIT_SEC = 30.0  # how long a consumer's cancel waits for its channel's restore after a reconnect
 
 
 def wanted(jobs: Sequence[JobRow], queues: Iterable[str]) -> dict[str, list[str]]:
@@ -74,14 +77,16 @@ class EventConsumers:
         self._held.clear()
         for job_id, patterns in want.items():
             if job_id not in self._consuming:
-                await bind_job(self.channel, self.env.scope, job_id, patterns)
-                queue = await topology.declare_event_queue(self.channel, self.env.scope, job_id)
+                scope_type = self.env.publisher.scope_queue_type
+                await bind_job(self.channel, self.env.scope, job_id, patterns, scope_type)
+                queue = await topology.declare_event_queue(self.channel, self.env.scope, job_id, scope_type)
                 tag = await queue.consume(partial(self._on_event, job_id))
                 self._consuming[job_id] = (queue, tag)
                 log.info("events.consuming", job_id=job_id, patterns=patterns)
 
     async def _stop(self, job_id: str) -> None:
         queue, tag = self._consuming.pop(job_id)
+        await channel_restored(self.channel, RESTORE_WAIT_SEC)  # never cancel a tag a reconnect is restoring
         with contextlib.suppress(Exception):  # a queue deleted meanwhile has no consumer to cancel
             await queue.cancel(tag)
         log.info("events.stopped_consuming", job_id=job_id)
@@ -99,6 +104,7 @@ class EventConsumers:
             self.spawn(self._cancel(job_id, queue, tag))
 
     async def _cancel(self, job_id: str, queue: AbstractQueue, tag: str) -> None:
+        await channel_restored(self.channel, RESTORE_WAIT_SEC)  # as in _stop
         with contextlib.suppress(Exception):
             await queue.cancel(tag)
         log.info("events.held", job_id=job_id)

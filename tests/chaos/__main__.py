@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
     p.add_argument("--freeze", type=float, default=20.0, help="seconds a node stays SIGSTOPped (--ha)")
     p.add_argument("--skews", default="2,-2", help="clock skews in seconds of the last workers (--ha; '' for none)")
     p.add_argument("--no-controls", action="store_true", help="no reseed / pause / resume / set")
+    p.add_argument("--once", action="store_true", help="every fault kind once, back to back, then settle")
+    p.add_argument("--down-scale", type=float, default=1.0, help="multiply the times servers are kept down")
+    p.add_argument("--watch-queues", action="store_true", help="sample the work queues every 3 s (queues.jsonl)")
     p.add_argument("--out", type=Path, help="output directory (default /tmp/chaos-<time>)")
     args = p.parse_args(argv)
     known = {**ha_faults.HA_FAULTS, "pg_outage": None} if args.ha else faults.FAULTS
@@ -47,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
     return SoakConfig(
         out_dir=out, duration_sec=args.duration, jobs=args.jobs, workers=args.workers, grace_sec=args.grace,
         settle_sec=args.settle, quiet_sec=args.quiet, pg_outage_sec=args.pg_outage, kinds=kinds,
-        controls=not args.no_controls, ha=args.ha, freeze_sec=args.freeze, clock_skews_sec=skews, **extra,
+        controls=not args.no_controls, ha=args.ha, freeze_sec=args.freeze, clock_skews_sec=skews, once=args.once,
+        down_scale=args.down_scale, watch_queues=args.watch_queues, **extra,
     )  # fmt: skip
 
 

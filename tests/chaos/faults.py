@@ -87,6 +87,11 @@ class Rig:
     scope: str = ""
     cluster: RabbitCluster | None = None  # the HA soak: `rabbit` is its first node, `pg` the current primary
     pair: PgPair | None = None
+    down_scale: float = 1.0  # every time a server or worker is kept down is multiplied by this
+
+    def down(self, low: float, high: float) -> float:
+        """Seconds to keep something down: uniform in [low, high], times `down_scale`."""
+        return self.rng.uniform(low, high) * self.down_scale
 
     def __post_init__(self) -> None:
         self.current = dict(self.file_jobs)
@@ -101,7 +106,7 @@ async def worker_kill(rig: Rig) -> Event:
     start = utcnow()
     pid = rig.fleet.kill(slot)
     killed_at = utcnow()
-    down = rig.rng.uniform(2, 6)
+    down = rig.down(2, 6)
     await asyncio.sleep(down)
     new_pid = rig.fleet.start(slot)
     detail = {

@@ -41,7 +41,7 @@ async def _kill_and_restart(rig: faults.Rig, kind: str, index: int, detail: dict
     cluster = _cluster(rig)
     start = utcnow()
     pid = cluster.kill(index)
-    down = rig.rng.uniform(3, 8)
+    down = rig.down(3, 8)
     await asyncio.sleep(down)
     await cluster.restart(index)
     detail = {**detail, "node": cluster.nodes[index].node, "pid": pid, "down_sec": round(down, 2)}
@@ -74,7 +74,7 @@ async def node_stop_app(rig: faults.Rig) -> Event:
     node = cluster.nodes[index]
     start = utcnow()
     await node.actl("stop_app", timeout=120)
-    down = rig.rng.uniform(3, 10)
+    down = rig.down(3, 10)
     await asyncio.sleep(down)
     await node.actl("start_app", timeout=180)
     await node.actl("await_startup", timeout=180)
@@ -108,7 +108,7 @@ async def rolling_restart(rig: faults.Rig) -> Event:
     for node in cluster.nodes:
         waited = await _wait_not_quorum_critical(node)
         await node.actl("stop_app", timeout=120)
-        await asyncio.sleep(rig.rng.uniform(1, 4))
+        await asyncio.sleep(rig.down(1, 4))
         await node.actl("start_app", timeout=180)
         await node.actl("await_startup", timeout=180)
         steps.append({"node": node.node, "waited_for_quorum_sec": waited})
@@ -143,7 +143,7 @@ def pg_switchover(gap: tuple[float, float] = (3.0, 8.0)) -> faults.Injector:
     async def inject(rig: faults.Rig) -> Event:
         pair = _pair(rig)
         start = utcnow()
-        detail = await pair.switchover(rig.rng.uniform(*gap))
+        detail = await pair.switchover(rig.down(*gap))
         rig.pg = pair.primary
         promoted = utcnow()
         await pair.rebuild_standby()

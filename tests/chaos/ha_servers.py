@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from tests.chaos.servers import PG_USER, PrivatePostgres, PrivateRabbit, ServerError
@@ -127,8 +128,20 @@ class RabbitCluster:
         for index, node in enumerate(self.nodes):
             if node.proc is None or node.proc.poll() is not None:
                 await self.restart(index)
+
+        async def started(node: PrivateRabbit) -> None:
             await node.actl("start_app", check=False, timeout=180)
             await node.actl("await_startup", check=False, timeout=180)
+
+        await asyncio.gather(*(started(node) for node in self.nodes))  # each rabbitmqctl boots a VM: together
+
+    def keep_logs(self, dest: Path) -> None:
+        """Copy each node's log files to `dest` (the node directories go with `stop`)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            for log in (node.base / "log").glob("*.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy2(log, dest / log.name)
 
     def stop(self) -> None:
         for index in range(len(self.nodes)):

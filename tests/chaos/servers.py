@@ -177,8 +177,11 @@ class PrivateRabbit:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerError(f"private RabbitMQ exited with {self.proc.returncode}; see {self.log_path}")
-            if self.ctl("await_startup", "--timeout", "30", check=False, timeout=60).returncode == 0:
-                return self
+            try:
+                if self.ctl("await_startup", "--timeout", "30", check=False, timeout=60).returncode == 0:
+                    return self
+            except subprocess.TimeoutExpired:  # rabbitmqctl itself slow to boot on a loaded machine: ask again
+                continue
             time.sleep(0.5)
         raise ServerError(f"private RabbitMQ did not start within {timeout} s; see {self.log_path}")
 

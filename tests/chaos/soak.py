@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from tests.chaos import delay_peek, faults, ha_faults
+from tests.chaos import delay_peek, faults, ha_faults, queue_watch
 from tests.chaos.faultlog import Event, FaultLog, utcnow
 from tests.chaos.fleet import ROOT, WORKER_ENV, Fleet
 from tests.chaos.ha_servers import PgPair, RabbitCluster
@@ -61,6 +61,9 @@ class SoakConfig:
     ha: bool = False
     freeze_sec: float = 20.0
     clock_skews_sec: tuple[float, ...] = ()  # one worker per entry runs with its clock this far off (libfaketime)
+    once: bool = False  # every fault kind once, back to back, then the faults are over (the duration is a limit)
+    down_scale: float = 1.0  # the times servers and workers are kept down, scaled
+    watch_queues: bool = False  # sample the work queues every 3 s (queues.jsonl): a rabbitmqctl VM each time
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -91,7 +94,7 @@ def _run_ha(config: SoakConfig) -> int:
     if config.clock_skews_sec and not FAKETIME_LIB.exists():
         raise SystemExit(f"{FAKETIME_LIB} is missing: install Debian's faketime package (apt-get install faketime)")
     cluster, pair = RabbitCluster(), PgPair()
-    cleanup = _Cleanup(cluster.stop, pair.remove)
+    cleanup = _Cleanup(lambda: cluster.keep_logs(config.out_dir / "nodes"), cluster.stop, pair.remove)
     atexit.register(cleanup)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
@@ -158,21 +161,40 @@ async def soak(
     fleet = Fleet(config.workers, jobs_file, out, env, log, skewed_slots(config))
     cli = faults.Cli(cli_env, out / "cli.log")
     rig = faults.Rig(rabbit, pg, fleet, log, cli, rng, jobs_file, {j.job_id: j for j in jobs}, scope=scope,
-                     cluster=cluster, pair=pair)  # fmt: skip
+                     cluster=cluster, pair=pair, down_scale=config.down_scale)  # fmt: skip
     say(f"scope {scope}: {len(jobs)} jobs, {config.workers} workers as RabbitMQ user {user!r}; output in {out}")
+    sampler: asyncio.Task[None] | None = None
     try:
         fleet.start_all()
         await wait_for_workers(pg.dsn(), scope, config.workers)
+        if config.watch_queues:
+            sampler = asyncio.create_task(queue_watch.sample(broker_ctl(rig), scope, out / "queues.jsonl"))
         await initial_seed(rig)
         await inject(config, rig)
         await settle(config, rig)
         await check_chains(rig, scope)
+        drained = await check_work_queues(rig, scope)
         await check_users(rig, user)
+        if config.watch_queues or not drained:
+            await queue_watch.snapshot(broker_ctl(rig), scope, out / "consumers.json")
     finally:
+        if sampler is not None:
+            sampler.cancel()
         await fleet.stop_all()
         log.mark("soak_end")
     check_secrets(rig, [amqp_password, pg_password])
     return await run_checker(config, rig, scope)
+
+
+def broker_ctl(rig: faults.Rig) -> queue_watch.Ctl:
+    """`rabbitmqctl` on the broker (on the cluster: on the first node that answers)."""
+    if rig.cluster is not None:
+        return rig.cluster.actl_any
+
+    async def ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return await rig.rabbit.actl(*args, check=False, timeout=timeout)
+
+    return ctl
 
 
 def skewed_slots(config: SoakConfig) -> dict[int, dict[str, str]]:
@@ -228,21 +250,26 @@ async def inject(config: SoakConfig, rig: faults.Rig) -> None:
         injectors = {**ha_faults.HA_FAULTS, "node_freeze": ha_faults.node_freeze(config.freeze_sec),
                      "pg_outage": faults.pg_outage(*config.pg_outage_sec)}  # fmt: skip
     kinds = [k for k in config.kinds if k in injectors]
+    faults_over = asyncio.Event()
 
     async def fault_loop() -> None:
         await asyncio.sleep(min(config.warmup_sec, config.duration_sec))
         order = rig.rng.sample(kinds, len(kinds))  # every kind once first, then at random
-        while time.monotonic() < deadline and kinds:
+        while time.monotonic() < deadline and kinds and (order or not config.once):
             kind = order.pop(0) if order else rig.rng.choice(kinds)
             event = await injectors[kind](rig)
             say(f"fault {event.kind} {event.detail} ({(event.end - event.start).total_seconds():.1f} s)")
-            await _sleep_until(deadline, rig.rng.uniform(*config.quiet_sec))
+            if order or not config.once:
+                await _sleep_until(deadline, rig.rng.uniform(*config.quiet_sec))
+        faults_over.set()
 
     async def control_loop() -> None:
         reseeded = False
         while True:
-            await _sleep_until(deadline, rig.rng.uniform(*config.control_gap_sec))
-            if time.monotonic() >= deadline:
+            with contextlib.suppress(TimeoutError):  # the faults ending (--once) ends the wait too
+                gap = min(rig.rng.uniform(*config.control_gap_sec), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(faults_over.wait(), gap)
+            if time.monotonic() >= deadline or faults_over.is_set():
                 return
             half_way = time.monotonic() > deadline - config.duration_sec / 2
             if (half_way and not reseeded) or rig.rng.random() < 0.15:
@@ -301,6 +328,26 @@ async def check_chains(rig: faults.Rig, scope: str, samples: int = 4, gap_sec: f
     inside = {name: await _look_inside(rig, scope, name) for name in crowded}
     chains = {name: kinds for name, kinds in inside.items() if len(kinds["live"]) > 1}
     check(rig, "one_chain_per_job", not chains, second_chains=chains, crowded_delay_queues=inside, samples=seen)
+
+
+async def check_work_queues(rig: faults.Rig, scope: str, samples: int = 4, gap_sec: float = 3.0) -> bool:
+    """After the quiet period every work queue is drained in a moment: a queue holding messages in every sample
+    (quorum queue counters are refreshed every few seconds, so several seconds apart) has messages nobody
+    takes, such as those the broker gives a consumer the client forgot (see shared.worker.forget_consumer)."""
+    seen: list[dict[str, int]] = []
+    for sample in range(samples):
+        rows = await queue_watch.work_queues(broker_ctl(rig), scope)
+        seen.append({
+            str(r["name"]): int(r.get("messages_ready") or 0) + int(r.get("messages_unacknowledged") or 0)
+            for r in rows if r.get("messages_ready") or r.get("messages_unacknowledged")
+        })  # fmt: skip
+        if not seen[-1]:
+            break
+        if sample < samples - 1:
+            await asyncio.sleep(gap_sec)
+    stuck = {name: n for name, n in seen[-1].items() if all(name in s for s in seen)} if len(seen) == samples else {}
+    check(rig, "work_queues_drained", not stuck, held=stuck, samples=seen)
+    return not stuck
 
 
 async def _look_inside(rig: faults.Rig, scope: str, queue: str) -> dict[str, list[str]]:

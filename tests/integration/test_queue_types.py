@@ -98,6 +98,7 @@ async def test_scope_default_with_a_per_job_override(
             await wait_until(lambda j=job_id: _succeeded(control, j, 2), 20, f"2 runs of {job_id}")  # type: ignore[misc]
     assert await declared_as(amqp, topology.work_queue_spec(scope, "dflt", "quorum"))
     assert await declared_as(amqp, topology.delay_queue_spec(scope, "dflt2", "dflt", "quorum"))
+    assert await declared_as(amqp, topology.dead_queue_spec(scope, "quorum"))  # the scope's type, from Settings
     assert await declared_as(amqp, topology.work_queue_spec(scope, "own", "classic"))
     assert await declared_as(amqp, topology.delay_queue_spec(scope, "own", "own", "classic"))
     assert not await _exists(amqp, topology.retry_queue_name(scope, "own"))  # no retry yet: no retry queue

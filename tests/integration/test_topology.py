@@ -75,7 +75,7 @@ async def _declare_job(
     """Declare scope and job on a channel of their own, as the framework is meant to be used."""
     scope.track(job_id, queue)
     async with connection.channel() as channel:
-        await declare_scope(channel, scope.name)
+        await declare_scope(channel, scope.name, "classic")
         await declare_job(channel, scope.name, job_id, queue, queue_type)
 
 
@@ -205,7 +205,7 @@ async def test_quorum_job_hops_from_delay_to_work_queue(connection: AbstractRobu
 async def test_parked_message_lands_in_the_dead_queue(connection: AbstractRobustConnection, scope: Scope) -> None:
     dead = dead_name(scope.name)
     async with connection.channel() as channel:
-        await declare_scope(channel, scope.name)
+        await declare_scope(channel, scope.name, "classic")
         exchange = await channel.declare_exchange(dead, passive=True)
         parked = aio_pika.Message(
             b"not json",

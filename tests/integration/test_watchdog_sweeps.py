@@ -65,7 +65,7 @@ async def add_job(conn: asyncpg.Connection, channel: AbstractChannel, scope: str
     """The job row (no chain message) and its queues, the retry queue included (a worker's publisher declares it
     on first need; the sweeps here are given a bare one)."""
     row, _ = await jobs_store.upsert_job(conn, scope, load_definition({"interval_seconds": 3600, **definition}))
-    await declare_for(channel, row)
+    await declare_for(channel, row, "classic")
     await declare_retry_for(channel, row)
     return row
 

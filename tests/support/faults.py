@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import re
 import subprocess
 
 import asyncpg
 
 
 def close_rabbitmq_connections(name_part: str) -> int:
-    """Close every broker connection whose client-provided name contains `name_part` (rabbitmqctl)."""
+    """Close every broker connection whose client-provided name contains `name_part` (rabbitmqctl). Listed in the
+    table format: its pids (`<rabbit@host.1.2.3>`) are what `close_connection` takes; the JSON formatter's
+    (`#PID<1.2.3>`) are refused with `invalid_pid_syntax`."""
     out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--formatter", "json"],
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--no-table-headers"],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     ).stdout
     closed = 0
-    for conn in json.loads(out or "[]"):
-        props = conn.get("client_properties") or []
-        name = next((p[2] for p in props if isinstance(p, list) and p and p[0] == "connection_name"), "")
-        if name_part in str(name):
+    for line in out.splitlines():
+        pid, _, properties = line.partition("\t")
+        name = re.search(r'\{"connection_name","([^"]*)"\}', properties)
+        if pid.startswith("<") and name and name_part in name.group(1):
             subprocess.run(
-                ["rabbitmqctl", "-q", "close_connection", conn["pid"], "fault injected by test"],
+                ["rabbitmqctl", "-q", "close_connection", pid, "fault injected by test"],
                 capture_output=True,
-                check=False,
+                check=True,
                 timeout=60,
             )
             closed += 1

@@ -16,7 +16,6 @@ from shared.topology import (
     mismatch_from_reply,
     retry_queue_name,
     retry_queue_spec,
-    scope_queue_type,
     work_queue_name,
     work_queue_spec,
 )
@@ -111,16 +110,10 @@ def test_dead_queue_is_a_durable_classic_queue() -> None:
     assert dead_queue_spec("s") == QueueSpec("s.jobs.dead", True, {})
 
 
-def test_scope_wide_queues_take_the_scope_type_so_a_cluster_node_down_does_not_strand_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_scope_wide_queues_take_the_scope_type_so_a_cluster_node_down_does_not_strand_them() -> None:
     assert dead_queue_spec("s", "quorum").arguments == {"x-queue-type": "quorum"}
     assert event_queue_spec("s", "job", "quorum").arguments == {"x-queue-type": "quorum"}
     assert event_queue_spec("s", "job").arguments == {}
-    monkeypatch.setenv("SCHEDULER_QUEUE_TYPE", "quorum")
-    assert scope_queue_type() == "quorum"
-    monkeypatch.delenv("SCHEDULER_QUEUE_TYPE")
-    assert scope_queue_type() == "classic"
 
 
 def test_specs_are_immutable_and_hashable() -> None:
