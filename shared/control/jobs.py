@@ -140,12 +140,17 @@ async def resume_job(
     worker: str | None = None,
 ) -> JobChange:
     """Enable the job and start a fresh chain from now. The slots the pause kept from running get `paused` rows
-    in the slot ledger, and the job's catch-up policy runs some of them (`shared.ledger.paused`)."""
+    in the slot ledger, and the job's catch-up policy runs some of them (`shared.ledger.paused`).
+
+    All or nothing: the job is enabled in the transaction that starts its chain and writes the gap rows, so a
+    broker or database that fails on the way leaves the job paused as it was (a timed pause is tried again by the
+    next sweep), never enabled without a chain and without the ledger rows of its pause."""
     row = await existing(conn, scope, job_id)
-    await jobs_store.set_enabled(conn, scope, job_id, True, None)
     await declare_for(channel, row, publisher.scope_queue_type)
-    replaced = await chain.replace(conn, channel, publisher, row, now)
-    gaps = await ledger.paused(conn, publisher, row, replaced[0], now, worker=worker) if not row.enabled else None
+    async with conn.transaction():
+        await jobs_store.set_enabled(conn, scope, job_id, True, None)
+        replaced = await chain.replace(conn, channel, publisher, row, now)
+        gaps = await ledger.paused(conn, publisher, row, replaced[0], now, worker=worker) if not row.enabled else None
     change = _change(job_id, not row.enabled, replaced)
     if gaps is None:
         return change

@@ -14,8 +14,10 @@ import pytest
 
 from scheduler_seed.status import enabled_words
 from shared import schedule, topology
+from shared.control import jobs
 from shared.decisions import CHAIN_CATCH_UP_SEC
 from shared.definitions import load_definition
+from shared.publisher import Publisher
 from shared.settings import Settings
 from shared.store import ledger, runs
 from shared.vocabulary import RunStatus, TriggerSource
@@ -222,3 +224,32 @@ async def test_the_api_pauses_until_a_time_and_lists_gaps(
         assert [(r["status"], r["error"]) for r in listed] == [("missed", "chain lost")] * 2
         assert listed[0]["scheduled_for"] > listed[1]["scheduled_for"]  # newest first
         assert len((await api.get("/jobs/gapped/runs")).json()) == 3
+
+
+async def test_a_resume_that_cannot_post_the_first_slot_leaves_the_job_paused_and_writes_no_rows(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    control = Control(pool, amqp, cleanup_scope)
+    await control.seed(job_id="held", interval_seconds=1)
+    await control.pause("held", note="maintenance")
+    await asyncio.sleep(2.2)  # two slots kept from running by the pause
+    channel = await amqp.channel()
+    try:
+        broken = Publisher(channel, cleanup_scope)
+
+        async def broker_gone(*args: Any, **kwargs: Any) -> None:
+            raise aio_pika.exceptions.AMQPConnectionError("broker gone")
+
+        broken.to_delay = broker_gone  # type: ignore[method-assign]
+        async with pool.acquire() as conn:
+            with pytest.raises(aio_pika.exceptions.AMQPConnectionError):
+                await jobs.resume_job(conn, channel, broken, cleanup_scope, "held", now())
+    finally:
+        await channel.close()
+    row = await control.job("held")
+    assert not row["enabled"] and row["pause_note"] == "maintenance"  # still paused, as before the attempt
+    assert gap_rows(await control.runs("held"), RunStatus.PAUSED) == []
+
+    change = await control.resume("held")  # the broker is back: the resume goes through, gap rows and all
+    assert change.gaps >= 2 and (await control.job("held"))["enabled"]
+    assert len(gap_rows(await control.runs("held"), RunStatus.PAUSED)) == change.gaps
