@@ -44,7 +44,9 @@ from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
 from shared.store import jobs as jobs_store
 from shared.store import overlaps, runs
+from shared.store.jobs import JobRow
 from shared.store.pool import left_tidy, spoil
+from shared.store.runs_batch import AheadClaim
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, RunStatus
 
 log = structlog.get_logger("shared.protocol")
@@ -95,6 +97,8 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     )
     if decisions.rearm(msg, env.clock(), env.dispatch_lead_sec).action is Action.REARM:
         await rearm_hop(env, delivery, msg)
+        return
+    if await claim_batched(env, delivery, msg):  # the lead path on a cached row, claimed with its herd
         return
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
         turn = Turn(env, delivery, msg, conn)
@@ -575,6 +579,68 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
         await unclaim(env, run.run_id)
         raise
     await ack_claimed(turn.delivery)  # 7
+    later = AtSlot(turn, fire_at)
+    if env.run_later is None:
+        await later.wait()
+        await later.work()
+    else:
+        env.run_later(later.wait, later.work)
+    return True
+
+
+def batchable(env: Env, msg: JobMessage, job: JobRow | None, queue: str) -> datetime | None:
+    """The fire time of a message that takes the lead path in a batch (shared.lead_batch): a chain message, early,
+    of a job this worker read before and serves, that would pass steps 2 and 3 unchanged and claims ahead. None:
+    it goes the way of one message."""
+    now = env.clock()
+    if env.lead_batch is None or job is None or not decisions.usable_cached(job, msg, queue, now):
+        return None
+    if decisions.misfired(job, msg, now) or not decisions.needs_next_slot(msg, job):
+        return None
+    if not decisions.claims_ahead(job.overlap) or env.registry.resolve(job.job_id, job.queue) is None:
+        return None
+    fire_at = decisions.fire_time(job, msg)
+    return None if lead.wait_sec(fire_at, now, env.dispatch_lead_sec) is None else fire_at
+
+
+async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
+    """`claim_ahead` for a cached row, its claim (and chain lock) sent with those of the messages that arrived with
+    it and its post recorded with theirs. False, having changed nothing, when the message is not for this path,
+    the row changed or the slot has a row already: it then goes the way of one message (which reads the row
+    again, or finds the slot's row)."""
+    job = env.jobs.get(msg.job_id)
+    fire_at = batchable(env, msg, job, delivery.queue)
+    if fire_at is None or env.lead_batch is None:
+        return False
+    assert job is not None
+    run = decisions.new_run(env.scope, job, msg)
+    key = chain_lock_key(job.scope, job.job_id)
+    ahead, hold = await env.lead_batch.claim(AheadClaim(run, key, job.version))  # 5, and 6's chain lock
+    if ahead.version != job.version:
+        env.jobs.forget(job.job_id)
+    if hold is None:
+        return False
+    structlog.contextvars.bind_contextvars(job_id=job.job_id, run_id=str(run.run_id))
+    turn = Turn(env, delivery, msg, hold.conn, job=job, handler=env.registry.resolve(job.job_id, job.queue), run=run)
+    env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
+    try:
+        now = env.clock()
+        after = decisions.next_slot_after(msg, now)
+        posted = await chain.extend_held(hold, env.publisher, job, job.epoch, after, now, run.run_id,
+                                         run.scheduled_for, ahead.chain)  # fmt: skip
+        if posted is None:
+            log.info("chain.not_extended", reason="epoch_changed")
+        elif catchup.gap_after(job.schedule, msg.scheduled_for, after, False):
+            async with env.pool.acquire() as conn:
+                await ledger.late_message(
+                    conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, False,
+                    upto=after,
+                )  # fmt: skip
+    except BaseException:
+        env.inflight.discard(run.run_id)
+        await unclaim(env, run.run_id)
+        raise
+    await ack_claimed(delivery)  # 7
     later = AtSlot(turn, fire_at)
     if env.run_later is None:
         await later.wait()

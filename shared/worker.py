@@ -39,6 +39,7 @@ from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
 from shared.job_metrics import keep_job_metrics
+from shared.lead_batch import LeadBatch
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
 from shared.messages import startup_message
@@ -212,6 +213,7 @@ class Worker:
         self._env = Env(
             s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
             dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
+            lead_batch=LeadBatch(pool, s.scheduler_scope, self.worker_id),
         )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)
 

@@ -1,0 +1,133 @@
+"""Claims ahead made together (shared.lead_batch): the slots of messages that arrive together are claimed, and
+their chains entered, in one statement; the posts confirmed together are recorded in one. Each member is decided
+exactly as one message alone would be: a copy of a slot already claimed, a job row that changed since it was read,
+a job that is gone are not claimed and hold nothing; every chain lock taken is given back."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import asyncpg
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from shared import decisions
+from shared.context import RunContext
+from shared.lead_batch import LeadBatch
+from shared.locks import JobVersion, chain_lock_key
+from shared.messages import chain_message
+from shared.settings import Settings
+from shared.store import jobs as jobs_store
+from shared.store.jobs import JobRow
+from shared.store.runs_batch import AheadClaim, PostedSlot
+from tests.support.runtime import Control, fast_settings, overlaps, running_worker, slots_run_more_than_once, wait_until
+
+pytestmark = pytest.mark.integration
+Amqp = aio_pika.abc.AbstractRobustConnection
+
+
+def _claim(scope: str, job: JobRow, slot: datetime, expected: JobVersion | None) -> AheadClaim:
+    run = decisions.new_run(scope, job, chain_message(scope, job.job_id, job.epoch, slot, slot))
+    return AheadClaim(run, chain_lock_key(scope, job.job_id), expected)
+
+
+async def _held_chain_locks(pool: asyncpg.Pool, keys: list[int]) -> int:
+    """How many of `keys` some session holds as an advisory lock (seen from another session)."""
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN unnest($1::bigint[]) AS k ON l.locktype = 'advisory'"
+            " AND l.granted AND l.classid = ((k >> 32) & 4294967295)::oid AND l.objid = (k & 4294967295)::oid",
+            keys,
+        )
+    )
+
+
+async def test_claims_made_together_go_in_one_statement_and_each_member_is_decided_as_alone(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    for job_id in ("a", "b", "c", "gone"):
+        await control.seed(job_id=job_id, interval_seconds=60)
+    rows = {j: await jobs_store.get_job(pool, scope, j) for j in ("a", "b", "c", "gone")}
+    assert all(r is not None for r in rows.values())
+    a, b, c, gone = (rows[j] for j in ("a", "b", "c", "gone"))
+    assert a is not None and b is not None and c is not None and gone is not None
+    await control.delete("gone")
+    changed = JobVersion(c.epoch, c.enabled, c.updated_at - timedelta(seconds=1))  # a row read before a change
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    claims = [
+        _claim(scope, a, slot, a.version),
+        _claim(scope, b, slot, None),
+        _claim(scope, a, slot, a.version),  # a copy of the first slot, in the same batch
+        _claim(scope, c, slot, changed),
+        _claim(scope, gone, slot, gone.version),
+    ]
+    batch = LeadBatch(pool, scope, "test-worker")
+    found = await asyncio.gather(*(batch.claim(claim) for claim in claims))
+    assert batch.claims.batches == 1  # five claims, one statement
+
+    (first, hold_a), (second, hold_b), (copy, hold_copy), (stale, hold_c), (missing, hold_gone) = found
+    assert first.claimed and first.chain == (a.epoch, True) and hold_a is not None
+    assert second.claimed and second.chain == (b.epoch, True) and hold_b is not None
+    assert not copy.claimed and hold_copy is None  # one row per slot: the copy goes the way of a duplicate
+    assert not stale.claimed and hold_c is None and stale.version == c.version != changed
+    assert not missing.claimed and hold_gone is None and missing.version is None
+    claimed = await pool.fetch(
+        "SELECT job_id, status, worker FROM scheduler.job_runs WHERE scope = $1 ORDER BY job_id", scope
+    )
+    assert [tuple(r) for r in claimed] == [("a", "claimed", "test-worker"), ("b", "claimed", "test-worker")]
+    keys = [chain_lock_key(scope, "a"), chain_lock_key(scope, "b")]
+    assert await _held_chain_locks(pool, keys) == 2  # held on the batch's session until recorded
+
+    next_slot = slot + timedelta(minutes=1)
+    await hold_a.record(PostedSlot(hold_a.key, "a", next_slot, claims[0].run.run_id, next_slot, slot))
+    assert await _held_chain_locks(pool, keys) == 1
+    await hold_b.give_back()  # nothing posted: the lock goes back, nothing is recorded
+    assert await _held_chain_locks(pool, keys) == 0
+    posted = await pool.fetch(
+        "SELECT r.job_id, r.next_posted_for, j.next_due_at FROM scheduler.job_runs r JOIN scheduler.jobs j"
+        " USING (scope, job_id) WHERE r.scope = $1 ORDER BY r.job_id",
+        scope,
+    )
+    assert [tuple(r) for r in posted] == [("a", next_slot, next_slot), ("b", None, b.next_due_at)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+async def nothing(ctx: RunContext, params: Params) -> None:
+    return None
+
+
+async def test_a_herd_due_at_one_instant_is_claimed_in_fewer_statements_and_runs_each_slot_once(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    control = Control(pool, amqp, cleanup_scope)
+    herd = [f"h{i}" for i in range(12)]
+    for job_id in herd:
+        await control.seed(job_id=job_id, queue="herd", interval_seconds=1, align=True)  # all on phase 0
+    lead = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="300")
+    async with running_worker(lead, {"herd": (nothing, Params)}) as worker:
+        await wait_until(lambda: _succeeded(pool, cleanup_scope, 6 * len(herd)), 30, "six slots of every job")
+        assert worker._env is not None and worker._env.lead_batch is not None
+        claims = worker._env.lead_batch.claims
+    rows = await control.runs()
+    assert slots_run_more_than_once(rows) == []
+    assert all(overlaps([r for r in rows if r["job_id"] == job_id]) == [] for job_id in herd)
+    assert {r["status"] for r in rows} <= {"succeeded", "claimed", "running"}
+    # all but each job's first message (its row was not read yet) took the batched path, many per statement
+    assert claims.submitted >= 3 * len(herd)
+    assert claims.batches * 3 <= claims.submitted
+    done = [r for r in rows if r["status"] == "succeeded"]
+    assert all(r["next_posted_for"] is not None for r in done)
+
+
+async def _succeeded(pool: asyncpg.Pool, scope: str, n: int) -> bool:
+    found = await pool.fetchval(
+        "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND status = 'succeeded'", scope
+    )
+    return int(found) >= n
