@@ -32,8 +32,9 @@ import asyncio
 import contextlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import structlog
 
 from shared import catchup, chain, decisions, execution, lead, ledger
@@ -42,11 +43,12 @@ from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
 from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
+from shared.slot_batch import Shift, SlotBatch
 from shared.store import jobs as jobs_store
 from shared.store import overlaps, runs
 from shared.store.jobs import JobRow
 from shared.store.pool import left_tidy, spoil
-from shared.store.runs_batch import AheadClaim
+from shared.store.runs_batch import AheadClaim, SlotStart
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, RunStatus
 
 log = structlog.get_logger("shared.protocol")
@@ -673,19 +675,20 @@ class AtSlot:
         assert turn.run is not None
         started = False
         try:
-            async with env.pool.acquire() as conn:
-                turn.conn = conn
-                started = await self._lock_and_start()
+            if env.slot_batch is None:
+                async with env.pool.acquire() as conn:
+                    turn.conn = conn
+                    started = await self._lock_and_start()
+                    await self._at_slot(started)
+                    left_tidy(conn)
+            else:
+                shift, started = await self._lock_and_start_with_others(env.slot_batch)
+                tidy = False
                 try:
-                    if started:
-                        await self._run()
-                    elif turn.lock is not None and turn.lock.needed and turn.lock.key is None:
-                        await locked_at_slot(turn)
-                    else:
-                        log.warning("run.claim_lost_before_slot")
+                    await self._at_slot(started)
+                    tidy = True
                 finally:
-                    await release(turn)
-                left_tidy(conn)
+                    await shift.leave(tidy)
         except asyncio.CancelledError:
             if not started:
                 await self.hand_back("the worker stopped at the slot")
@@ -697,6 +700,31 @@ class AtSlot:
         finally:
             env.inflight.discard(turn.run.run_id)
             structlog.contextvars.clear_contextvars()
+
+    async def _at_slot(self, started: bool) -> None:
+        turn = self.turn
+        try:
+            if started:
+                await self._run()
+            elif turn.lock is not None and turn.lock.needed and turn.lock.key is None:
+                await locked_at_slot(turn)
+            else:
+                log.warning("run.claim_lost_before_slot")
+        finally:
+            await release(turn)
+
+    async def _lock_and_start_with_others(self, batch: SlotBatch) -> tuple[Shift, bool]:
+        """`_lock_and_start` in one statement with the runs starting with this one, on their shared session
+        (shared.slot_batch), which becomes this run's connection."""
+        turn, job, run = self.turn, self.turn.job, self.turn.run
+        assert job is not None and run is not None
+        needed = job.overlap != "allow_all"
+        keys = run_lock_keys(job.scope, job.lock_name, job.max_parallel) if needed else []
+        shift, key, started = await batch.start(SlotStart(run.run_id, run.scheduled_for, keys, needed, self.fire_at))
+        turn.conn = cast(asyncpg.Connection, shift)
+        turn.lock = Lock(key=key, needed=needed, claimed=True)
+        turn.started_at = started
+        return shift, started is not None
 
     async def _lock_and_start(self) -> bool:
         turn, env, job, run = self.turn, self.turn.env, self.turn.job, self.turn.run

@@ -52,6 +52,7 @@ from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_retry_for
 from shared.settings import Settings, unknown_variables_line
+from shared.slot_batch import SlotBatch
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.jobs import JobRow
@@ -213,7 +214,7 @@ class Worker:
         self._env = Env(
             s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
             dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
-            lead_batch=LeadBatch(pool, s.scheduler_scope, self.worker_id),
+            lead_batch=LeadBatch(pool, s.scheduler_scope, self.worker_id), slot_batch=SlotBatch(pool, self.worker_id),
         )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)
 

@@ -15,7 +15,7 @@ import asyncpg
 from shared.locks import JobVersion
 from shared.store import runs
 from shared.store.runs import ClaimedAhead, NewRun
-from shared.vocabulary import RunStatus
+from shared.vocabulary import RunStatus, sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +144,116 @@ async def record_posted_each(conn: asyncpg.Connection, scope: str, posted: Seque
     if not recorded:
         return await statement("job_runs")
     return await runs.on_run_table(_one_day([p.run_slot for p in recorded]), statement)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStart:
+    """A run claimed ahead, at its slot: the run lock keys to try (none needed: allow_all) and its fire time."""
+
+    run_id: uuid.UUID
+    scheduled_for: datetime
+    keys: Sequence[int]
+    lock_needed: bool
+    fire_at: datetime
+
+
+_START_EACH = """
+    WITH l AS MATERIALIZED (SELECT * FROM scheduler.try_lock_each($1::int[], $2::bigint[])),
+    m AS (
+        SELECT * FROM unnest($3::uuid[], $4::timestamptz[], $5::boolean[], $6::timestamptz[])
+            WITH ORDINALITY AS m(run_id, scheduled_for, needed, fire_at, ord)
+    ),
+    r AS (
+        UPDATE scheduler.RUN_TABLE t SET status = $7, worker = $8, started_at = clock_timestamp(),
+            lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - m.fire_at) * 1000,
+                -2147483648), 2147483647)::integer
+        FROM m LEFT JOIN l ON l.owner = m.ord
+        WHERE t.run_id = m.run_id AND t.scheduled_for = m.scheduled_for AND t.status = $9 AND t.worker = $8
+          AND (l.key IS NOT NULL OR NOT m.needed)
+        RETURNING m.ord, t.started_at
+    )
+    SELECT m.ord, l.key, r.started_at AS started FROM m LEFT JOIN l ON l.owner = m.ord LEFT JOIN r ON r.ord = m.ord
+    ORDER BY m.ord
+"""
+
+
+async def lock_and_start_each(
+    conn: asyncpg.Connection, starts: Sequence[SlotStart], worker: str
+) -> list[tuple[int | None, datetime | None]]:
+    """`runs.lock_and_start` for runs starting together, on one session, in one round trip: each takes the first
+    free key of its own (never one an earlier run of the batch took: see scheduler.try_lock_each) and, holding one
+    (or needing none), is started. One (key taken, started_at) per run, in order."""
+    owners = [i for i, s in enumerate(starts, 1) for _ in s.keys]
+    keys = [k for s in starts for k in s.keys]
+
+    async def statement(table: str) -> list[asyncpg.Record]:
+        found: list[asyncpg.Record] = await conn.fetch(
+            _START_EACH.replace("RUN_TABLE", table), owners, keys,
+            [s.run_id for s in starts], [s.scheduled_for for s in starts], [s.lock_needed for s in starts],
+            [s.fire_at for s in starts], RunStatus.RUNNING.value, worker, RunStatus.CLAIMED.value,
+        )  # fmt: skip
+        return found
+
+    records = await runs.on_run_table(_one_day([s.scheduled_for for s in starts]), statement)
+    return [(r["key"], r["started"]) for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A run's outcome to record (`runs.finish`), and the run lock to release with it (None: keep it)."""
+
+    run_id: uuid.UUID
+    status: RunStatus
+    error: str | None
+    duration_ms: int
+    finished_at: datetime
+    slot: datetime
+    release_key: int | None
+
+
+_FINISH_EACH = """
+    WITH m AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[])
+            AS m(run_id, status, error, duration_ms, finished_at, slot)
+    ),
+    run AS (
+        UPDATE scheduler.RUN_TABLE r SET status = m.status, error = m.error, duration_ms = m.duration_ms,
+            finished_at = m.finished_at
+        FROM m WHERE r.run_id = m.run_id AND r.scheduled_for = m.slot AND r.status = ANY($7::text[])
+        RETURNING r.scope, r.job_id, r.started_at, r.lateness_ms, r.trigger_source, m.status, m.error,
+            m.duration_ms, m.finished_at
+    ), counted AS (
+        INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
+        SELECT scope, job_id, trigger_source, count(*), max(finished_at) FROM run GROUP BY 1, 2, 3
+        ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + EXCLUDED.runs,
+            last_at = EXCLUDED.last_at
+    ), latest AS (
+        SELECT DISTINCT ON (scope, job_id) * FROM run ORDER BY scope, job_id, started_at DESC
+    ), job AS (
+        UPDATE scheduler.jobs j SET
+            last_run_at = latest.started_at, last_status = latest.status, last_error = latest.error,
+            last_duration_ms = latest.duration_ms, last_lateness_ms = latest.lateness_ms,
+            last_success_at = CASE WHEN latest.status = $8 THEN latest.finished_at ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN latest.status = $8 THEN 0 ELSE j.consecutive_failures + 1 END
+        FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id
+    )
+    SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) AS released FROM unnest($9::bigint[]) AS k
+"""
+
+
+async def finish_each(conn: asyncpg.Connection, finished: Sequence[Finished]) -> int:
+    """`runs.finish` for runs that ended together, in one statement, which also releases the run locks given
+    (of two runs of one job, the later start sets the job's last_* columns). Returns how many were released."""
+
+    async def statement(table: str) -> int:
+        released: int = await conn.fetchval(
+            _FINISH_EACH.replace("RUN_TABLE", table),
+            [f.run_id for f in finished], [f.status.value for f in finished],
+            [None if f.error is None else f.error[: runs.ERROR_LIMIT] for f in finished],
+            [f.duration_ms for f in finished], [f.finished_at for f in finished], [f.slot for f in finished],
+            sources(runs.FINISHABLE), RunStatus.SUCCEEDED.value,
+            [f.release_key for f in finished if f.release_key is not None],
+        )  # fmt: skip
+        return released
+
+    return await runs.on_run_table(_one_day([f.slot for f in finished]), statement)

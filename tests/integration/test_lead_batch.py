@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict
 from shared import decisions
 from shared.context import RunContext
 from shared.lead_batch import LeadBatch
-from shared.locks import JobVersion, chain_lock_key
+from shared.locks import JobVersion, chain_lock_key, run_lock_keys
 from shared.messages import chain_message
 from shared.settings import Settings
 from shared.store import jobs as jobs_store
+from shared.store import runs, runs_batch
 from shared.store.jobs import JobRow
-from shared.store.runs_batch import AheadClaim, PostedSlot
+from shared.store.runs_batch import AheadClaim, Finished, PostedSlot, SlotStart
+from shared.vocabulary import RunStatus
 from tests.support.runtime import Control, fast_settings, overlaps, running_worker, slots_run_more_than_once, wait_until
 
 pytestmark = pytest.mark.integration
@@ -115,6 +117,8 @@ async def test_a_herd_due_at_one_instant_is_claimed_in_fewer_statements_and_runs
         await wait_until(lambda: _succeeded(pool, cleanup_scope, 6 * len(herd)), 30, "six slots of every job")
         assert worker._env is not None and worker._env.lead_batch is not None
         claims = worker._env.lead_batch.claims
+        assert worker._env.slot_batch is not None
+        starts = worker._env.slot_batch.starts
     rows = await control.runs()
     assert slots_run_more_than_once(rows) == []
     assert all(overlaps([r for r in rows if r["job_id"] == job_id]) == [] for job_id in herd)
@@ -122,6 +126,7 @@ async def test_a_herd_due_at_one_instant_is_claimed_in_fewer_statements_and_runs
     # all but each job's first message (its row was not read yet) took the batched path, many per statement
     assert claims.submitted >= 3 * len(herd)
     assert claims.batches * 3 <= claims.submitted
+    assert starts.submitted >= 3 * len(herd) and starts.batches * 3 <= starts.submitted  # runs sharing a slot
     done = [r for r in rows if r["status"] == "succeeded"]
     assert all(r["next_posted_for"] is not None for r in done)
 
@@ -131,3 +136,37 @@ async def _succeeded(pool: asyncpg.Pool, scope: str, n: int) -> bool:
         "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND status = 'succeeded'", scope
     )
     return int(found) >= n
+
+
+async def test_runs_starting_together_on_one_session_never_share_a_run_lock(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """A session lock is re-entrant: two runs of one lock group started in one statement on one session must not
+    both take the group's single key. The first takes it and starts, the second is not started; the finish of
+    both in one statement records the outcome and gives the key back."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    for job_id in ("x", "y"):
+        await control.seed(job_id=job_id, interval_seconds=60, lock_group="shared")
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    found = []
+    for job_id in ("x", "y"):
+        job = await jobs_store.get_job(pool, scope, job_id)
+        assert job is not None
+        found.append(_claim(scope, job, slot, None).run)
+    keys = run_lock_keys(scope, "shared", 1)
+    async with pool.acquire() as conn:
+        for run in found:
+            assert await runs.claim(conn, run, RunStatus.CLAIMED, "test-worker")
+        starts = [SlotStart(r.run_id, r.scheduled_for, keys, True, slot) for r in found]
+        (key_x, started_x), (key_y, started_y) = await runs_batch.lock_and_start_each(conn, starts, "test-worker")
+        assert key_x == keys[0] and started_x is not None
+        assert key_y is None and started_y is None
+        assert await _held_chain_locks(pool, keys) == 1
+        done = Finished(found[0].run_id, RunStatus.SUCCEEDED, None, 3, datetime.now(UTC), slot, key_x)
+        assert await runs_batch.finish_each(conn, [done]) == 1
+        assert await _held_chain_locks(pool, keys) == 0
+    rows = {r["job_id"]: r["status"] for r in await control.runs()}
+    assert rows == {"x": "succeeded", "y": "claimed"}
+    job_x = await control.job("x")
+    assert job_x["last_status"] == "succeeded" and job_x["consecutive_failures"] == 0

@@ -18,3 +18,32 @@ BEGIN
         LEFT JOIN scheduler.jobs j ON j.scope = p_scope AND j.job_id = i.job_id;
 END
 $$;
+
+-- The run locks of a batch of runs starting at one slot on one session (shared.slot_batch): for each owner in
+-- order, the first of its keys (`keys[i]` belongs to `owners[i]`, an owner's keys listed together, in order) that
+-- no earlier owner of this call took and that pg_try_advisory_lock grants. A session lock is re-entrant, so the
+-- call itself keeps two owners of one session from sharing a key. One row per owner that took a key.
+CREATE OR REPLACE FUNCTION scheduler.try_lock_each(owners int[], keys bigint[])
+RETURNS TABLE (owner int, key bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    i int;
+    cur int := NULL;
+    got boolean := false;
+    taken bigint[] := '{}';
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+        IF owners[i] IS DISTINCT FROM cur THEN
+            cur := owners[i];
+            got := false;
+        END IF;
+        IF NOT got AND NOT (keys[i] = ANY (taken)) AND pg_try_advisory_lock(keys[i]) THEN
+            taken := taken || keys[i];
+            got := true;
+            owner := cur;
+            key := keys[i];
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
