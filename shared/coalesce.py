@@ -31,6 +31,7 @@ class Coalescer(Generic[Req, Res]):
         self.max_batch = max_batch
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
         self._busy = False  # a batch is in flight, or is scheduled to go at the next turn of the loop
+        self._task: asyncio.Task[None] | None = None
         self.batches = 0  # how many batches were sent, for how many requests (tests, benchmarks)
         self.submitted = 0
 
@@ -41,38 +42,35 @@ class Coalescer(Generic[Req, Res]):
         self._pending.append((request, future))
         if not self._busy:
             self._busy = True
-            loop.call_soon(self._start)  # after the callbacks already due: what arrived in this turn goes too
+            # its first step comes after the callbacks already due: what arrives in this turn goes too
+            self._task = loop.create_task(self._drain(), name="coalesced-batches")
         return await future
 
-    def _start(self) -> None:
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        batch = [(r, f) for r, f in batch if not f.cancelled()]
-        if not batch:
-            self._next()
-            return
-        asyncio.get_running_loop().create_task(self._run(batch), name="coalesced-batch")
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                batch = [(r, f) for r, f in batch if not f.cancelled()]
+                if batch:
+                    await self._run(batch)
+        finally:
+            self._busy = False
 
     async def _run(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
         self.batches += 1
         try:
             results = await self._flush([request for request, _ in batch])
-        except BaseException as exc:  # every caller of the batch gets it (cancellation included)
+        except Exception as exc:  # every caller of the batch gets it
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            if not isinstance(exc, Exception):
-                self._next()
-                raise
-        else:
-            for (request, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-                elif self._orphaned is not None:
-                    self._orphaned(request, result)
-        self._next()
-
-    def _next(self) -> None:
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._start)
-        else:
-            self._busy = False
+                    future.set_exception(exc)
+            return
+        except BaseException:
+            for _, future in batch:
+                future.cancel()
+            raise
+        for (request, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+            elif self._orphaned is not None:
+                self._orphaned(request, result)
