@@ -122,7 +122,11 @@ async def test_a_herd_due_at_one_instant_is_claimed_in_fewer_statements_and_runs
     rows = await control.runs()
     assert slots_run_more_than_once(rows) == []
     assert all(overlaps([r for r in rows if r["job_id"] == job_id]) == [] for job_id in herd)
-    assert {r["status"] for r in rows} <= {"succeeded", "claimed", "running"}
+    # the slots due before the worker was up arrive late together and go the ordinary way (one may find the run
+    # of the slot before still holding the lock); every slot claimed in its lead ran
+    ahead = [r for r in rows if r["claimed_at"] < r["scheduled_for"]]
+    assert len(ahead) >= 3 * len(herd)
+    assert {r["status"] for r in ahead} <= {"succeeded", "claimed", "running"}
     # all but each job's first message (its row was not read yet) took the batched path, many per statement
     assert claims.submitted >= 3 * len(herd)
     assert claims.batches * 3 <= claims.submitted
