@@ -599,9 +599,10 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
 
 
 def batchable(env: Env, msg: JobMessage, job: JobRow | None, queue: str) -> datetime | None:
-    """The fire time of a message that takes the lead path in a batch (shared.lead_batch): a chain message, early,
-    of a job this worker read before and serves, that would pass steps 2 and 3 unchanged and claims ahead. None:
-    it goes the way of one message."""
+    """The fire time of a message that takes the lead path in a batch (shared.lead_batch): a chain message, early or
+    due (late ones too, within the misfire grace: claimed with the others, they start at once), of a job this
+    worker read before and serves, that would pass steps 2 and 3 unchanged and claims ahead. None: it goes the way
+    of one message."""
     now = env.clock()
     if env.lead_batch is None or job is None or not decisions.usable_cached(job, msg, queue, now):
         return None
@@ -610,7 +611,7 @@ def batchable(env: Env, msg: JobMessage, job: JobRow | None, queue: str) -> date
     if not decisions.claims_ahead(job.overlap) or env.registry.resolve(job.job_id, job.queue) is None:
         return None
     fire_at = decisions.fire_time(job, msg)
-    return None if lead.wait_sec(fire_at, now, env.dispatch_lead_sec) is None else fire_at
+    return None if lead.batch_wait_sec(fire_at, now, env.dispatch_lead_sec) is None else fire_at
 
 
 async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
