@@ -18,7 +18,7 @@ statement and steps 8-10; a lock still taken at the slot makes the claimed slot 
 would have. A copy of a slot that already has a row goes the ordinary way, and waits for the slot before step 8.
 
 Batched (`claim_batched`, shared.lead_batch, shared.slot_batch): a chain message on a row read before that takes the
-lead path sends its claim with those of the messages that arrived with it (one statement for all, on one connection
+lead path (or is due now or late, within the grace: it starts once claimed) sends its claim with those of the messages that arrived with it (one statement for all, on one connection
 that holds their chain locks), posts its next slot beside theirs, and has the posts confirmed together recorded in
 one statement, which gives their chain locks back. At the slot, the runs starting together take their run locks and
 start in one statement, on one session that holds each lock for its whole run; the runs ending together are
