@@ -18,12 +18,13 @@ statement and steps 8-10; a lock still taken at the slot makes the claimed slot 
 would have. A copy of a slot that already has a row goes the ordinary way, and waits for the slot before step 8.
 
 Batched (`claim_batched`, shared.lead_batch, shared.slot_batch): a chain message on a row read before that takes the
-lead path (or is due now or late, within the grace: it starts once claimed) sends its claim with those of the messages that arrived with it (one statement for all, on one connection
-that holds their chain locks), posts its next slot beside theirs, and has the posts confirmed together recorded in
-one statement, which gives their chain locks back. At the slot, the runs starting together take their run locks and
-start in one statement, on one session that holds each lock for its whole run; the runs ending together are
-recorded in one. Every member is decided as it would be alone: one whose claim did not go through (a copy, a row that
-changed, a job gone) takes the ordinary path from the start, having changed nothing.
+lead path (or is due now or late, within the grace: it starts once claimed) sends its claim with those of the
+messages that arrived with it (one statement for all, on one connection that holds their chain locks), posts its
+next slot beside theirs, and has the posts confirmed together recorded in one statement, which gives their chain
+locks back. At the slot, the runs starting together take their run locks and start in one statement, on one session
+that holds each lock for its whole run; the runs ending together are recorded in one. Every member is decided as it
+would be alone: one whose claim did not go through (a copy, a row that changed, a job gone) takes the ordinary path
+from the start, having changed nothing.
 
 Every choice is made by a pure function of `shared.decisions` over what the steps found; this module only
 gathers facts and carries decisions out, on one `Turn` per message.

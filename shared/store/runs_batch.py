@@ -1,6 +1,10 @@
-"""The lead path's two statements (`runs.claim_and_enter_chain`, `runs.record_posted`) over many slots at once:
-one round trip claims every slot of a batch and enters their chains, one records the posts of those whose
-next slots were confirmed and gives their chain locks back (shared.lead_batch)."""
+"""The lead path's statements over many runs at once (shared.lead_batch, shared.slot_batch): one round trip claims
+every slot of a batch and enters their chains, one records the posts confirmed together and gives their chain locks
+back, one takes the run locks of the runs starting together and starts them, one records the runs ending together.
+
+A statement on many rows takes their row locks in one order (job rows by job id, trigger counts by key, trigger
+counts before job rows as `runs.finish` does, new run rows by job and slot), so two batches (of two workers, or
+a batch and one run's statement) never wait on each other in a cycle."""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ _CLAIM_EACH = """
         WHERE (m1.x_updated IS NULL
                OR (j.epoch, j.enabled, j.updated_at) = (m1.x_epoch, m1.x_enabled, m1.x_updated))
           AND (m1.epoch IS NOT NULL OR scheduler.run_id_free(m1.run_id))
-        ORDER BY m1.ord
+        ORDER BY m1.job_id, m1.scheduled_for, m1.attempt
         ON CONFLICT DO NOTHING RETURNING run_id
     ),
     cl AS MATERIALIZED (
@@ -113,7 +117,14 @@ _RECORD_EACH = """
             AS m(job_id, next_due_at, run_id, next_slot, run_slot)
         WHERE run_id IS NOT NULL
     ),
-    job AS (UPDATE scheduler.jobs j SET next_due_at = m.next_due_at FROM m WHERE j.scope = $1 AND j.job_id = m.job_id),
+    job_locks AS MATERIALIZED (
+        SELECT j.job_id FROM scheduler.jobs j WHERE j.scope = $1 AND j.job_id IN (SELECT job_id FROM m)
+        ORDER BY j.job_id FOR UPDATE OF j
+    ),
+    job AS (
+        UPDATE scheduler.jobs j SET next_due_at = m.next_due_at FROM m
+        WHERE j.scope = $1 AND j.job_id = m.job_id AND (SELECT count(*) FROM job_locks) >= 0
+    ),
     run AS (
         UPDATE scheduler.RUN_TABLE r SET next_posted_for = m.next_slot FROM m
         WHERE r.run_id = m.run_id AND r.scheduled_for = m.run_slot
@@ -224,18 +235,23 @@ _FINISH_EACH = """
             m.duration_ms, m.finished_at
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
-        SELECT scope, job_id, trigger_source, count(*), max(finished_at) FROM run GROUP BY 1, 2, 3
+        SELECT scope, job_id, trigger_source, count(*), max(finished_at) FROM run GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + EXCLUDED.runs,
             last_at = EXCLUDED.last_at
+        RETURNING 1
     ), latest AS (
         SELECT DISTINCT ON (scope, job_id) * FROM run ORDER BY scope, job_id, started_at DESC
+    ), job_locks AS MATERIALIZED (
+        SELECT j.job_id FROM scheduler.jobs j JOIN latest ON j.scope = latest.scope AND j.job_id = latest.job_id
+        WHERE (SELECT count(*) FROM counted) >= 0
+        ORDER BY j.scope, j.job_id FOR UPDATE OF j
     ), job AS (
         UPDATE scheduler.jobs j SET
             last_run_at = latest.started_at, last_status = latest.status, last_error = latest.error,
             last_duration_ms = latest.duration_ms, last_lateness_ms = latest.lateness_ms,
             last_success_at = CASE WHEN latest.status = $8 THEN latest.finished_at ELSE j.last_success_at END,
             consecutive_failures = CASE WHEN latest.status = $8 THEN 0 ELSE j.consecutive_failures + 1 END
-        FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id
+        FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id AND (SELECT count(*) FROM job_locks) >= 0
     )
     SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) AS released FROM unnest($9::bigint[]) AS k
 """
