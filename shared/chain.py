@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aio_pika.abc import AbstractChannel
@@ -26,6 +27,10 @@ from shared.store import jobs as jobs_store
 from shared.store import runs
 from shared.store.jobs import JobRow
 from shared.store.pool import spoil
+from shared.store.runs_batch import PostedSlot
+
+if TYPE_CHECKING:
+    from shared.lead_batch import Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,36 @@ async def extend(
             with contextlib.suppress(*SESSION_LOST):
                 await unlock(conn, key)
     return Posted(slot, started)
+
+
+async def extend_held(
+    hold: Hold,
+    publisher: Publisher,
+    job: JobRow,
+    epoch: int,
+    after: datetime,
+    now: datetime,
+    run_id: uuid.UUID,
+    run_slot: datetime,
+    entered: tuple[int, bool] | None,
+) -> Posted | None:
+    """`extend` for a slot claimed in a batch (shared.lead_batch): the chain lock is held on the batch's session
+    (`hold`), `entered` is the (epoch, enabled) read under it. The post is recorded, and the lock given back, in
+    the batch's record statement; a chain that moved on, or a post that failed, only gives the lock back."""
+    slot = next_slot(job, after)
+    recorded = False
+    try:
+        if slot is None or entered != (epoch, True):
+            return None
+        await publisher.to_delay(slot_message(job, epoch, slot, now), slot.fire_at, now)
+        recorded = True  # from here the lock goes back with the record, whether that statement works or not
+        await hold.record(
+            PostedSlot(hold.key, job.job_id, slot.fire_at, run_id, slot.scheduled_for, run_slot),
+        )
+    finally:
+        if not recorded:
+            await hold.give_back()
+    return Posted(slot, None)
 
 
 async def rearm(conn: asyncpg.Connection, publisher: Publisher, scope: str, msg: JobMessage, now: datetime) -> bool:

@@ -26,7 +26,9 @@ from shared.lock_watch import LockWatch
 from shared.messages import describe_validation_error
 from shared.registry import Handler
 from shared.runtime import Env, Turn
+from shared.slot_batch import Shift
 from shared.store import runs
+from shared.store.runs_batch import Finished
 from shared.vocabulary import RunStatus
 
 log = structlog.get_logger("shared.execution")
@@ -209,10 +211,18 @@ async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool
     try:
         if conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
             return False
-        await runs.finish(
-            conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at, release_key=key,
-            slot=run_slot(turn),
-        )  # fmt: skip
+        if isinstance(conn, Shift):  # a run started with others: recorded with those that end with it
+            slot = run_slot(turn)
+            assert slot is not None
+            finished = Finished(
+                run.run_id, result.status, result.error, result.duration_ms, result.finished_at, slot, key
+            )
+            await conn.finish(finished)
+        else:
+            await runs.finish(
+                conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at,
+                release_key=key, slot=run_slot(turn),
+            )  # fmt: skip
     except DB_ERRORS as exc:
         log.warning("run.finish_retrying", error=error_text(exc))
         return False

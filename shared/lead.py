@@ -4,6 +4,8 @@ own clock. Pure timing here; the steps are in `shared.protocol` (the lead path) 
 taken off the delay).
 
     wait_sec        how long a message that arrived early waits for its slot (None: it does not wait)
+    batch_wait_sec  the same for a message claimed in a batch (shared.lead_batch), which also takes in those due
+                    now or late: they are claimed with the others and start at once
     sleep_until     wait, on the worker's clock, until an instant (never wakes before it)
 """
 
@@ -33,6 +35,18 @@ def wait_sec(fire_at: datetime, now: datetime, lead_sec: float) -> float | None:
     if early <= MIN_WAIT_SEC or early > max(2 * lead_sec, MAX_EARLY_SEC):
         return None
     return early
+
+
+def batch_wait_sec(fire_at: datetime, now: datetime, lead_sec: float) -> float | None:
+    """Seconds a chain message claimed in a batch waits for its slot after the claim: as `wait_sec` for one in the
+    lead, 0 for one at or past its slot (late ones too: the misfire grace is checked apart); None without a lead
+    configured, or for an implausibly early message."""
+    if lead_sec <= 0:
+        return None
+    early = (fire_at - now).total_seconds()
+    if early > max(2 * lead_sec, MAX_EARLY_SEC):
+        return None
+    return max(early, 0.0)
 
 
 async def sleep_until(at: datetime, clock: Callable[[], datetime]) -> None:

@@ -17,6 +17,15 @@ slot claimed without the lock, the next slot posted, the ack), then, at the slot
 statement and steps 8-10; a lock still taken at the slot makes the claimed slot skipped or buffered, as step 5
 would have. A copy of a slot that already has a row goes the ordinary way, and waits for the slot before step 8.
 
+Batched (`claim_batched`, shared.lead_batch, shared.slot_batch): a chain message on a row read before that takes the
+lead path (or is due now or late, within the grace: it starts once claimed) sends its claim with those of the
+messages that arrived with it (one statement for all, on one connection that holds their chain locks), posts its
+next slot beside theirs, and has the posts confirmed together recorded in one statement, which gives their chain
+locks back. At the slot, the runs starting together take their run locks and start in one statement, on one session
+that holds each lock for its whole run; the runs ending together are recorded in one. Every member is decided as it
+would be alone: one whose claim did not go through (a copy, a row that changed, a job gone) takes the ordinary path
+from the start, having changed nothing.
+
 Every choice is made by a pure function of `shared.decisions` over what the steps found; this module only
 gathers facts and carries decisions out, on one `Turn` per message.
 
@@ -32,8 +41,9 @@ import asyncio
 import contextlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import structlog
 
 from shared import catchup, chain, decisions, execution, lead, ledger
@@ -42,9 +52,12 @@ from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
 from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
+from shared.slot_batch import Shift, SlotBatch
 from shared.store import jobs as jobs_store
 from shared.store import overlaps, runs
+from shared.store.jobs import JobRow
 from shared.store.pool import left_tidy, spoil
+from shared.store.runs_batch import AheadClaim, SlotStart
 from shared.vocabulary import Contention, Dependency, DropReason, ParkReason, RunStatus
 
 log = structlog.get_logger("shared.protocol")
@@ -95,6 +108,8 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     )
     if decisions.rearm(msg, env.clock(), env.dispatch_lead_sec).action is Action.REARM:
         await rearm_hop(env, delivery, msg)
+        return
+    if await claim_batched(env, delivery, msg):  # the lead path on a cached row, claimed with its herd
         return
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
         turn = Turn(env, delivery, msg, conn)
@@ -584,6 +599,69 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
     return True
 
 
+def batchable(env: Env, msg: JobMessage, job: JobRow | None, queue: str) -> datetime | None:
+    """The fire time of a message that takes the lead path in a batch (shared.lead_batch): a chain message, early or
+    due (late ones too, within the misfire grace: claimed with the others, they start at once), of a job this
+    worker read before and serves, that would pass steps 2 and 3 unchanged and claims ahead. None: it goes the way
+    of one message."""
+    now = env.clock()
+    if env.lead_batch is None or job is None or not decisions.usable_cached(job, msg, queue, now):
+        return None
+    if decisions.misfired(job, msg, now) or not decisions.needs_next_slot(msg, job):
+        return None
+    if not decisions.claims_ahead(job.overlap) or env.registry.resolve(job.job_id, job.queue) is None:
+        return None
+    fire_at = decisions.fire_time(job, msg)
+    return None if lead.batch_wait_sec(fire_at, now, env.dispatch_lead_sec) is None else fire_at
+
+
+async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
+    """`claim_ahead` for a cached row, its claim (and chain lock) sent with those of the messages that arrived with
+    it and its post recorded with theirs. False, having changed nothing, when the message is not for this path,
+    the row changed or the slot has a row already: it then goes the way of one message (which reads the row
+    again, or finds the slot's row)."""
+    job = env.jobs.get(msg.job_id)
+    fire_at = batchable(env, msg, job, delivery.queue)
+    if fire_at is None or env.lead_batch is None:
+        return False
+    assert job is not None
+    run = decisions.new_run(env.scope, job, msg)
+    key = chain_lock_key(job.scope, job.job_id)
+    ahead, hold = await env.lead_batch.claim(AheadClaim(run, key, job.version))  # 5, and 6's chain lock
+    if ahead.version != job.version:
+        env.jobs.forget(job.job_id)
+    if hold is None:
+        return False
+    structlog.contextvars.bind_contextvars(job_id=job.job_id, run_id=str(run.run_id))
+    turn = Turn(env, delivery, msg, hold.conn, job=job, handler=env.registry.resolve(job.job_id, job.queue), run=run)
+    env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
+    try:
+        now = env.clock()
+        after = decisions.next_slot_after(msg, now)
+        posted = await chain.extend_held(hold, env.publisher, job, job.epoch, after, now, run.run_id,
+                                         run.scheduled_for, ahead.chain)  # fmt: skip
+        if posted is None:
+            log.info("chain.not_extended", reason="epoch_changed")
+        elif catchup.gap_after(job.schedule, msg.scheduled_for, after, False):
+            async with env.pool.acquire() as conn:
+                await ledger.late_message(
+                    conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, False,
+                    upto=after,
+                )  # fmt: skip
+    except BaseException:
+        env.inflight.discard(run.run_id)
+        await unclaim(env, run.run_id)
+        raise
+    await ack_claimed(delivery)  # 7
+    later = AtSlot(turn, fire_at)
+    if env.run_later is None:
+        await later.wait()
+        await later.work()
+    else:
+        env.run_later(later.wait, later.work)
+    return True
+
+
 class AtSlot:
     """The part of a run claimed ahead that happens at its slot, on a connection of its own."""
 
@@ -607,19 +685,20 @@ class AtSlot:
         assert turn.run is not None
         started = False
         try:
-            async with env.pool.acquire() as conn:
-                turn.conn = conn
-                started = await self._lock_and_start()
+            if env.slot_batch is None:
+                async with env.pool.acquire() as conn:
+                    turn.conn = conn
+                    started = await self._lock_and_start()
+                    await self._at_slot(started)
+                    left_tidy(conn)
+            else:
+                shift, started = await self._lock_and_start_with_others(env.slot_batch)
+                tidy = False
                 try:
-                    if started:
-                        await self._run()
-                    elif turn.lock is not None and turn.lock.needed and turn.lock.key is None:
-                        await locked_at_slot(turn)
-                    else:
-                        log.warning("run.claim_lost_before_slot")
+                    await self._at_slot(started)
+                    tidy = True
                 finally:
-                    await release(turn)
-                left_tidy(conn)
+                    await shift.leave(tidy)
         except asyncio.CancelledError:
             if not started:
                 await self.hand_back("the worker stopped at the slot")
@@ -631,6 +710,31 @@ class AtSlot:
         finally:
             env.inflight.discard(turn.run.run_id)
             structlog.contextvars.clear_contextvars()
+
+    async def _at_slot(self, started: bool) -> None:
+        turn = self.turn
+        try:
+            if started:
+                await self._run()
+            elif turn.lock is not None and turn.lock.needed and turn.lock.key is None:
+                await locked_at_slot(turn)
+            else:
+                log.warning("run.claim_lost_before_slot")
+        finally:
+            await release(turn)
+
+    async def _lock_and_start_with_others(self, batch: SlotBatch) -> tuple[Shift, bool]:
+        """`_lock_and_start` in one statement with the runs starting with this one, on their shared session
+        (shared.slot_batch), which becomes this run's connection."""
+        turn, job, run = self.turn, self.turn.job, self.turn.run
+        assert job is not None and run is not None
+        needed = job.overlap != "allow_all"
+        keys = run_lock_keys(job.scope, job.lock_name, job.max_parallel) if needed else []
+        shift, key, started = await batch.start(SlotStart(run.run_id, run.scheduled_for, keys, needed, self.fire_at))
+        turn.conn = cast(asyncpg.Connection, shift)
+        turn.lock = Lock(key=key, needed=needed, claimed=True)
+        turn.started_at = started
+        return shift, started is not None
 
     async def _lock_and_start(self) -> bool:
         turn, env, job, run = self.turn, self.turn.env, self.turn.job, self.turn.run

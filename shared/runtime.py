@@ -18,10 +18,12 @@ import aio_pika
 import asyncpg
 
 from shared.dependencies import AMQP_ERRORS
+from shared.lead_batch import LeadBatch
 from shared.messages import JobMessage
 from shared.metrics import Metrics
 from shared.publisher import Publisher
 from shared.registry import Handler, Registry
+from shared.slot_batch import SlotBatch
 from shared.store.jobs import JobCache, JobRow
 from shared.store.runs import NewRun, RunRow
 
@@ -51,6 +53,8 @@ class Env:
     # runs the at-the-slot part of a run claimed ahead: `wait` (outside the worker's concurrency limit), then
     # `work` (inside it); None: both in turn, in the caller's task
     run_later: Callable[[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], None] | None = None
+    lead_batch: LeadBatch | None = None  # claims ahead made together (shared.lead_batch); None: one by one
+    slot_batch: SlotBatch | None = None  # runs claimed ahead started together (shared.slot_batch); None: alone
     _series: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def series(self, metric: Any, *labels: str) -> Any:

@@ -40,6 +40,7 @@ from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
 from shared.failover import channel_restored
 from shared.job_metrics import keep_job_metrics
+from shared.lead_batch import LeadBatch
 from shared.liveness import Liveness
 from shared.locks import startup_lock_key
 from shared.messages import startup_message
@@ -52,6 +53,7 @@ from shared.registry import HandlerFn, Registry
 from shared.runtime import Delivery, Env, utcnow
 from shared.seeding import declare_retry_for
 from shared.settings import Settings, unknown_variables_line
+from shared.slot_batch import SlotBatch
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.jobs import JobRow
@@ -214,6 +216,7 @@ class Worker:
         self._env = Env(
             s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
             dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
+            lead_batch=LeadBatch(pool, s.scheduler_scope, self.worker_id), slot_batch=SlotBatch(pool, self.worker_id),
         )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)
 

@@ -298,7 +298,7 @@ def _run_table(slot: datetime | None) -> str:
     return "job_runs" if name in _MISSING_PARTITIONS else name
 
 
-async def _on_run_table(slot: datetime | None, statement: Callable[[str], Awaitable[T]]) -> T:
+async def on_run_table(slot: datetime | None, statement: Callable[[str], Awaitable[T]]) -> T:
     """`statement(table)` on the run's partition (see `_run_table`), or on scheduler.job_runs when there is no
     such partition."""
     table = _run_table(slot)
@@ -333,7 +333,7 @@ async def start(
         )  # fmt: skip
         return started
 
-    return await _on_run_table(slot, statement)
+    return await on_run_table(slot, statement)
 
 
 _CLAIM_AND_ENTER = """
@@ -415,7 +415,7 @@ async def lock_and_start(
         )  # fmt: skip
         return record
 
-    record = await _on_run_table(run.scheduled_for, statement)  # a missing table fails before any lock is taken
+    record = await on_run_table(run.scheduled_for, statement)  # a missing table fails before any lock is taken
     return record["key"], record["started"]
 
 
@@ -473,7 +473,7 @@ async def record_posted(
         )  # fmt: skip
         return record
 
-    record = await _on_run_table(run_slot, statement)
+    record = await on_run_table(run_slot, statement)
     started_at: datetime | None = record["started"]
     return started_at if start_worker is not None else None
 
@@ -525,7 +525,7 @@ async def finish(
             RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args,
         )  # fmt: skip
 
-    await _on_run_table(slot, statement)
+    await on_run_table(slot, statement)
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0

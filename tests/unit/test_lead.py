@@ -40,3 +40,13 @@ def test_sleep_until_does_not_wake_before_the_instant(monkeypatch: pytest.Monkey
     monkeypatch.setattr(lead.asyncio, "sleep", fake_sleep)
     asyncio.run(lead.sleep_until(SLOT + timedelta(seconds=1), lambda: clock_now[0]))
     assert clock_now[0] >= SLOT + timedelta(seconds=1) - timedelta(milliseconds=1) and len(sleeps) > 1
+
+
+def test_a_message_claimed_in_a_batch_waits_for_its_slot_or_starts_at_once_when_due() -> None:
+    assert lead.batch_wait_sec(SLOT, at(-250), 0.25) == 0.25  # in the lead: as wait_sec
+    assert lead.batch_wait_sec(SLOT, at(-4), 0.25) == 0.004  # close to its slot: waits the rest
+    assert lead.batch_wait_sec(SLOT, at(0), 0.25) == 0.0  # due
+    assert lead.batch_wait_sec(SLOT, at(3000), 0.25) == 0.0  # late (the misfire grace is checked apart)
+    assert lead.batch_wait_sec(SLOT, at(-1001), 0.25) is None  # implausibly early: the ordinary way
+    assert lead.batch_wait_sec(SLOT, at(-1500), 1.0) == 1.5
+    assert lead.batch_wait_sec(SLOT, at(-100), 0.0) is None  # no lead configured: no batching either

@@ -1,0 +1,82 @@
+"""Group commit (shared.coalesce): what is asked in one turn of the loop, or while a batch is in flight, goes as one
+batch; each caller gets its own answer, or the batch's error; an answer nobody waits for any more is handed over."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.coalesce import Coalescer
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail = fail
+
+    async def flush(self, requests: list[int]) -> list[int]:
+        self.batches.append(list(requests))
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("statement failed")
+        return [r * 10 for r in requests]
+
+
+async def test_requests_made_in_one_turn_go_as_one_batch_each_with_its_answer() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    assert await asyncio.gather(*(coalescer.submit(i) for i in range(5))) == [0, 10, 20, 30, 40]
+    assert recorder.batches == [[0, 1, 2, 3, 4]]
+    assert (coalescer.batches, coalescer.submitted) == (1, 5)
+
+
+async def test_a_lone_request_goes_at_once_and_those_made_meanwhile_go_together_next() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush)
+    first = asyncio.ensure_future(coalescer.submit(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert recorder.batches == [[1]]  # in flight, not waiting for company
+    later = [asyncio.ensure_future(coalescer.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    assert recorder.batches == [[1]]  # one batch at a time
+    recorder.release.set()
+    assert await first == 10 and await asyncio.gather(*later) == [20, 30, 40]
+    assert recorder.batches == [[1], [2, 3, 4]]
+
+
+async def test_a_batch_that_fails_fails_every_caller_of_it_and_the_next_batch_goes_on() -> None:
+    recorder = Recorder(fail=True)
+    coalescer = Coalescer(recorder.flush)
+    results = await asyncio.gather(*(coalescer.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    recorder.fail = False
+    assert await coalescer.submit(7) == 70
+
+
+async def test_the_batch_size_is_bounded() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, max_batch=2)
+    assert await asyncio.gather(*(coalescer.submit(i) for i in range(5))) == [0, 10, 20, 30, 40]
+    assert recorder.batches == [[0, 1], [2, 3], [4]]
+
+
+async def test_an_answer_whose_caller_stopped_waiting_is_handed_over() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    orphans: list[tuple[int, int]] = []
+    coalescer = Coalescer(recorder.flush, orphaned=lambda req, res: orphans.append((req, res)))
+    gone = asyncio.ensure_future(coalescer.submit(1))
+    kept = asyncio.ensure_future(coalescer.submit(2))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    gone.cancel()
+    recorder.release.set()
+    assert await kept == 20
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert orphans == [(1, 10)]
