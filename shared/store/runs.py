@@ -492,7 +492,8 @@ _FINISH = """
             last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
             last_lateness_ms = run.lateness_ms,
             last_success_at = CASE WHEN $2 = $6 THEN $5 ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN $2 = $6 THEN 0 ELSE j.consecutive_failures + 1 END
+            consecutive_failures = CASE WHEN $2 = $6 THEN 0 WHEN $2 = 'cancelled' THEN j.consecutive_failures
+                ELSE j.consecutive_failures + 1 END  -- a run cancelled for a newer slot did not fail
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
     )
 """

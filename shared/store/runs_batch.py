@@ -250,7 +250,8 @@ _FINISH_EACH = """
             last_run_at = latest.started_at, last_status = latest.status, last_error = latest.error,
             last_duration_ms = latest.duration_ms, last_lateness_ms = latest.lateness_ms,
             last_success_at = CASE WHEN latest.status = $8 THEN latest.finished_at ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN latest.status = $8 THEN 0 ELSE j.consecutive_failures + 1 END
+            consecutive_failures = CASE WHEN latest.status = $8 THEN 0 WHEN latest.status = 'cancelled'
+                THEN j.consecutive_failures ELSE j.consecutive_failures + 1 END  -- cancelled: no failure
         FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id AND (SELECT count(*) FROM job_locks) >= 0
     )
     SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) AS released FROM unnest($9::bigint[]) AS k

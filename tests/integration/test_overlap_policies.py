@@ -96,6 +96,7 @@ async def test_a_cancel_request_from_another_process_stops_the_run_and_its_proce
     assert await pool.fetchval("SELECT count(*) FROM scheduler.run_cancels WHERE scope = $1", scope) == 0
     job = await control.job("cx")
     assert job["last_status"] == "cancelled"
+    assert job["consecutive_failures"] == 0  # cancelled for a newer slot is no failure
 
 
 async def test_cancel_watch_sees_a_request_made_before_it_listened_and_ignores_other_runs(
