@@ -590,12 +590,7 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
         await unclaim(env, run.run_id)
         raise
     await ack_claimed(turn.delivery)  # 7
-    later = AtSlot(turn, fire_at)
-    if env.run_later is None:
-        await later.wait()
-        await later.work()
-    else:
-        env.run_later(later.wait, later.work)
+    await at_slot(turn, fire_at)
     return True
 
 
@@ -653,13 +648,19 @@ async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
         await unclaim(env, run.run_id)
         raise
     await ack_claimed(delivery)  # 7
+    await at_slot(turn, fire_at)
+    return True
+
+
+async def at_slot(turn: Turn, fire_at: datetime) -> None:
+    """Steps 4 and 8-10 of a slot claimed ahead, at `fire_at`: in the background when the worker runs them there
+    (`env.run_later`), else here."""
     later = AtSlot(turn, fire_at)
-    if env.run_later is None:
+    if turn.env.run_later is None:
         await later.wait()
         await later.work()
     else:
-        env.run_later(later.wait, later.work)
-    return True
+        turn.env.run_later(later.wait, later.work)
 
 
 class AtSlot:
