@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,21 @@ def _start_server(scope: str, port: int, log_dir: Path) -> subprocess.Popen[byte
         )  # fmt: skip
 
 
+def _wait_until_serving(url: str, server: subprocess.Popen[bytes], log_dir: Path, timeout: float = 90.0) -> bool:
+    """Until the control plane answers `/healthz` (a loaded machine takes seconds to start it), it stops, or
+    `timeout` passes; whether it answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (OSError, ValueError):
+            time.sleep(0.3)
+    print(f"the control plane did not answer at {url} (see {log_dir / 'control-plane.log'})", flush=True)
+    return False
+
+
 def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -109,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or (9095 if args.scope == "mock" else 8095)
     url = f"http://127.0.0.1:{port}/"
     server = _start_server(args.scope, port, log_dir)
-    print(f"control plane (Admin UI and API): {url}", flush=True)
+    if _wait_until_serving(url, server, log_dir):
+        print(f"control plane (Admin UI and API): {url}", flush=True)
     interactive = sys.stdout.isatty() and not args.seconds
     end = time.monotonic() + args.seconds if args.seconds else None
     try:

@@ -23,7 +23,7 @@ def test_the_demo_serves_the_admin_ui_at_the_url_it_prints(settings: Settings, c
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     seen = None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine takes a while to start the control plane
     while time.monotonic() < deadline and proc.poll() is None and seen is None:
         try:
             page = httpx.get(url, timeout=2)
