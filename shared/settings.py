@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="chain messages arrive this early; the worker claims the slot and posts the next one meanwhile"
         " and starts the handler at the slot (0: on arrival, no lead)",
     )
+    scheduler_batching: bool = Field(
+        default=True,
+        description="claims ahead that arrive together, and the starts and finishes of runs that share a slot, go in"
+        " one statement each (shared.lead_batch, shared.slot_batch); false: one message at a time",
+    )
     shutdown_grace_sec: float = Field(default=30.0, ge=0, le=3600, description="SIGTERM: wait this long for runs")
     heartbeat_sec: float = Field(default=5.0, gt=0, le=300, description="worker heartbeat period")
     watchdog_interval_sec: float = Field(default=5.0, gt=0, le=3600, description="watchdog pass period")
