@@ -134,6 +134,23 @@ async def test_a_herd_due_at_one_instant_is_claimed_in_fewer_statements_and_runs
     assert all(r["next_posted_for"] is not None for r in done)
 
 
+async def test_with_batching_off_a_herd_goes_one_message_at_a_time_and_runs_each_slot_once(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    control = Control(pool, amqp, cleanup_scope)
+    herd = [f"h{i}" for i in range(6)]
+    for job_id in herd:
+        await control.seed(job_id=job_id, queue="herd", interval_seconds=1, align=True)
+    alone = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="300", scheduler_batching="false")
+    async with running_worker(alone, {"herd": (nothing, Params)}) as worker:
+        assert worker._env is not None and worker._env.lead_batch is None and worker._env.slot_batch is None
+        await wait_until(lambda: _succeeded(pool, cleanup_scope, 4 * len(herd)), 30, "four slots of every job")
+    rows = await control.runs()
+    assert slots_run_more_than_once(rows) == []
+    ahead = [r for r in rows if r["claimed_at"] < r["scheduled_for"]]
+    assert ahead, "the lead path (one message at a time) claimed slots ahead"
+
+
 async def _succeeded(pool: asyncpg.Pool, scope: str, n: int) -> bool:
     found = await pool.fetchval(
         "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND status = 'succeeded'", scope
