@@ -27,7 +27,7 @@ preflight: install
 # its own scope and private servers take free ports, so files do not disturb each other. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: install-bench preflight prometheus browser faketime rabbitmq-management
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # `doctor` reads feature flags, policies and queue totals from RabbitMQ's management HTTP API (port 15672); its tests
 # need the plugin on the local broker.
