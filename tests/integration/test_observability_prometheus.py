@@ -173,6 +173,35 @@ def test_each_alert_matches_exactly_the_series_it_is_meant_for(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_failing_repeatedly_is_held_a_minute_before_it_fires(tmp_path: Path) -> None:
+    """The shipped `for: 1m`: three failures in a row at 45 s; pending at 1m30s, firing at 1m45s (a minute on),
+    with the shipped labels and annotations; and gone once the job succeeds again (test_alertmanager.py sends a
+    live alert with the hold cut to seconds, so the hold itself is checked here)."""
+    series = f'scheduler_consecutive_failures{{{S}, job_id="flaky", instance="a"}}'
+    description = (
+        "The last 3 runs of flaky failed. The error of the last one is in "
+        "`python -m scheduler_seed runs flaky --scope s`."
+    )
+    firing = [{
+        "exp_labels": {"scope": "s", "job_id": "flaky", "severity": "warning"},
+        "exp_annotations": {"summary": "s/flaky failed 3 times in a row", "description": description},
+    }]  # fmt: skip
+    test = {
+        "interval": "15s",
+        "input_series": [{"series": series, "values": "0 1 2 3 3 3 3 3 3 3 0 0 0"}],
+        "alert_rule_test": [
+            {"eval_time": "1m30s", "alertname": "SchedulerJobFailingRepeatedly", "exp_alerts": []},
+            {"eval_time": "1m45s", "alertname": "SchedulerJobFailingRepeatedly", "exp_alerts": firing},
+            {"eval_time": "2m30s", "alertname": "SchedulerJobFailingRepeatedly", "exp_alerts": []},
+        ],
+    }
+    (tmp_path / "alerts.yml").write_text(ALERTS.read_text())
+    test_file = tmp_path / "hold_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": ["alerts.yml"], "evaluation_interval": "15s", "tests": [test]}))
+    result = promtool("test", "rules", test_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
