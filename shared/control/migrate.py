@@ -99,11 +99,12 @@ def resume_after(job: JobRow, last_slot: datetime | None, now: datetime) -> date
 
 def copy_properties(message: aio_pika.abc.AbstractIncomingMessage) -> aiormq.spec.Basic.Properties:
     """What a moved message keeps: its headers (x-death of a dead-lettered slot included), id and content type;
-    persistent whatever it was."""
+    persistent whatever it was. Not the count of deliveries a quorum queue stamps on what it gives out: the copy
+    is a new message in another queue, never delivered yet."""
+    headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
     return aiormq.spec.Basic.Properties(
-        content_type=message.content_type, delivery_mode=2, headers=dict(message.headers or {}),
-        message_id=message.message_id,
-    )  # fmt: skip
+        content_type=message.content_type, delivery_mode=2, headers=headers, message_id=message.message_id
+    )
 
 
 async def _acknowledge(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
