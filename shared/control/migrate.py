@@ -65,6 +65,7 @@ class MovedQueue:
     jobs: tuple[str, ...]
     moved_messages: int  # ready messages that went through the holding queue into the work queue
     next_slots: dict[str, datetime | None]  # job -> first slot posted (None: paused or unscheduled)
+    resumed: bool = False  # the holding queue of an interrupted move was there: this run finished that move
 
 
 async def _is_declared_as(connection: AbstractConnection, spec: topology.QueueSpec) -> bool | None:
@@ -221,6 +222,7 @@ async def migrate_work_queue(
     """Steps 1-5 of the module docstring for one work queue and its jobs; each step may find itself done
     already (a move run again after an interruption)."""
     found = await _queue_type(connection, scope, queue)
+    resumed = await _is_declared_as(connection, topology.holding_queue_spec(scope, queue)) is not None
     before = found or (jobs[0].queue_type if jobs else ("quorum" if to == "classic" else "classic"))
     ids = [job.job_id for job in jobs]
     await conn.execute(
@@ -256,7 +258,7 @@ async def migrate_work_queue(
     log.info(
         "migrate.queue_done", scope=scope, queue=queue, after=to, held=held, moved=moved, next_slots=len(next_slots)
     )
-    return MovedQueue(queue, before, to, tuple(ids), moved, next_slots)
+    return MovedQueue(queue, before, to, tuple(ids), moved, next_slots, resumed)
 
 
 async def _reseed(

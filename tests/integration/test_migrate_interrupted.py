@@ -129,7 +129,9 @@ async def test_kill_9_before_the_work_queue_is_filled_again_loses_nothing_and_th
     assert await _count(amqp, holding) == len(waiting)
     assert "FAIL migrate-queues: a move was interrupted: " in await _doctor_line(pool, amqp, scope)
     again = await cli_here(capsys, settings, scope, "migrate-queues", "--to", "quorum")
-    assert again.code == 0 and f"{len(waiting)} ready message(s) moved" in again.out, again.out
+    assert again.code == 0, again.err
+    assert "work queue 'idle': quorum -> quorum (an interrupted move, finished now); 1 job(s), " in again.out
+    assert f"{len(waiting)} ready message(s) moved" in again.out
     assert await _count(amqp, holding) is None
     assert await declared_as(amqp, topology.work_queue_spec(scope, "idle", "quorum"))
     assert "ok   migrate-queues: no move interrupted" in await _doctor_line(pool, amqp, scope)
@@ -175,6 +177,7 @@ async def test_cut_off_between_confirm_and_ack_leaves_a_batch_twice_and_the_work
     async with control.control() as c:
         (moved,) = await c.migrate_queues("quorum")
     assert moved.moved_messages == len(waiting) + migrate.MOVE_BATCH  # the second batch twice
+    assert moved.resumed and (moved.before, moved.after) == ("classic", "quorum")
     assert await _count(amqp, holding) is None
 
     ran: list[uuid.UUID] = []
@@ -217,6 +220,7 @@ async def test_thousands_of_waiting_messages_move_without_loss_and_keep_their_pr
         (back,) = await c.migrate_queues("classic")
     print(f"2,501 waiting messages to quorum: {took:.2f} s ({took_cpu:.2f} s CPU)")
     assert there.moved_messages == back.moved_messages == len(waiting) + 1
+    assert not there.resumed and not back.resumed
     moved = await _take_all(amqp, topology.work_queue_name(scope, "idle"))
     assert _run_ids(moved) == Counter(str(m.run_id) for m in [*waiting, by_hand])
     (copy,) = [m for m in moved if m.message_id == "by-hand-1"]
