@@ -170,8 +170,8 @@ async def _queue_findings(
 
 
 async def interrupted_moves(connection: AbstractConnection, scope: str, jobs: list[JobRow]) -> Finding:
-    """A holding queue of `migrate-queues` still there: a move was interrupted, and the messages it holds reach no
-    worker until the move is run again (one passive declaration per work queue, over `shared.lanes`)."""
+    """A holding queue of `migrate-queues` still there: a move is under way or was interrupted, and the messages it
+    holds reach no worker until the move is run again (one passive declaration per work queue, over `shared.lanes`)."""
     names = sorted({topology.holding_queue_name(scope, job.queue) for job in jobs})
     channel = await connection.channel()
     try:
@@ -187,7 +187,8 @@ async def interrupted_moves(connection: AbstractConnection, scope: str, jobs: li
         return Finding("migrate-queues", True, "no move interrupted (no holding queue)")
     return Finding(
         "migrate-queues", False,
-        f"a move was interrupted: {'; '.join(held)}; run migrate-queues --to <type> again to finish it",
+        f"a move is under way or was interrupted: {'; '.join(held)}; if none is running, run migrate-queues "
+        "--to <type> again to finish it",
     )  # fmt: skip
 
 

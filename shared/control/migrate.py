@@ -1,29 +1,31 @@
 """`migrate-queues`: move the work queues of a scope (and the delay and retry queues feeding them) to another
 queue type without losing a chain, a waiting message or running a slot twice, even when the move is interrupted.
 
-RabbitMQ cannot change a queue's type in place, so each work queue is moved in five steps:
+RabbitMQ cannot change a queue's type in place, so each work queue is moved in five steps, between the
+declaration of its holding queue (``S.jobs.<queue>.migrating``, classic and durable) and its deletion:
 
 1. its jobs' rows take the new type, so a worker that consumes again (its consumer is cancelled when the
    queue goes) and a seed declare the new type from now on;
 2. under each job's chain lock, the epoch is bumped and the job's delay and retry queues are deleted: the chain
    message waiting there is gone, and any copy still in flight is stale (dropped where it lands; a run in
    progress finishes, but posts no next slot);
-3. the work queue's ready messages (run-now, startup, event runs) move to its holding queue
-   (``S.jobs.<queue>.migrating``, classic and durable), and the emptied work queue is deleted;
-4. the work queue is declared with the new type and the holding queue's messages move into it; the holding
-   queue is deleted once empty;
+3. the work queue's ready messages (run-now, startup, event runs) move to the holding queue, and the emptied
+   work queue is deleted;
+4. the work queue is declared with the new type and the holding queue's messages move into it;
 5. each job's delay queue is declared with the new type (its retry queue comes with its next retry) and, under
    its chain lock again, its chain starts from the record: the first slot after the last slot with a run row
    (the slot whose message was lost in step 2), so no slot is skipped and none runs twice (a slot with a row is
-   never posted again).
+   never posted again). Then the holding queue, empty, is deleted.
 
 A message moves from one queue to the other as a copy published with publisher confirms; the original is
 acknowledged only once the broker confirmed its copy, a bounded batch at a time (nothing is held in this
 process beyond a batch). Killed at any point, the move leaves every message in the old work queue, the holding
-queue or the new one; running `migrate-queues` again finds the holding queue (or a work queue still of the old
-type, or a job without its delay queue) and finishes. A process that dies between a batch's confirms and its
+queue or the new one; running `migrate-queues` again finds the holding queue and does the steps again, each
+finding itself done or finishing what was left. A process that dies between a batch's confirms and its
 acknowledgement leaves that batch in both queues: the copies carry the same run ids, and a worker drops the
-second of two messages with one run id (a chain slot, a run-now, a startup or an event run) as a duplicate.
+second of two messages with one run id (a chain slot, a run-now, a startup or an event run) as a duplicate. A
+body published by hand without a run id gets a new one from each worker that reads it: such a message caught
+in that moment runs twice.
 
 Pending retries and buffered slots of chain runs (waiting in a retry queue) end like on any reseed; a job that
 is paused keeps no chain. Moving a work queue that is already of the target type does nothing to it.
@@ -198,15 +200,23 @@ async def _delete_if_empty(connection: AbstractConnection, name: str, kind: topo
 
 
 async def fill_from_holding(connection: AbstractConnection, scope: str, queue: str) -> int:
-    """Step 4 after the work queue is declared with its new type: the holding queue's messages into it, then the
-    holding queue deleted if empty (only a move of the same queue publishes there). Returns how many moved."""
+    """Step 4 after the work queue is declared with its new type: the holding queue's messages into it. Returns
+    how many moved. The holding queue stays until the chains started again (`_release_holding`)."""
     holding = topology.holding_queue_name(scope, queue)
-    if await _is_declared_as(connection, topology.holding_queue_spec(scope, queue)) is None:
-        return 0
-    moved = await move_messages(connection, scope, holding, topology.work_queue_name(scope, queue))
-    if not await _delete_if_empty(connection, holding, "classic"):
-        raise ActionFailed(f"holding queue {holding!r} received messages while it was emptied: run again")
-    return moved
+    return await move_messages(connection, scope, holding, topology.work_queue_name(scope, queue))
+
+
+async def _release_holding(connection: AbstractConnection, scope: str, queue: str) -> int:
+    """The move is done: the holding queue goes, empty (what reached it meanwhile, only a concurrent move of the
+    same queue can publish there, is moved to the work queue first). Returns how many of those moved."""
+    moved = 0
+    for _ in range(EMPTYING_ROUNDS):
+        if await _delete_if_empty(connection, topology.holding_queue_name(scope, queue), "classic"):
+            return moved
+        moved += await fill_from_holding(connection, scope, queue)
+    raise ActionFailed(
+        f"holding queue {topology.holding_queue_name(scope, queue)!r} kept receiving messages: run migrate-queues again"
+    )
 
 
 async def migrate_work_queue(
@@ -223,6 +233,13 @@ async def migrate_work_queue(
     already (a move run again after an interruption)."""
     found = await _queue_type(connection, scope, queue)
     resumed = await _is_declared_as(connection, topology.holding_queue_spec(scope, queue)) is not None
+    # Declared first and deleted last: while it exists, the move is under way or was interrupted, and the next run
+    # of migrate-queues moves this work queue again whatever else it finds done already.
+    holding = await connection.channel()
+    try:
+        await topology.declare_holding_queue(holding, scope, queue)
+    finally:
+        await holding.close()
     before = found or (jobs[0].queue_type if jobs else ("quorum" if to == "classic" else "classic"))
     ids = [job.job_id for job in jobs]
     await conn.execute(
@@ -238,11 +255,6 @@ async def migrate_work_queue(
             await channel.queue_delete(topology.retry_queue_name(scope, job.job_id))
     held = 0
     if found not in (None, to):
-        holding = await connection.channel()
-        try:
-            await topology.declare_holding_queue(holding, scope, queue)
-        finally:
-            await holding.close()
         held = await empty_into_holding(connection, scope, queue)
     declaring = await connection.channel(publisher_confirms=True, on_return_raises=True)
     try:
@@ -255,6 +267,7 @@ async def migrate_work_queue(
     finally:
         if not declaring.is_closed:
             await declaring.close()
+    moved += await _release_holding(connection, scope, queue)
     log.info(
         "migrate.queue_done", scope=scope, queue=queue, after=to, held=held, moved=moved, next_slots=len(next_slots)
     )
@@ -270,8 +283,7 @@ async def _reseed(
     jobs: list[JobRow],
     to: topology.QueueType,
 ) -> dict[str, datetime | None]:
-    """Step 5. Each delay queue is declared just before its chain starts: a move interrupted here leaves the jobs
-    not reseeded yet without a delay queue, which is what tells the next run to move this work queue again."""
+    """Step 5: each job's delay queue, then its chain from the record."""
     next_slots: dict[str, datetime | None] = {}
     for job in jobs:
         await topology.declare_chain_queues(channel, scope, job.job_id, queue, to)

@@ -20,7 +20,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared import topology
+from shared import chain, topology
 from shared.context import RunContext
 from shared.control import doctor, migrate
 from shared.events.decide import event_run_id
@@ -127,7 +127,7 @@ async def test_kill_9_before_the_work_queue_is_filled_again_loses_nothing_and_th
 
     assert await _count(amqp, work) == 0  # declared with its new type, not filled yet
     assert await _count(amqp, holding) == len(waiting)
-    assert "FAIL migrate-queues: a move was interrupted: " in await _doctor_line(pool, amqp, scope)
+    assert "FAIL migrate-queues: a move is under way or was interrupted: " in await _doctor_line(pool, amqp, scope)
     again = await cli_here(capsys, settings, scope, "migrate-queues", "--to", "quorum")
     assert again.code == 0, again.err
     assert "work queue 'idle': quorum -> quorum (an interrupted move, finished now); 1 job(s), " in again.out
@@ -227,3 +227,36 @@ async def test_thousands_of_waiting_messages_move_without_loss_and_keep_their_pr
     assert copy.headers == properties["headers"] and copy.content_type == "application/json"
     assert copy.delivery_mode == 2
     assert await _count(amqp, topology.holding_queue_name(scope, "idle")) is None
+
+
+async def test_interrupted_while_chains_start_again_the_next_run_starts_every_chain(
+    pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, cleanup_scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    for job_id in ("a", "b"):
+        await control.seed(job_id=job_id, cron_expr=YEARLY, queue="pair")
+    replace_after = chain.replace_after
+
+    async def cut_off_at_b(*args: Any) -> Any:
+        if args[3].job_id == "b":  # a's chain is posted, b's delay queue declared and empty
+            raise ConnectionError("connection lost")
+        return await replace_after(*args)
+
+    monkeypatch.setattr(chain, "replace_after", cut_off_at_b)
+    with pytest.raises(ConnectionError):
+        async with control.control() as c:
+            await c.migrate_queues("quorum")
+    monkeypatch.setattr(chain, "replace_after", replace_after)
+    assert await _count(amqp, topology.holding_queue_name(scope, "pair")) == 0  # the move's mark, left behind
+    assert await _count(amqp, topology.delay_queue_name(scope, "b")) == 0
+
+    async with control.control() as c:
+        (moved,) = await c.migrate_queues("quorum")
+    assert moved.resumed and set(moved.next_slots) == {"a", "b"} and all(moved.next_slots.values())
+    for job_id in ("a", "b"):
+        assert await _count(amqp, topology.delay_queue_name(scope, job_id)) == 1  # one chain each
+        assert await declared_as(amqp, topology.delay_queue_spec(scope, job_id, "pair", "quorum"))
+    assert await _count(amqp, topology.holding_queue_name(scope, "pair")) is None
+    async with control.control() as c:
+        assert await c.migrate_queues("quorum") == []
