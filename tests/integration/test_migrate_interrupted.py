@@ -39,24 +39,41 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 YEARLY = "0 0 1 1 *"  # no slot fires during a test: what runs comes from the waiting messages
 
-# A CLI process that dies as `kill -9` would at its first copy into the (new) work queue: before this move it was
-# the first publish after the old queue was deleted, with every waiting message in the process's memory only.
-KILLED_AT_FIRST_REFILL = """
+# A CLI process that dies as `kill -9` would at its n-th copy into a queue (argv: the queue, n, the verb's arguments).
+KILLED_AT_NTH_COPY = """
 import os, signal, sys
 from shared.publisher import Publisher
 from scheduler_seed.cli import main
 
-work, argv = sys.argv[1], sys.argv[2:]
+queue, nth, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 republish = Publisher.republish
+copies = 0
 
 async def dying(self, queue_name, body, properties):
-    if queue_name == work:
-        os.kill(os.getpid(), signal.SIGKILL)
+    global copies
+    if queue_name == queue:
+        copies += 1
+        if copies == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
     await republish(self, queue_name, body, properties)
 
 Publisher.republish = dying
 sys.exit(main(argv))
 """
+
+
+async def _migrate_killed_at(settings: Settings, scope: str, queue: str, nth: int) -> None:
+    """`migrate-queues --to quorum` in a process killed at its `nth` copy into `queue`."""
+    env = {
+        **os.environ, "AMQP_URL": settings.amqp_url.get_secret_value(),
+        "DATABASE_URL": settings.database_url.get_secret_value(), "SCHEDULER_SCOPE": scope,
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_AT_NTH_COPY, queue, str(nth), "migrate-queues", "--to", "quorum", cwd=ROOT,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -9
 
 
 @pytest.fixture(autouse=True)
@@ -125,16 +142,9 @@ async def test_kill_9_before_the_work_queue_is_filled_again_loses_nothing_and_th
     waiting = [manual_message("idle", {"mark": i}, now()) for i in range(150)]
     await _publish_waiting(amqp, scope, waiting)
     work, holding = topology.work_queue_name(scope, "idle"), topology.holding_queue_name(scope, "idle")
-    env = {
-        **os.environ, "AMQP_URL": settings.amqp_url.get_secret_value(),
-        "DATABASE_URL": settings.database_url.get_secret_value(), "SCHEDULER_SCOPE": scope,
-    }  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_AT_FIRST_REFILL, work, "migrate-queues", "--to", "quorum", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == -9
+    # the first copy into the work queue: before this move, the first publish after the old queue was deleted,
+    # with every waiting message in the process's memory only
+    await _migrate_killed_at(settings, scope, work, 1)
 
     assert await _count(amqp, work) == 0  # declared with its new type, not filled yet
     assert await _count(amqp, holding) == len(waiting)
@@ -149,6 +159,25 @@ async def test_kill_9_before_the_work_queue_is_filled_again_loses_nothing_and_th
     moved = await _take_all(amqp, work)
     assert _run_ids(moved) == Counter(str(m.run_id) for m in waiting)  # each once
     assert all(m.delivery_mode == 2 and m.content_type == "application/json" for m in moved)
+
+
+async def test_kill_9_while_the_work_queue_empties_loses_nothing_and_duplicates_at_most_a_batch(
+    settings: Settings, pool: asyncpg.Pool, amqp: aio_pika.abc.AbstractRobustConnection, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="idle", cron_expr=YEARLY)
+    waiting = [manual_message("idle", {"mark": i}, now()) for i in range(250)]
+    await _publish_waiting(amqp, scope, waiting)
+    work, holding = topology.work_queue_name(scope, "idle"), topology.holding_queue_name(scope, "idle")
+    await _migrate_killed_at(settings, scope, holding, 150)  # in the second batch: the first is acknowledged
+    assert await _count(amqp, work) == len(waiting) - migrate.MOVE_BATCH  # the broker took the second batch back
+    async with control.control() as c:
+        (moved,) = await c.migrate_queues("quorum")
+    assert moved.resumed
+    copies = _run_ids(await _take_all(amqp, work))
+    assert set(copies) == {str(m.run_id) for m in waiting} and max(copies.values()) <= 2
+    assert sum(copies.values()) - len(waiting) < migrate.MOVE_BATCH  # of the second batch, what was confirmed
 
 
 async def test_cut_off_between_confirm_and_ack_leaves_a_batch_twice_and_the_worker_runs_each_once(
