@@ -1,7 +1,7 @@
 """Many broker declarations at once: RabbitMQ answers each declaration on a channel in turn, so thousands of them
 (seeding a large file, a worker starting on a scope of 10,000 jobs) go over several channels of one connection.
 
-    spread      run calls over up to `CHANNELS` channels of a channel's connection, one call at a time per channel
+    spread      run calls over up to `CHANNELS` channels of a connection, one call at a time per channel
     missing     which of many queues do not exist: a passive declaration each (a few times cheaper for RabbitMQ than
                 declaring an existing queue and its binding again), over up to `CHANNELS` channels
     by_queue    a worker's jobs by work queue, the queues with fewest jobs first (pure): the order in which it
@@ -22,14 +22,19 @@ from shared.store.jobs import JobRow
 CHANNELS = 16
 
 
-async def spread(channel: AbstractChannel, calls: Sequence[Callable[[AbstractChannel], Awaitable[None]]]) -> None:
-    """Run `calls` over up to `CHANNELS` channels of `channel`'s connection, each channel one call at a time. The
-    first failure is raised once every lane has stopped (a failed declaration closes only its own lane)."""
-    if len(calls) <= 1:
+async def spread(
+    channel: AbstractChannel,
+    calls: Sequence[Callable[[AbstractChannel], Awaitable[None]]],
+    connection: AbstractConnection | None = None,
+) -> None:
+    """Run `calls` over up to `CHANNELS` channels of `connection` (the one `channel` belongs to), each channel one
+    call at a time. The first failure is raised once every lane has stopped (a failed declaration closes only its
+    own lane). Without `connection` (aio-pika names no public way from a channel to its connection), the calls run
+    one after the other on `channel`."""
+    if len(calls) <= 1 or connection is None:
         for call in calls:
             await call(channel)
         return
-    connection: AbstractConnection = channel._connection  # type: ignore[attr-defined]
     todo = list(reversed(calls))
 
     async def lane() -> None:

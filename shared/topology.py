@@ -10,7 +10,9 @@ Per scope ``S`` (see DESIGN section 3):
   costs one queue of its own;
 - parking ``S.jobs.dead``: a fanout exchange and a durable queue of the same name bound to it;
 - events ``S.events`` (topic, durable): run outcomes (``job.<job_id>.<status>``) and emitted events; a job that
-  subscribes has a durable event queue ``S.jobs.<job_id>.events`` bound to it with each of its patterns.
+  subscribes has a durable event queue ``S.jobs.<job_id>.events`` bound to it with each of its patterns;
+- while ``migrate-queues`` moves a work queue to another type, its holding queue ``S.jobs.<queue>.migrating``
+  (classic, durable, no TTL, no consumers) keeps the work queue's waiting messages; it is gone once the move is done.
 
 Identifiers never contain dots, so none of these names can be another one's: ``S.jobs.<queue>`` has three
 dot-separated parts and the delay and retry queues have four. The one reserved short name is ``dead``.
@@ -81,6 +83,13 @@ def event_queue_name(scope: str, job_id: str) -> str:
     return f"{exchange_name(scope)}.{check_ident(job_id, 'job id')}.events"
 
 
+def holding_queue_name(scope: str, queue: str) -> str:
+    """Where `migrate-queues` keeps the waiting messages of the work queue `queue` while that queue is deleted and
+    declared again with another type: ``S.jobs.<queue>.migrating`` (four parts, like a job's delay queue, but
+    no job queue ends in ``migrating``)."""
+    return f"{work_queue_name(scope, queue)}.migrating"
+
+
 def dead_name(scope: str) -> str:
     """The parking fanout exchange and the queue bound to it (same name): ``S.jobs.dead``."""
     return f"{exchange_name(scope)}.{DEAD_SUFFIX}"
@@ -142,6 +151,12 @@ def dead_queue_spec(scope: str, queue_type: QueueType = "classic") -> QueueSpec:
     """The durable parking queue of `scope`: the scope's queue type (a classic queue lives on one node and is
     unreachable while that node is down, which would stop every consumer's reconnection on a cluster)."""
     return _spec(dead_name(scope), _type_arguments(queue_type))
+
+
+def holding_queue_spec(scope: str, queue: str) -> QueueSpec:
+    """The holding queue of the work queue `queue`: classic and durable whatever the type moved to or from (it
+    outlives both), no TTL and no dead-lettering (what waits there must not go anywhere by itself)."""
+    return _spec(holding_queue_name(scope, queue), {})
 
 
 def event_queue_spec(scope: str, job_id: str, queue_type: QueueType = "classic") -> QueueSpec:
@@ -274,6 +289,15 @@ async def declare_job(
     """
     await declare_work_queue(channel, scope, queue, queue_type)
     await declare_chain_queues(channel, scope, job_id, queue, queue_type)
+
+
+async def declare_holding_queue(
+    channel: aio_pika.abc.AbstractChannel, scope: str, queue: str
+) -> aio_pika.abc.AbstractQueue:
+    """Declare the holding queue of the work queue `queue`, bound to ``S.jobs`` under its own name (messages are
+    published through the scope's exchange, see Publisher). Idempotent."""
+    await _declare_exchange(channel, exchange_name(scope), aio_pika.ExchangeType.DIRECT)
+    return await _declare_bound(channel, scope, holding_queue_spec(scope, queue))
 
 
 async def declare_chain_queues(

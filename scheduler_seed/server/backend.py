@@ -138,7 +138,7 @@ class Backend:
         except CONNECT_ERRORS as exc:  # the pool could not open a connection: the server is down
             raise self._postgres_down(describe(exc)) from None
         try:
-            yield Control.borrowing(conn, None, self.scope, actor=actor, open_channel=open_channel)
+            yield Control.borrowing(conn, None, self.scope, actor=actor, open_channel=open_channel, amqp=self.amqp)
         except SERVER_GONE as exc:  # a server went away mid-action: say which
             raise self._down(exc) from None
         finally:

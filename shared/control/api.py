@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared import diagnosis, queue_types, topology
 from shared.control import audit, dead, doctor, events, jobs, migrate, runs, status, validation
@@ -79,13 +79,15 @@ class Control:
         scope: str,
         actor: str = "library",
         open_channel: Callable[[], Awaitable[AbstractChannel]] | None = None,
+        amqp: AbstractConnection | None = None,
     ) -> Control:
         """A Control over the caller's connection and channel (with publisher confirms), which it never closes.
-        `open_channel` instead of a channel: one opened by the caller on first use (see `Session.borrowing`)."""
+        `open_channel` instead of a channel: one opened by the caller on first use (see `Session.borrowing`).
+        `amqp`: the RabbitMQ connection the channel is of, which `doctor` and `migrate_queues` need."""
         control = cls.__new__(cls)
         control.settings = None
         control.scope = scope
-        control.session = Session.borrowing(conn, channel, scope, open_channel)
+        control.session = Session.borrowing(conn, channel, scope, open_channel, amqp)
         control.actor = actor
         return control
 
@@ -184,7 +186,9 @@ class Control:
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
         before = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
-        result = await jobs.seed_file(conn, channel, publisher, self.scope, path, definitions, prune, on_job, reset)
+        result = await jobs.seed_file(
+            conn, channel, publisher, self.scope, path, definitions, prune, on_job, reset, self.session.amqp
+        )
         note = note or f"from {path}"
         after = {row.job_id: row for row in await jobs_store.list_jobs(conn, self.scope)}
         changes = []
@@ -249,13 +253,14 @@ class Control:
     async def doctor(self) -> list[diagnosis.Finding]:
         """Check what the design's safety rests on for this scope (`shared.control.doctor`): one finding per
         check; reads only (the TTL canary's temporary queues are deleted again)."""
-        conn, channel = await self.session.db(), await self.session.channel()
+        conn = await self.session.db()
+        await self.session.channel()  # opens the connection, or says the broker is down
         settings = self.settings or Settings()
         management_url = settings.rabbitmq_management_url
         management = doctor.Management.for_amqp_url(
             settings.amqp_url.get_secret_value(), None if management_url is None else management_url.get_secret_value()
         )
-        return await doctor.diagnose(conn, self.session.connection(channel), self.scope, management)
+        return await doctor.diagnose(conn, self.session.connection(), self.scope, management)
 
     async def migrate_queues(self, to: str, queue: str | None = None) -> list[migrate.MovedQueue]:
         """Move the scope's work queues (or only `queue`) and their delay and retry queues to queue type `to`
@@ -263,7 +268,7 @@ class Control:
         is lost and no slot runs twice (`shared.control.migrate`). One audit row per work queue moved."""
         conn, channel = await self._writer()
         publisher = await self.session.publisher()
-        connection = self.session.connection(channel)
+        connection = self.session.connection()
         moved = await migrate.migrate_queues(conn, connection, channel, publisher, self.scope, to, queue)
         for each in moved:
             before = {"queue": each.queue, "queue_type": each.before}

@@ -25,7 +25,7 @@ import aiormq
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
-from shared import diagnosis, topology
+from shared import diagnosis, lanes, topology
 from shared.brokers import parse_amqp_urls
 from shared.diagnosis import Finding
 from shared.errors import SchedulerError, TopologyMismatch
@@ -169,6 +169,29 @@ async def _queue_findings(
     return findings
 
 
+async def interrupted_moves(connection: AbstractConnection, scope: str, jobs: list[JobRow]) -> Finding:
+    """A holding queue of `migrate-queues` still there: a move is under way or was interrupted, and the messages it
+    holds reach no worker until the move is run again (one passive declaration per work queue, over `shared.lanes`)."""
+    names = sorted({topology.holding_queue_name(scope, job.queue) for job in jobs})
+    channel = await connection.channel()
+    try:
+        left = sorted(set(names) - await lanes.missing(channel, names))
+        held = []
+        for name in left:
+            declared = await channel.declare_queue(name, passive=True)
+            held.append(f"{name} holds {declared.declaration_result.message_count} message(s)")
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    if not held:
+        return Finding("migrate-queues", True, "no move interrupted (no holding queue)")
+    return Finding(
+        "migrate-queues", False,
+        f"a move is under way or was interrupted: {'; '.join(held)}; if none is running, run migrate-queues "
+        "--to <type> again to finish it",
+    )  # fmt: skip
+
+
 async def ttl_canary(
     connection: AbstractConnection, scope: str, queue_type: topology.QueueType
 ) -> tuple[Finding, Finding | None]:
@@ -277,6 +300,8 @@ async def diagnose(
         listed = await management.get(f"/api/queues/{urllib.parse.quote(management.vhost, safe='')}?columns=type")
         quorum = sum(1 for q in listed or [] if q.get("type") == "quorum")
     findings.append(diagnosis.queue_count(totals.get("queues"), quorum, len(queues)))
+    if jobs:
+        findings.append(await interrupted_moves(connection, scope, jobs))
     broker_clock: Finding | None = None
     for kind in sorted({"quorum" if j.queue_type == "quorum" else "classic" for j in jobs}):
         canary, skew = await ttl_canary(connection, scope, "quorum" if kind == "quorum" else "classic")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared import chain, ledger, queue_types, topology
 from shared.control import drift, seed_batch, validation
@@ -292,6 +292,7 @@ async def seed_file(
     prune: bool,
     on_job: Callable[[SeededJob], None] | None = None,
     reset: bool | Collection[str] = False,
+    connection: AbstractConnection | None = None,
 ) -> SeedFileResult:
     """Seed every definition of a (validated) jobs file over the live definitions (`shared.control.drift`:
     file edits apply, runtime changes stay unless `reset` names the job or is True); then report, or with
@@ -303,7 +304,7 @@ async def seed_file(
         # each batch's own clock: with one `now` for the whole file, the last jobs of a long file would get a
         # first slot already past, run late, and count their next slot from then (skipping one)
         batch = planned[first : first + seed_batch.BATCH]
-        outcomes, now = await seed_batch.seed_batch(conn, channel, publisher, scope, batch)
+        outcomes, now = await seed_batch.seed_batch(conn, channel, publisher, scope, batch, connection)
         for plan, (result, chain_action) in zip(batch, outcomes, strict=True):
             merged = plan.merged
             seeded.append(

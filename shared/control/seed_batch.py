@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared import chain, lanes, ledger, topology
 from shared.control import drift
@@ -55,9 +55,10 @@ async def seed_batch(
     publisher: Publisher,
     scope: str,
     plans: Sequence[PlannedSeed],
+    connection: AbstractConnection | None = None,
 ) -> tuple[list[tuple[JobChange, ChainAction]], datetime]:
     """`seed_planned` for every plan; returns the outcome of each (in order) and the `now` the chains started
-    from."""
+    from. `connection` (the one `channel` is of) carries the declarations and purges over several channels."""
     ids = [p.definition.job_id for p in plans]
     await jobs_batch.upsert_jobs(conn, scope, [p.target for p in plans])
     rows = await jobs_batch.get_jobs(conn, scope, ids)
@@ -68,12 +69,12 @@ async def seed_batch(
         if row.enabled and row.pause_note is not None:  # enabled again (reset): the pause note goes
             await jobs_store.set_enabled(conn, scope, job_id, True, None)
     known = {p.definition.job_id for p in plans if _queues_kept(p.row, rows[p.definition.job_id])}
-    waiting = await declare_all(channel, scope, [rows[i] for i in ids], publisher.scope_queue_type, known)
+    waiting = await declare_all(channel, scope, [rows[i] for i in ids], publisher.scope_queue_type, known, connection)
     fresh = [p.definition.job_id for p in plans if _chain_starts(p)]
     # a job that had no row has no chain: its delay queue needs a purge only if something waits there (left over)
     empty = {p.definition.job_id for p in plans if p.row is None and not waiting.get(p.definition.job_id)}
     now = datetime.now(UTC)
-    started = await replace_all(conn, channel, publisher, scope, fresh, now, skip_purge=empty)
+    started = await replace_all(conn, channel, publisher, scope, fresh, now, skip_purge=empty, connection=connection)
     for plan in plans:  # the slot ledger, as seed_planned records it (nothing to do for a new job)
         job_id = plan.definition.job_id
         if job_id in started and plan.row is not None:
@@ -111,11 +112,12 @@ async def declare_all(
     rows: Sequence[JobRow],
     scope_type: topology.QueueType,
     known: Collection[str] = (),
+    connection: AbstractConnection | None = None,
 ) -> dict[str, int]:
     """`topology.declare_job` for every row: the scope's exchanges (of `scope_type`) and each work queue once, then
-    each job's delay queue over several channels (`shared.lanes`). The jobs of `known` (seeded before on the same
-    queue, same type) only have their delay queue looked for, and declared if it is gone. Returns how many messages
-    wait in each declared delay queue."""
+    each job's delay queue over several channels of `connection` (`shared.lanes`). The jobs of `known` (seeded
+    before on the same queue, same type) only have their delay queue looked for, and declared if it is gone.
+    Returns how many messages wait in each declared delay queue."""
     await topology.declare_scope(channel, scope, scope_type)
     for queue, queue_type in sorted({(r.queue, r.queue_type) for r in rows}):
         await topology.declare_work_queue(channel, scope, queue, queue_type)  # type: ignore[arg-type]
@@ -123,7 +125,7 @@ async def declare_all(
     absent = await lanes.missing(channel, [topology.delay_queue_name(scope, r.job_id) for r in checked])
     present = {r.job_id for r in checked if topology.delay_queue_name(scope, r.job_id) not in absent}
     waiting: dict[str, int] = {}
-    await lanes.spread(channel, [_declarer(row, waiting) for row in rows if row.job_id not in present])
+    await lanes.spread(channel, [_declarer(row, waiting) for row in rows if row.job_id not in present], connection)
     return waiting
 
 
@@ -150,6 +152,7 @@ async def replace_all(
     job_ids: Sequence[str],
     now: datetime,
     skip_purge: Collection[str] = (),
+    connection: AbstractConnection | None = None,
 ) -> dict[str, tuple[int, chain.Slot | None]]:
     """`chain.replace` for each job, in one transaction: new epoch, empty delay queue (but for the jobs of
     `skip_purge`, known to be empty), first message (if enabled and scheduled). Returns each job's new epoch
@@ -159,7 +162,7 @@ async def replace_all(
     async with conn.transaction():
         await jobs_batch.chain_locks(conn, [chain_lock_key(scope, j) for j in job_ids])
         rows = await jobs_batch.bump_epochs(conn, scope, job_ids)
-        await lanes.spread(channel, [_purger(scope, j) for j in job_ids if j not in skip_purge])
+        await lanes.spread(channel, [_purger(scope, j) for j in job_ids if j not in skip_purge], connection)
         slots = {j: chain.next_slot(row, now) if row.enabled and row.has_chain else None for j, row in rows.items()}
         await asyncio.gather(
             *(

@@ -55,13 +55,16 @@ class Session:
         channel: AbstractChannel | None,
         scope: str,
         open_channel: Callable[[], Awaitable[AbstractChannel]] | None = None,
+        amqp: AbstractConnection | None = None,
     ) -> Session:
         """A session over connections the caller opened and closes (tests, a server with its own pool). Instead
         of a channel, `open_channel` may give one on first use (the caller closes it too): a read that never
-        publishes then works while RabbitMQ is down."""
+        publishes then works while RabbitMQ is down. `amqp` is the connection the channels are of: what needs
+        further channels (`doctor`, `migrate-queues`, declarations over several lanes) opens them there."""
         session = cls(None, scope)
         session._db, session._channel, session._owned = conn, channel, False
         session._open_channel = open_channel
+        session._amqp = amqp
         return session
 
     def _settings(self) -> Settings:
@@ -98,12 +101,18 @@ class Session:
             self._channel = await self._amqp.channel(publisher_confirms=True, on_return_raises=True)
         return self._channel
 
-    def connection(self, channel: AbstractChannel) -> AbstractConnection:
-        """The connection `channel` belongs to (for further channels: a refused declaration closes its channel)."""
-        if self._amqp is not None:
-            return self._amqp
-        connection: AbstractConnection = getattr(channel, "_connection")  # noqa: B009 (aio-pika keeps it there)
-        return connection
+    @property
+    def amqp(self) -> AbstractConnection | None:
+        """The RabbitMQ connection of `channel()`: opened with it, or lent by the caller; None when a borrowing
+        session was lent a channel only."""
+        return self._amqp
+
+    def connection(self) -> AbstractConnection:
+        """The RabbitMQ connection, for further channels (a refused declaration closes its channel): call
+        `channel()` first. A session borrowing a channel without its connection cannot give one."""
+        if self._amqp is None:
+            raise RuntimeError("this session has no RabbitMQ connection: open channel() first, or lend one (amqp=)")
+        return self._amqp
 
     async def publisher(self) -> Publisher:
         settings = self.settings or Settings()  # borrowing: read from the environment

@@ -67,7 +67,7 @@ class Control:
         channel = await self.amqp.channel(publisher_confirms=True, on_return_raises=True)
         try:
             async with self.pool.acquire() as conn:
-                yield control.Control.borrowing(conn, channel, self.scope)
+                yield control.Control.borrowing(conn, channel, self.scope, amqp=self.amqp)
         finally:
             await channel.close()
 
