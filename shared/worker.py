@@ -332,7 +332,7 @@ class Worker:
         declaring: AbstractChannel = await amqp.channel()
         try:
             for name, queue_jobs in lanes.by_queue(self.registry.queues, jobs):
-                await lanes.spread(declaring, [partial(_declare_delay, job) for job in queue_jobs])
+                await lanes.spread(declaring, [partial(_declare_delay, job) for job in queue_jobs], amqp)
                 scope = self.settings.scheduler_scope
                 queue = await topology.declare_work_queue(channel, scope, name, self._types[name])
                 tag = await queue.consume(partial(self._on_message, name))
