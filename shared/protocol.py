@@ -46,7 +46,7 @@ from typing import Any, cast
 import asyncpg
 import structlog
 
-from shared import catchup, chain, decisions, execution, lead, ledger
+from shared import backoff, catchup, chain, decisions, execution, lead, ledger
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
 from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
@@ -529,13 +529,22 @@ async def _run(turn: Turn) -> None:
     await execution.publish_outcome(turn, result.status, result.duration_ms, result.error)  # 10
 
 
-async def unclaim(env: Env, run_id: uuid.UUID) -> None:
+HAND_BACK_RETRY_CAP_SEC = 5.0  # a claim waiting to be given back is asked again at least this often
+
+
+async def unclaim(env: Env, run_id: uuid.UUID) -> bool:
     """The slot is claimed but the next slot could not be posted: the message goes back to the queue. Give the
     claim up (best effort, on a fresh connection) so the copy takes the slot over wherever it lands; kept by a
-    live worker, the claim would block the slot for good (its copy is dropped as a duplicate of a live owner)."""
+    live worker, the claim would block the slot for good (its copy is dropped as a duplicate of a live owner).
+    True when the claim was given up."""
     with contextlib.suppress(Exception):
-        async with env.pool.acquire(timeout=5) as conn:
-            await runs.release_claim(conn, run_id, env.worker_id)
+        return await _release_claim(env, run_id)
+    return False
+
+
+async def _release_claim(env: Env, run_id: uuid.UUID) -> bool:
+    async with env.pool.acquire(timeout=5) as conn:
+        return await runs.release_claim(conn, run_id, env.worker_id)
 
 
 async def ack_claimed(delivery: Delivery) -> None:
@@ -707,7 +716,7 @@ class AtSlot:
         except (*DB_ERRORS, *AMQP_ERRORS) as exc:
             log.warning("dependency.unavailable", dependency=getattr(classify(exc), "value", None), error=describe(exc))
             if not started:
-                await self.hand_back("a dependency failed at the slot")
+                await self.hand_back("a dependency failed at the slot", wait_for_database=True)
         finally:
             env.inflight.discard(turn.run.run_id)
             structlog.contextvars.clear_contextvars()
@@ -753,14 +762,28 @@ class AtSlot:
         await execution.retry_if_due(turn, result)  # 9
         await execution.publish_outcome(turn, result.status, result.duration_ms, result.error)  # 10
 
-    async def hand_back(self, why: str) -> None:
+    async def hand_back(self, why: str, wait_for_database: bool = False) -> None:
         """This worker cannot start the slot it claimed: give the claim up, then put the message back on the work
-        queue, so whichever worker gets it takes the slot over (in that order: a copy that found the claim still
-        this live worker's would be dropped as a duplicate)."""
+        queue, so whichever worker gets it takes the slot over. Only once the claim is given up: a copy that found
+        the claim still this live worker's would be dropped as a duplicate, and the slot would never run.
+
+        `wait_for_database` (a dependency failed at the slot, the worker goes on): giving the claim up is retried
+        with back-off until PostgreSQL answers. A worker that stops tries once; if that fails, no copy: the
+        watchdog abandons the claim of a stopped worker and publishes its retry."""
         turn, env = self.turn, self.turn.env
         assert turn.job is not None and turn.run is not None
+        run_id = turn.run.run_id
         log.warning("run.handed_back", reason=why)
-        await unclaim(env, turn.run.run_id)
+        if wait_for_database:
+            released = await backoff.forever(
+                "give a claim back", lambda: _release_claim(env, run_id), cap_sec=HAND_BACK_RETRY_CAP_SEC,
+                event="run.hand_back_waiting", run_id=str(run_id),
+            )  # fmt: skip
+        else:
+            released = await unclaim(env, run_id)
+        if not released:
+            log.warning("run.hand_back_left_to_watchdog", reason="the claim could not be given up")
+            return
         with contextlib.suppress(Exception):
             await asyncio.shield(env.publisher.to_work(turn.job.queue, turn.msg))
 

@@ -109,7 +109,7 @@ def check(history: History, limits: Limits | None = None) -> Report:
         check_twice(report, job, [s for s in spans if s.job_id == job_id and s.is_slot])
         job.lateness_ms = lateness(parts, wins, runs, horizon)
     check_overlaps(report, history.jobs, spans)
-    check_abandoned(report, history, limits)
+    check_abandoned(report, history, limits, end)
     check_records(report, history, deaths, limits)
     check_reseeds(report, history, limits)
     report.events = {job_id: asdict(t) for job_id, t in check_events(report, history, limits, horizon).items()}
@@ -434,9 +434,10 @@ def _excess(spans: list[Span], limit: int) -> Iterable[list[Span]]:
 # -- abandoned runs, reseeds, lateness, recovery ---------------------------------------------------------------
 
 
-def check_abandoned(report: Report, history: History, limits: Limits) -> None:
+def check_abandoned(report: Report, history: History, limits: Limits, end: datetime) -> None:
     """Each abandoned run and whether it was retried; a retry the watchdog promised but that never came is a
-    violation outside the fault windows."""
+    violation outside the fault windows (and not one when the run was abandoned after the end of observation, as
+    the workers stopped: nothing was left to run the retry)."""
     rows = {(r.job_id, r.scheduled_for, r.attempt): r for r in history.runs if r.is_slot}
     promised = {
         str(e.fields.get("run_id")): bool(e.fields.get("retry"))
@@ -463,7 +464,9 @@ def check_abandoned(report: Report, history: History, limits: Limits) -> None:
             at = run.finished_at or run.scheduled_for
             wins = timeline.windows(run.job_id, history.events, limits)
             detail = {"run_id": run_id, "slot": run.scheduled_for, "attempt": run.attempt}
-            if timeline.covering(wins, at) is None:
+            if at > end:
+                report.note("retry_missing_after_end", run.job_id, **detail)
+            elif timeline.covering(wins, at) is None:
                 report.add("retry_missing", run.job_id, **detail)
             else:
                 report.note("retry_missing_in_window", run.job_id, **detail)

@@ -66,12 +66,14 @@ class TcpForwarder:
         self.target = (target_host, target_port)
         self.server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
@@ -86,7 +88,12 @@ class TcpForwarder:
             task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        """Refuse new connections and cut the open ones (both ends see the socket close)."""
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
             task.cancel()
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._writers.clear()

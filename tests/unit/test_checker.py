@@ -265,6 +265,16 @@ def test_an_abandoned_run_whose_promised_retry_never_came_is_caught() -> None:
     assert report.ok and report.jobs["tick"].abandoned_retried == 1
 
 
+def test_a_run_abandoned_after_the_end_of_observation_owes_no_retry() -> None:
+    """The workers stop after the soak's end: a claim the watchdog abandons then has nobody to run its retry."""
+    abandoned = replace(row("tick", END - 2), status="abandoned", started_at=None, finished_at=at(END + 1))
+    promise = LogEvent(at(END + 1), "run.abandoned", "tick", {"run_id": f"tick/{END - 2}/1", "retry": True})
+    runs = [r if r.scheduled_for != at(END - 2) else abandoned for r in every("tick")]
+    report = check(history([job(max_attempts=2)], runs, log_events=[promise]))
+    assert report.ok, report.violations
+    assert [f.kind for f in report.findings] == ["retry_missing_after_end"]
+
+
 def test_a_claim_that_never_started_is_a_lost_slot() -> None:
     stuck = replace(row("tick", 10), status="claimed", started_at=None, finished_at=None)
     runs = [r if r.scheduled_for != at(10) else stuck for r in every("tick")]
