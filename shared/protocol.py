@@ -516,8 +516,8 @@ async def _run(turn: Turn) -> None:
         try:
             if turn.existing is None or turn.existing.next_posted_for is None:
                 await post_next(turn, start=slot is None)  # 6
-        except BaseException:
-            await unclaim(env, run.run_id)
+        except BaseException as exc:
+            await give_claim_back(env, run.run_id, exc)
             raise
         await ack_claimed(turn.delivery)  # 7: before running, so a long run never meets the consumer timeout
         if slot is not None:
@@ -540,6 +540,19 @@ async def unclaim(env: Env, run_id: uuid.UUID) -> bool:
     with contextlib.suppress(Exception):
         return await _release_claim(env, run_id)
     return False
+
+
+async def give_claim_back(env: Env, run_id: uuid.UUID, failure: BaseException) -> bool:
+    """Give up a claim whose message goes back to the queue after `failure`. When PostgreSQL is the failure, wait
+    for it (back-off) before the message goes back: a copy that found the claim still this live worker's would be
+    dropped as a duplicate, and the slot would never run. A worker that stops (cancelled) tries once: the watchdog
+    abandons the claims of a stopped worker."""
+    if isinstance(failure, (*DB_ERRORS, OSError, TimeoutError)):
+        return await backoff.forever(
+            "give a claim back", lambda: _release_claim(env, run_id), cap_sec=HAND_BACK_RETRY_CAP_SEC,
+            event="run.hand_back_waiting", run_id=str(run_id),
+        )  # fmt: skip
+    return await unclaim(env, run_id)
 
 
 async def _release_claim(env: Env, run_id: uuid.UUID) -> bool:
@@ -594,9 +607,9 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
     env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
     try:
         await post_next(turn, entered=ahead.chain or (-1, False))  # 6
-    except BaseException:
+    except BaseException as exc:
         env.inflight.discard(run.run_id)
-        await unclaim(env, run.run_id)
+        await give_claim_back(env, run.run_id, exc)
         raise
     await ack_claimed(turn.delivery)  # 7
     await at_slot(turn, fire_at)
@@ -652,9 +665,9 @@ async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
                     conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, False,
                     upto=after,
                 )  # fmt: skip
-    except BaseException:
+    except BaseException as exc:
         env.inflight.discard(run.run_id)
-        await unclaim(env, run.run_id)
+        await give_claim_back(env, run.run_id, exc)
         raise
     await ack_claimed(delivery)  # 7
     await at_slot(turn, fire_at)
