@@ -290,7 +290,8 @@ def _stuck(rows: list[Run], before: datetime) -> bool:
     """Claimed (or buffered) long before the end and never started, skipped or abandoned: nothing will run it."""
     if any(r.executed or r.status in SKIPPED or r.status == "abandoned" for r in rows):
         return False
-    return all(r.claimed_at is not None and r.claimed_at < before for r in rows)
+    # a gap row of the ledger (missed, paused) has a claimed_at too, and says why the slot did not run
+    return all(r.status in ("claimed", "buffered") and r.claimed_at is not None and r.claimed_at < before for r in rows)
 
 
 def _count_outcome(job: JobReport, rows: list[Run]) -> None:
