@@ -501,7 +501,8 @@ def check_records(report: Report, history: History, deaths: dict[int, datetime],
 
 def check_reseeds(report: Report, history: History, limits: Limits) -> None:
     """Why each chain was reseeded by the watchdog, and whether every epoch of a job is explained: one per
-    seed/pause/resume/set that touched it, one per watchdog reseed (failed commands may or may not have bumped)."""
+    seed/pause/resume/set that touched it, one per watchdog reseed (failed commands and seeding the file again may
+    or may not have bumped)."""
     reseeds = [e for e in history.log_events or [] if e.event == "chain.reseeded"]
     for event in reseeds:
         was_due = event.fields.get("was_due")
@@ -518,11 +519,13 @@ def check_reseeds(report: Report, history: History, limits: Limits) -> None:
         return
     for job_id in report.jobs:
         controls = [e for e in history.events if e.is_control and e.touches(job_id)]
-        expected = sum(e.ok for e in controls) + report.jobs[job_id].reseeds
+        # seeding the file again bumps only the jobs whose definition differs from the file's (one `set` since)
+        again = [e for e in controls if e.kind == "reseed"]
+        expected = sum(e.ok for e in controls if e.kind != "reseed") + report.jobs[job_id].reseeds
         final = history.final_epochs.get(job_id, 0)
         # a command that failed may have bumped the epoch before it failed (seed goes job by job): every failed
         # attempt, also those before a command's final success, is one epoch that may or may not exist
-        uncertain = sum(int(e.detail.get("attempts", 1)) - e.ok for e in controls)
+        uncertain = sum(int(e.detail.get("attempts", 1)) - e.ok for e in controls) + sum(e.ok for e in again)
         report.epochs[job_id] = {"final": final, "explained": expected, "uncertain": uncertain}
         if not expected <= final <= expected + uncertain:
             report.note("epoch_unexplained", job_id, final=final, explained=expected, uncertain=uncertain)

@@ -367,3 +367,12 @@ def test_an_event_run_twice_is_caught() -> None:
     runs = [*ups, *every("evt"), *(event_row(u) for u in ups)]
     report = check(history([job(), follower()], runs, executions=copies))
     assert "event_ran_twice" in kinds(report) and report.events["evt"]["ran_twice"] == 1
+
+
+def test_seeding_the_file_again_may_leave_an_unchanged_job_on_its_epoch() -> None:
+    again = Event("reseed", at(10.1), at(10.6))
+    for final in (1, 2):  # unchanged since the first seed, or changed (a `set` in between) and bumped
+        report = check(history([job()], every("tick"), again, final_epochs={"tick": final}))
+        assert report.ok and [f.kind for f in report.findings] == [], report.findings
+    report = check(history([job()], every("tick"), again, final_epochs={"tick": 3}))
+    assert [f.kind for f in report.findings] == ["epoch_unexplained"]
