@@ -526,22 +526,29 @@ async def _record_posted(
     return await on_run_table(run_slot, statement)
 
 
-_FINISH = """
+def job_after_run(run: str, succeeded: str) -> str:
+    """How a finished run moves its job's record (`UPDATE scheduler.jobs j SET ...`), from the row `run` of its
+    outcome (status, error, duration_ms, finished_at, started_at, lateness_ms); `succeeded`: the parameter that
+    holds 'succeeded'. One text for the finish of one run and of many."""
+    return f"""last_run_at = {run}.started_at, last_status = {run}.status, last_error = {run}.error,
+            last_duration_ms = {run}.duration_ms, last_lateness_ms = {run}.lateness_ms,
+            last_success_at = CASE WHEN {run}.status = {succeeded} THEN {run}.finished_at ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN {run}.status = {succeeded} THEN 0
+                WHEN {run}.status = 'cancelled' THEN j.consecutive_failures  -- cancelled for a newer slot: no failure
+                ELSE j.consecutive_failures + 1 END"""
+
+
+_FINISH = f"""
     WITH run AS (
         UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
         WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
-        RETURNING scope, job_id, started_at, lateness_ms, trigger_source
+        RETURNING scope, job_id, started_at, lateness_ms, trigger_source, status, error, duration_ms, finished_at
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
         SELECT scope, job_id, trigger_source, 1, $5 FROM run
         ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + 1, last_at = EXCLUDED.last_at
     ), job AS (
-        UPDATE scheduler.jobs j SET
-            last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
-            last_lateness_ms = run.lateness_ms,
-            last_success_at = CASE WHEN $2 = $6 THEN $5 ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN $2 = $6 THEN 0 WHEN $2 = 'cancelled' THEN j.consecutive_failures
-                ELSE j.consecutive_failures + 1 END  -- a run cancelled for a newer slot did not fail
+        UPDATE scheduler.jobs j SET {job_after_run("run", "$6")}
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
     )
 """

@@ -238,7 +238,7 @@ class Finished:
     release_key: int | None
 
 
-_FINISH_EACH = """
+_FINISH_EACH = f"""
     WITH m AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[])
             AS m(run_id, status, error, duration_ms, finished_at, slot)
@@ -262,12 +262,7 @@ _FINISH_EACH = """
         WHERE (SELECT count(*) FROM counted) >= 0
         ORDER BY j.scope, j.job_id FOR UPDATE OF j
     ), job AS (
-        UPDATE scheduler.jobs j SET
-            last_run_at = latest.started_at, last_status = latest.status, last_error = latest.error,
-            last_duration_ms = latest.duration_ms, last_lateness_ms = latest.lateness_ms,
-            last_success_at = CASE WHEN latest.status = $8 THEN latest.finished_at ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN latest.status = $8 THEN 0 WHEN latest.status = 'cancelled'
-                THEN j.consecutive_failures ELSE j.consecutive_failures + 1 END  -- cancelled: no failure
+        UPDATE scheduler.jobs j SET {runs.job_after_run("latest", "$8")}
         FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id AND (SELECT count(*) FROM job_locks) >= 0
     )
     SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) AS released FROM unnest($9::bigint[]) AS k
