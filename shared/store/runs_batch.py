@@ -4,7 +4,11 @@ back, one takes the run locks of the runs starting together and starts them, one
 
 A statement on many rows takes their row locks in one order (job rows by job id, trigger counts by key, trigger
 counts before job rows as `runs.finish` does, new run rows by job and slot), so two batches (of two workers, or
-a batch and one run's statement) never wait on each other in a cycle."""
+a batch and one run's statement) never wait on each other in a cycle.
+
+A batch of one (spread load: most batches) is sent as the one-run statement of `shared.store.runs`, which answers
+the same: the statements over arrays cost PostgreSQL more to plan and run than the one-run ones, and a lone
+member would pay that for nothing (measured: about 1.2 ms of PostgreSQL CPU a run)."""
 
 from __future__ import annotations
 
