@@ -5,6 +5,11 @@ every request submitted meanwhile: when the batch returns, they go together as t
 sends a lone request at once (no timer, no added latency), and a busy one (a herd of deliveries, confirms that
 arrive together) sends one statement for many. One batch at a time per coalescer: a batch's requests are
 answered in order, each caller gets its own result, or the batch's exception.
+
+A request found alone at the end of its turn (spread load: most of them) is sent from its caller's own task,
+sparing a task and a future per batch. Its caller's cancellation then interrupts the flush, which undoes what it
+took as on any error (every flush here does); a batch of many goes in a task of its own, which no one caller's
+cancellation interrupts (an answer nobody waits for any more goes to `orphaned`).
 """
 
 from __future__ import annotations
@@ -30,21 +35,45 @@ class Coalescer(Generic[Req, Res]):
         self._orphaned = orphaned  # told of a result whose caller stopped waiting (it may hold something to undo)
         self.max_batch = max_batch
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
-        self._busy = False  # a batch is in flight, or is scheduled to go at the next turn of the loop
+        self._busy = False  # a batch is in flight, or is gathering its turn
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # how many batches were sent, for how many requests (tests, benchmarks)
         self.submitted = 0
 
     async def submit(self, request: Req) -> Res:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Res] = loop.create_future()
         self.submitted += 1
-        self._pending.append((request, future))
-        if not self._busy:
-            self._busy = True
-            # its first step comes after the callbacks already due: what arrives in this turn goes too
-            self._task = loop.create_task(self._drain(), name="coalesced-batches")
+        if self._busy:
+            return await self._wait(request)
+        self._busy = True
+        try:
+            await asyncio.sleep(0)  # the callbacks already due run first: what they submit in this turn goes too
+        except BaseException:
+            self._next()
+            raise
+        if self._pending:  # company: one batch for all, in a task of its own
+            return await self._wait(request, first=True)
+        self.batches += 1
+        try:
+            results = await self._flush([request])
+        finally:
+            self._next()
+        return results[0]
+
+    async def _wait(self, request: Req, first: bool = False) -> Res:
+        future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
+        if first:
+            self._pending.insert(0, (request, future))
+            self._next()
+        else:
+            self._pending.append((request, future))
         return await future
+
+    def _next(self) -> None:
+        """The batch in flight is done (or about to go): what was submitted meanwhile goes as the next one."""
+        if self._pending:
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="coalesced-batches")
+        else:
+            self._busy = False
 
     async def _drain(self) -> None:
         try:

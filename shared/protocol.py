@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -49,6 +50,7 @@ import structlog
 from shared import backoff, catchup, chain, decisions, execution, lead, ledger
 from shared.decisions import Action, ChainRepair, Decision
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS, classify, describe
+from shared.lead_batch import Hold
 from shared.locks import chain_lock_key, run_lock_keys, unlock, wait_for_chain
 from shared.messages import BadMessage, JobMessage, parse_message
 from shared.runtime import Delivery, Env, Lock, Turn
@@ -604,16 +606,24 @@ async def claim_ahead(turn: Turn, confirmed: bool) -> bool | None:
     if not ahead.claimed:
         return None
     structlog.contextvars.bind_contextvars(run_id=str(run.run_id))
+    await claimed_ahead(turn, fire_at, lambda: post_next(turn, entered=ahead.chain or (-1, False)))
+    return True
+
+
+async def claimed_ahead(turn: Turn, fire_at: datetime, post: Callable[[], Awaitable[object]]) -> None:
+    """Steps 6 and 7 of a slot claimed ahead (`post`: the next slot's post), then the hand-off to the slot. A post
+    that fails gives the claim up, so the message's copy takes the slot over wherever it lands."""
+    env, run = turn.env, turn.run
+    assert run is not None
     env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
     try:
-        await post_next(turn, entered=ahead.chain or (-1, False))  # 6
+        await post()  # 6
     except BaseException as exc:
         env.inflight.discard(run.run_id)
         await give_claim_back(env, run.run_id, exc)
         raise
     await ack_claimed(turn.delivery)  # 7
     await at_slot(turn, fire_at)
-    return True
 
 
 def batchable(env: Env, msg: JobMessage, job: JobRow | None, queue: str) -> datetime | None:
@@ -651,27 +661,27 @@ async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
         return False
     structlog.contextvars.bind_contextvars(job_id=job.job_id, run_id=str(run.run_id))
     turn = Turn(env, delivery, msg, hold.conn, job=job, handler=env.registry.resolve(job.job_id, job.queue), run=run)
-    env.inflight.add(run.run_id)  # a copy that lands here meanwhile is a duplicate of a live claim
-    try:
-        now = env.clock()
-        after = decisions.next_slot_after(msg, now)
-        posted = await chain.extend_held(hold, env.publisher, job, job.epoch, after, now, run.run_id,
-                                         run.scheduled_for, ahead.chain)  # fmt: skip
-        if posted is None:
-            log.info("chain.not_extended", reason="epoch_changed")
-        elif catchup.gap_after(job.schedule, msg.scheduled_for, after, False):
-            async with env.pool.acquire() as conn:
-                await ledger.late_message(
-                    conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, False,
-                    upto=after,
-                )  # fmt: skip
-    except BaseException as exc:
-        env.inflight.discard(run.run_id)
-        await give_claim_back(env, run.run_id, exc)
-        raise
-    await ack_claimed(delivery)  # 7
-    await at_slot(turn, fire_at)
+    await claimed_ahead(turn, fire_at, lambda: _post_held(turn, hold, ahead.chain))
     return True
+
+
+async def _post_held(turn: Turn, hold: Hold, entered: tuple[int, bool] | None) -> None:
+    """Step 6 of a slot claimed in a batch: the next slot posted under the chain lock its batch holds (`hold`),
+    recorded with the posts confirmed with it; the gap behind a late message written to the ledger."""
+    env, job, msg, run = turn.env, turn.job, turn.msg, turn.run
+    assert job is not None and run is not None
+    now = env.clock()
+    after = decisions.next_slot_after(msg, now)
+    posted = await chain.extend_held(hold, env.publisher, job, job.epoch, after, now, run.run_id, run.scheduled_for,
+                                     entered)  # fmt: skip
+    if posted is None:
+        log.info("chain.not_extended", reason="epoch_changed")
+    elif catchup.gap_after(job.schedule, msg.scheduled_for, after, False):
+        async with env.pool.acquire() as conn:
+            await ledger.late_message(
+                conn, env.publisher, env.metrics, env.worker_id, job, job.epoch, msg.scheduled_for, now, False,
+                upto=after,
+            )  # fmt: skip
 
 
 async def at_slot(turn: Turn, fire_at: datetime) -> None:

@@ -13,7 +13,7 @@ run on it loses its lock and is cancelled (shared.lock_watch), as a run alone on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,17 @@ from shared.coalesce import Coalescer
 from shared.store import runs_batch
 from shared.store.pool import left_tidy, spoil
 from shared.store.runs_batch import Finished, SlotStart
+
+
+def _in_turn(name: str) -> Callable[..., Awaitable[Any]]:
+    """The connection's method `name`, for a shift: its members' statements go one at a time."""
+
+    async def method(self: Shift, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await getattr(self.conn, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
 
 
 class Shift:
@@ -37,21 +48,10 @@ class Shift:
         self.finishes: Coalescer[Finished, int] = Coalescer(self._finish)
 
     # -- what the run protocol asks of a run's connection, one statement at a time
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._turn:
-            return await self.conn.execute(*args, **kwargs)
-
-    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._turn:
-            return await self.conn.fetchval(*args, **kwargs)
-
-    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._turn:
-            return await self.conn.fetchrow(*args, **kwargs)
-
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._turn:
-            return await self.conn.fetch(*args, **kwargs)
+    execute = _in_turn("execute")
+    fetchval = _in_turn("fetchval")
+    fetchrow = _in_turn("fetchrow")
+    fetch = _in_turn("fetch")
 
     def __getattr__(self, name: str) -> Any:  # is_closed, termination listeners, the pool's tidy marks
         return getattr(self.conn, name)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -408,14 +408,28 @@ async def lock_and_start(
     started_at); started_at None means the lock is taken by another run (or the claim is no longer this
     worker's)."""
 
+    return await lock_and_start_run(conn, keys, lock_needed, run.run_id, run.scheduled_for, worker, fire_at)
+
+
+async def lock_and_start_run(
+    conn: asyncpg.Connection,
+    keys: Sequence[int],
+    lock_needed: bool,
+    run_id: uuid.UUID,
+    slot: datetime,
+    worker: str,
+    fire_at: datetime,
+) -> tuple[int | None, datetime | None]:
+    """`lock_and_start` for the run `run_id` of slot `slot`."""
+
     async def statement(table: str) -> asyncpg.Record:
         record: asyncpg.Record = await conn.fetchrow(
-            _LOCK_AND_START.replace("RUN_TABLE", table), keys, lock_needed, run.run_id, run.scheduled_for,
+            _LOCK_AND_START.replace("RUN_TABLE", table), keys, lock_needed, run_id, slot,
             RunStatus.CLAIMED.value, RunStatus.RUNNING.value, worker, fire_at,
         )  # fmt: skip
         return record
 
-    record = await on_run_table(run.scheduled_for, statement)  # a missing table fails before any lock is taken
+    record = await on_run_table(slot, statement)  # a missing table fails before any lock is taken
     return record["key"], record["started"]
 
 
@@ -459,6 +473,42 @@ async def record_posted(
 
     The lock is released before this statement commits: a reseed that takes it then still writes the job row
     after this one (its update waits for this row lock), and purges the message this extension posted."""
+    record = await _record_posted(
+        conn, scope, job_id, next_due_at, run_id, next_slot, release_key, start_worker, fire_at, run_slot
+    )
+    started_at: datetime | None = record["started"]
+    return started_at if start_worker is not None else None
+
+
+async def record_posted_released(
+    conn: asyncpg.Connection,
+    scope: str,
+    job_id: str,
+    next_due_at: datetime,
+    run_id: uuid.UUID | None,
+    next_slot: datetime,
+    release_key: int,
+    run_slot: datetime | None = None,
+) -> bool:
+    """`record_posted` without the start; True when the chain lock was released (this session held it)."""
+    record = await _record_posted(
+        conn, scope, job_id, next_due_at, run_id, next_slot, release_key, None, None, run_slot
+    )
+    return bool(record["released"])
+
+
+async def _record_posted(
+    conn: asyncpg.Connection,
+    scope: str,
+    job_id: str,
+    next_due_at: datetime,
+    run_id: uuid.UUID | None,
+    next_slot: datetime,
+    release_key: int,
+    start_worker: str | None,
+    fire_at: datetime | None,
+    run_slot: datetime | None,
+) -> asyncpg.Record:
     started = f", {_start_sql(7)}" if start_worker is not None else ""
     args: tuple[Any, ...] = (RunStatus.RUNNING.value, start_worker, fire_at) if start_worker is not None else ()
     in_slot, slot_args = _in_slot(run_slot, 7 + len(args))
@@ -473,27 +523,32 @@ async def record_posted(
         )  # fmt: skip
         return record
 
-    record = await on_run_table(run_slot, statement)
-    started_at: datetime | None = record["started"]
-    return started_at if start_worker is not None else None
+    return await on_run_table(run_slot, statement)
 
 
-_FINISH = """
+def job_after_run(run: str, succeeded: str) -> str:
+    """How a finished run moves its job's record (`UPDATE scheduler.jobs j SET ...`), from the row `run` of its
+    outcome (status, error, duration_ms, finished_at, started_at, lateness_ms); `succeeded`: the parameter that
+    holds 'succeeded'. One text for the finish of one run and of many."""
+    return f"""last_run_at = {run}.started_at, last_status = {run}.status, last_error = {run}.error,
+            last_duration_ms = {run}.duration_ms, last_lateness_ms = {run}.lateness_ms,
+            last_success_at = CASE WHEN {run}.status = {succeeded} THEN {run}.finished_at ELSE j.last_success_at END,
+            consecutive_failures = CASE WHEN {run}.status = {succeeded} THEN 0
+                WHEN {run}.status = 'cancelled' THEN j.consecutive_failures  -- cancelled for a newer slot: no failure
+                ELSE j.consecutive_failures + 1 END"""
+
+
+_FINISH = f"""
     WITH run AS (
         UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
         WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
-        RETURNING scope, job_id, started_at, lateness_ms, trigger_source
+        RETURNING scope, job_id, started_at, lateness_ms, trigger_source, status, error, duration_ms, finished_at
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
         SELECT scope, job_id, trigger_source, 1, $5 FROM run
         ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + 1, last_at = EXCLUDED.last_at
     ), job AS (
-        UPDATE scheduler.jobs j SET
-            last_run_at = run.started_at, last_status = $2, last_error = $3, last_duration_ms = $4,
-            last_lateness_ms = run.lateness_ms,
-            last_success_at = CASE WHEN $2 = $6 THEN $5 ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN $2 = $6 THEN 0 WHEN $2 = 'cancelled' THEN j.consecutive_failures
-                ELSE j.consecutive_failures + 1 END  -- a run cancelled for a newer slot did not fail
+        UPDATE scheduler.jobs j SET {job_after_run("run", "$6")}
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
     )
 """
@@ -508,25 +563,26 @@ async def finish(
     finished_at: datetime,
     release_key: int | None = None,
     slot: datetime | None = None,
-) -> None:
+) -> bool:
     """Record the outcome on the run, on the job's last_* columns and in the job's trigger count (per trigger
     source), in one statement;
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
     free never overlaps this one in the record, whenever this statement commits. `slot`, the run's
-    scheduled_for, if known."""
+    scheduled_for, if known. True when the lock `release_key` was released (this session held it)."""
     unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
     in_slot, slot_args = _in_slot(slot, 8 + len(args))
 
-    async def statement(table: str) -> None:
-        await conn.execute(
+    async def statement(table: str) -> bool:
+        released = await conn.fetchval(
             _FINISH.replace(" IN_SLOT", in_slot).replace("RUN_TABLE", table) + unlock,
             run_id, status.value, None if error is None else error[:ERROR_LIMIT], duration_ms, finished_at,
             RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args,
         )  # fmt: skip
+        return bool(released)
 
-    await on_run_table(slot, statement)
+    return await on_run_table(slot, statement)
 
 
 RELEASED_CLAIM_GRACE_SEC = 60.0

@@ -190,3 +190,56 @@ async def test_runs_starting_together_on_one_session_never_share_a_run_lock(
     assert rows == {"x": "succeeded", "y": "claimed"}
     job_x = await control.job("x")
     assert job_x["last_status"] == "succeeded" and job_x["consecutive_failures"] == 0
+
+
+async def test_a_batch_of_one_is_decided_as_in_a_batch_of_many(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """Spread load sends batches of one, which take the one-run statements: the same answers as the batched
+    statement gives its members (a claim, a copy, a changed row, a gone job; a start that finds the key taken;
+    a finish that gives the key back), and every lock given back."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    for job_id in ("a", "c", "gone"):
+        await control.seed(job_id=job_id, interval_seconds=60, lock_group="g")
+    a, c, gone = [await jobs_store.get_job(pool, scope, j) for j in ("a", "c", "gone")]
+    assert a is not None and c is not None and gone is not None
+    await control.delete("gone")
+    changed = JobVersion(c.epoch, c.enabled, c.updated_at - timedelta(seconds=1))
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    batch = LeadBatch(pool, scope, "test-worker")
+    lone = [_claim(scope, a, slot, a.version), _claim(scope, a, slot, a.version), _claim(scope, c, slot, changed)]
+    found = [await batch.claim(claim) for claim in [*lone, _claim(scope, gone, slot, gone.version)]]
+    assert batch.claims.batches == batch.claims.submitted == 4  # one at a time
+    (first, hold_a), (copy, hold_copy), (stale, hold_c), (missing, hold_gone) = found
+    assert first.claimed and first.chain == (a.epoch, True) and hold_a is not None
+    assert not copy.claimed and hold_copy is None
+    assert not stale.claimed and hold_c is None and stale.version == c.version != changed
+    assert not missing.claimed and hold_gone is None and missing.version is None
+    chain_key = chain_lock_key(scope, "a")
+    assert await _held_chain_locks(pool, [chain_key]) == 1
+    next_slot = slot + timedelta(minutes=1)
+    await hold_a.record(PostedSlot(hold_a.key, "a", next_slot, lone[0].run.run_id, next_slot, slot))
+    assert await _held_chain_locks(pool, [chain_key]) == 0
+    posted = await pool.fetchrow(
+        "SELECT r.next_posted_for, j.next_due_at FROM scheduler.job_runs r JOIN scheduler.jobs j"
+        " USING (scope, job_id) WHERE r.scope = $1 AND r.job_id = 'a'",
+        scope,
+    )
+    assert tuple(posted) == (next_slot, next_slot)
+
+    keys = run_lock_keys(scope, "g", 1)
+    run = lone[0].run
+    start = SlotStart(run.run_id, run.scheduled_for, keys, True, slot)
+    async with pool.acquire() as holder, pool.acquire() as conn:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", keys[0])  # the group's key is taken
+        assert await runs_batch.lock_and_start_each(conn, [start], "test-worker") == [(None, None)]
+        assert await holder.fetchval("SELECT pg_advisory_unlock($1)", keys[0])
+        [(key, started)] = await runs_batch.lock_and_start_each(conn, [start], "test-worker")
+        assert key == keys[0] and started is not None
+        done = Finished(run.run_id, RunStatus.SUCCEEDED, None, 3, datetime.now(UTC), slot, key)
+        assert await runs_batch.finish_each(conn, [done]) == 1
+        assert await runs_batch.record_posted_each(conn, scope, [PostedSlot(chain_key)]) == 0  # not held: none
+    assert await _held_chain_locks(pool, [*keys, chain_key]) == 0
+    job_a = await control.job("a")
+    assert job_a["last_status"] == "succeeded" and job_a["consecutive_failures"] == 0

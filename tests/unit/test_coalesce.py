@@ -15,10 +15,12 @@ class Recorder:
         self.batches: list[list[int]] = []
         self.release = asyncio.Event()
         self.release.set()
+        self.in_flight = asyncio.Event()
         self.fail = fail
 
     async def flush(self, requests: list[int]) -> list[int]:
         self.batches.append(list(requests))
+        self.in_flight.set()
         await self.release.wait()
         if self.fail:
             raise RuntimeError("statement failed")
@@ -72,11 +74,59 @@ async def test_an_answer_whose_caller_stopped_waiting_is_handed_over() -> None:
     coalescer = Coalescer(recorder.flush, orphaned=lambda req, res: orphans.append((req, res)))
     gone = asyncio.ensure_future(coalescer.submit(1))
     kept = asyncio.ensure_future(coalescer.submit(2))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await recorder.in_flight.wait()
     gone.cancel()
     recorder.release.set()
     assert await kept == 20
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert orphans == [(1, 10)]
+
+
+async def test_a_request_alone_in_its_turn_is_sent_from_its_callers_task() -> None:
+    """Spread load: no task per batch of one (the flush runs in the caller's task); a request that has company
+    still goes in a task of its own."""
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def flush(requests: list[int]) -> list[int]:
+        tasks.append(asyncio.current_task())
+        return requests
+
+    coalescer = Coalescer(flush)
+    caller = asyncio.ensure_future(coalescer.submit(1))
+    assert await caller == 1
+    assert tasks == [caller]
+    assert await asyncio.gather(coalescer.submit(2), coalescer.submit(3)) == [2, 3]
+    assert len(tasks) == 2 and tasks[1] is not caller and tasks[1] is not asyncio.current_task()
+    assert (coalescer.batches, coalescer.submitted) == (2, 3)
+
+
+async def test_a_lone_caller_that_stops_waiting_interrupts_its_flush_and_the_next_batch_goes_on() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    coalescer = Coalescer(recorder.flush)
+    gone = asyncio.ensure_future(coalescer.submit(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert recorder.batches == [[1]]
+    later = asyncio.ensure_future(coalescer.submit(2))  # made while the lone one is in flight
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    recorder.release.set()
+    assert await later == 20
+    assert recorder.batches == [[1], [2]]
+    assert await coalescer.submit(3) == 30  # idle again
+
+
+async def test_a_caller_cancelled_while_gathering_its_turn_leaves_the_coalescer_idle() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    gone = asyncio.ensure_future(coalescer.submit(1))
+    await asyncio.sleep(0)  # it is gathering its turn
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await coalescer.submit(2) == 20
+    assert recorder.batches == [[2]]
