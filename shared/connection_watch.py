@@ -1,0 +1,83 @@
+"""A synchronous broker call that does not come back: bound it, and move its connection to the next node.
+
+Why: a quorum-queue command a channel hands to the queue's member on its own node (`queue.purge`, say) while that
+node is frozen (SIGSTOP, a VM paused, a long GC or I/O stall) may never be answered once the node runs again. The
+member still believes it leads, takes the command, then learns of the new leader and steps down; the command is
+not carried over and nobody replies. RabbitMQ 3.10's channel waits 30 s for Ra, then crashes on the `timeout`
+(`case_clause`), and a crashed channel takes its whole connection with it (541 INTERNAL_ERROR). Meanwhile the
+connection looks healthy: heartbeats flow, the other channels deliver and confirm. What stalls is whatever waits
+for that one reply, and the chain's purge waits under the job's chain lock in PostgreSQL, where every worker's
+claim of that job (and, batched, of the jobs claimed with it) queues behind it.
+
+So a call that holds something of the fleet's gets a bound (`RPC_TIMEOUT_SEC`, like the publish timeout); past
+it, one warning line (`rabbitmq.call_stalled`) names the call and the node, the underlying connection is closed
+(a robust connection reconnects at once, a `FailoverConnection` to the next node, restoring its channels and
+consumers), and `BrokerStalled` is raised: an AMQP error, so callers treat it as "RabbitMQ unavailable, retry
+later" and roll back what they held. The broker would close that connection itself 30 s after the node came back
+anyway; closing it first ends the stall sooner and at a moment of the client's choosing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel
+
+from shared.brokers import node_label
+
+log = structlog.get_logger("shared.connection_watch")
+
+T = TypeVar("T")
+
+RPC_TIMEOUT_SEC = 10.0
+"""How long a synchronous call made under a lock may wait for the broker's answer (the broker's own bound for a
+quorum-queue command is 30 s, after which it closes the whole connection)."""
+
+CLOSE_TIMEOUT_SEC = 5.0
+
+
+class BrokerStalled(aiormq.exceptions.AMQPError):
+    """A synchronous broker call got no answer within its bound; its connection was closed (to be reopened)."""
+
+
+async def bounded(
+    channel: AbstractChannel, what: str, call: Callable[[], Awaitable[T]], within_sec: float | None = None
+) -> T:
+    """`await call()` (an RPC on `channel`), at most `within_sec` (default `RPC_TIMEOUT_SEC`). Past that: log,
+    close the channel's underlying connection so its robust owner reconnects (to the next node), raise
+    `BrokerStalled`."""
+    if within_sec is None:
+        within_sec = RPC_TIMEOUT_SEC
+    underlay = await channel.get_underlay_channel()
+    connection = underlay.connection
+    try:
+        async with asyncio.timeout(within_sec):
+            return await call()
+    except TimeoutError:
+        node = node_of(connection)
+        log.warning("rabbitmq.call_stalled", call=what, node=node, waited_sec=within_sec, action="reconnect_next_node")
+        error = BrokerStalled(f"{what}: no answer from {node} within {within_sec} s")
+        await abandon(connection, error)
+        raise error from None
+
+
+def node_of(connection: Any) -> str:
+    """`host:port` of an aiormq connection (never its password)."""
+    try:
+        return node_label(str(connection.url))
+    except Exception:  # a label for a log line: never the reason a call fails
+        return "?"
+
+
+async def abandon(connection: Any, error: BaseException) -> None:
+    """Close an aiormq connection as lost (its robust owner sees an unexpected close and reconnects). The socket
+    goes at once; a broker busy with the stalled call need not answer."""
+    if connection is None or connection.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await connection.close(error, timeout=CLOSE_TIMEOUT_SEC)
