@@ -1,20 +1,22 @@
 """A synchronous broker call that does not come back: bound it, and move its connection to the next node.
 
-Why: a quorum-queue command a channel hands to the queue's member on its own node (`queue.purge`, say) while that
-node is frozen (SIGSTOP, a VM paused, a long GC or I/O stall) may never be answered once the node runs again. The
-member still believes it leads, takes the command, then learns of the new leader and steps down; the command is
-not carried over and nobody replies. RabbitMQ 3.10's channel waits 30 s for Ra, then crashes on the `timeout`
-(`case_clause`), and a crashed channel takes its whole connection with it (541 INTERNAL_ERROR). Meanwhile the
-connection looks healthy: heartbeats flow, the other channels deliver and confirm. What stalls is whatever waits
-for that one reply, and the chain's purge waits under the job's chain lock in PostgreSQL, where every worker's
-claim of that job (and, batched, of the jobs claimed with it) queues behind it.
+Why: RabbitMQ 3.10 may never answer a quorum-queue command a channel makes synchronously (`queue.purge`) while
+the queue's leader is frozen (SIGSTOP, a VM paused, a long GC or I/O stall). Sent through another node, it goes to
+the frozen leader and gets no reply. Sent through the frozen node itself, it waits in that node's socket; after the
+thaw the old leader takes it, learns of the new leader, steps down, and drops it. Either way the channel waits 30 s
+(its timeout for the command), then crashes on the `timeout` (`case_clause`), and a crashed channel takes its whole
+connection with it (541 INTERNAL_ERROR). Meanwhile the connection looks healthy: heartbeats flow, the other
+channels deliver and confirm. What stalls is whatever waits for that one reply, and the chain's purge waits under
+the job's chain lock in PostgreSQL, where every worker's claim of that job (and, batched, of the jobs claimed with
+it) queues behind it.
 
 So a call that holds something of the fleet's gets a bound (`RPC_TIMEOUT_SEC`, like the publish timeout); past
 it, one warning line (`rabbitmq.call_stalled`) names the call and the node, the underlying connection is closed
 (a robust connection reconnects at once, a `FailoverConnection` to the next node, restoring its channels and
 consumers), and `BrokerStalled` is raised: an AMQP error, so callers treat it as "RabbitMQ unavailable, retry
-later" and roll back what they held. The broker would close that connection itself 30 s after the node came back
-anyway; closing it first ends the stall sooner and at a moment of the client's choosing.
+later" and roll back what they held. The broker would close that connection itself when its 30 s are up anyway;
+closing it first ends the stall sooner and at a moment of the client's choosing. When the connection's own node
+is healthy (the leader was frozen elsewhere), the move costs one reconnection.
 """
 
 from __future__ import annotations
