@@ -83,3 +83,79 @@ async def abandon(connection: Any, error: BaseException) -> None:
         return
     with contextlib.suppress(Exception):
         await connection.close(error, timeout=CLOSE_TIMEOUT_SEC)
+
+
+class Oldest:
+    """How long the oldest unconfirmed publish of each channel has waited: pure bookkeeping, the clock passed in.
+    A channel is known by a key; its oldest pending delivery tag is looked at on each tick. The same tag as on
+    the last tick keeps its first sighting; another tag (or none) starts over."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, tuple[int, float]] = {}
+
+    def age(self, key: object, tag: int | None, now: float) -> float:
+        if tag is None:
+            self._seen.pop(key, None)
+            return 0.0
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != tag:
+            self._seen[key] = (tag, now)
+            return 0.0
+        return now - seen[1]
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+
+class ConfirmWatch:
+    """Moves a connection whose publisher confirms stopped coming back.
+
+    A connection through a node that was frozen can stay open, heartbeats and all, while the confirms of what
+    was published through it do not come for a minute after the thaw (the publishes the old leader took before
+    stepping down are lost, and the queue holds the later ones until the channel resends them). Every publish
+    times out meanwhile and is retried on the same connection. When the oldest unconfirmed publish on one of
+    `channels` has waited `stall_sec` (the broker not blocking the connection for an alarm), the connection is
+    closed, with one warning line (`rabbitmq.confirms_stalled`), and its robust owner reopens it on the next
+    node."""
+
+    def __init__(self, channels: list[AbstractChannel], stall_sec: float, period_sec: float = 1.0) -> None:
+        self.channels = channels
+        self.stall_sec = stall_sec
+        self.period_sec = period_sec
+        self.oldest = Oldest()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.period_sec)
+            for channel in self.channels:
+                if await self.check(channel, loop.time()):
+                    break
+
+    async def check(self, channel: AbstractChannel, now: float) -> bool:
+        """True when `channel`'s connection was found stalled and closed."""
+        try:
+            underlay = await channel.get_underlay_channel()
+        except Exception:  # closed or reconnecting: nothing to watch now
+            return False
+        confirmations = getattr(underlay, "confirmations", None) or {}
+        tag = next(iter(confirmations), None)  # in publish order: the first is the oldest
+        waited = self.oldest.age(id(underlay), tag, now)
+        connection = underlay.connection
+        if waited < self.stall_sec or blocked(connection):
+            return False
+        node = node_of(connection)
+        log.warning(
+            "rabbitmq.confirms_stalled", node=node, waited_sec=round(waited, 1), pending=len(confirmations),
+            action="reconnect_next_node",
+        )  # fmt: skip
+        self.oldest.forget()
+        await abandon(connection, BrokerStalled(f"no publisher confirm from {node} for {waited:.0f} s"))
+        return True
+
+
+def blocked(connection: Any) -> bool:
+    """Whether the broker blocks the connection (a memory or disk alarm: confirms wait for it everywhere, moving
+    would not help). aiormq keeps that in a private event; unknown counts as not blocked."""
+    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
+    return unblocked is not None and not unblocked.is_set()

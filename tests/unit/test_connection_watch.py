@@ -57,3 +57,47 @@ async def test_a_call_that_answers_in_time_leaves_the_connection_alone(monkeypat
 
     assert await bounded(channel, "queue.purge S.jobs.a.delay", purge) == 3  # type: ignore[arg-type]
     assert channel.connection.closed_with == []
+
+
+def test_the_oldest_pending_confirm_ages_while_it_stays_the_oldest() -> None:
+    oldest = connection_watch.Oldest()
+    assert oldest.age("ch", 7, now=100.0) == 0.0
+    assert oldest.age("ch", 7, now=112.5) == 12.5
+    assert oldest.age("ch", 9, now=113.0) == 0.0  # 7 was confirmed: 9 is the oldest now, seen for the first time
+    assert oldest.age("ch", None, now=114.0) == 0.0  # nothing pending
+    assert oldest.age("ch", 9, now=115.0) == 0.0
+
+
+class ConfirmChannel(FakeChannel):
+    def __init__(self, pending: list[int]) -> None:
+        super().__init__()
+        self.confirmations = {tag: None for tag in pending}
+
+
+async def test_a_connection_whose_oldest_confirm_waits_past_the_bound_is_closed_once() -> None:
+    channel = ConfirmChannel([4, 5])
+    watch = connection_watch.ConfirmWatch([channel], stall_sec=15)  # type: ignore[list-item]
+    assert not await watch.check(channel, 0.0)  # type: ignore[arg-type]
+    assert not await watch.check(channel, 14.0)  # type: ignore[arg-type]
+    assert await watch.check(channel, 15.0)  # type: ignore[arg-type]
+    (error,) = channel.connection.closed_with
+    assert isinstance(error, BrokerStalled) and "10.0.0.7:5673" in str(error)
+
+
+async def test_confirms_that_keep_coming_never_close_the_connection() -> None:
+    channel = ConfirmChannel([1])
+    watch = connection_watch.ConfirmWatch([channel], stall_sec=15)  # type: ignore[list-item]
+    for second in range(60):
+        channel.confirmations = {second + 1: None, second + 2: None}  # the oldest is confirmed each second
+        assert not await watch.check(channel, float(second))  # type: ignore[arg-type]
+    assert channel.connection.closed_with == []
+
+
+async def test_a_blocked_connection_is_not_moved() -> None:
+    channel = ConfirmChannel([4])
+    unblocked = asyncio.Event()  # not set: the broker blocks the connection (an alarm)
+    channel.connection._Connection__connection_unblocked = unblocked  # type: ignore[attr-defined]
+    watch = connection_watch.ConfirmWatch([channel], stall_sec=15)  # type: ignore[list-item]
+    assert not await watch.check(channel, 0.0)  # type: ignore[arg-type]
+    assert not await watch.check(channel, 60.0)  # type: ignore[arg-type]
+    assert channel.connection.closed_with == []
