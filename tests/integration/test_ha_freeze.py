@@ -183,3 +183,96 @@ async def test_a_purge_a_thawed_node_never_answers_gives_the_chain_lock_back_and
     for freeze in (unbounded, bounded):  # deliveries went on, each message once
         assert sorted(freeze.delivered) == [*range(5), *range(100, 120)]
     assert bounded.lock_held_sec < unbounded.lock_held_sec
+
+
+async def _freeze_with_publishes(cluster: RabbitCluster, stall_sec: float | None) -> dict[str, object]:
+    """A connection through node 0 publishes (with confirms) to, and consumes from, a queue led by node 1 while
+    node 0 is frozen `FREEZE_LONG_SEC`; with `stall_sec`, a ConfirmWatch looks after it."""
+    loop = asyncio.get_running_loop()
+    scope = f"t{secrets.token_hex(4)}"
+    work = topology.work_queue_name(scope, "work")
+    frozen = node_label(cluster.nodes[0].url())
+    await _declare(cluster.nodes[1].url(), work)
+    client = await connect.rabbitmq(cluster.urls("guest", "guest"), "test", cap_sec=2, name=scope)
+    assert isinstance(client, FailoverConnection) and client.node == frozen
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        consuming = await client.channel()
+        await consuming.set_qos(prefetch_count=10)
+        delivered: list[tuple[int, float]] = []
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            delivered.append((int(message.body), loop.time()))
+            await message.ack()
+
+        queue = await consuming.declare_queue(work, durable=True, arguments=QUORUM)
+        await queue.consume(on_message)
+        publishing = await client.channel(publisher_confirms=True)
+        if stall_sec is not None:
+            watch = connection_watch.ConfirmWatch([publishing], stall_sec)
+            tasks.append(asyncio.create_task(watch.run()))
+        confirmed: list[int] = []
+
+        async def publish(n: int) -> None:
+            with contextlib.suppress(Exception):  # timed out or the channel closed: not retried, not counted
+                await _publish(publishing, work, range(n, n + 1))
+                confirmed.append(n)
+
+        async def publish_all() -> None:
+            n = 0
+            while True:
+                tasks.append(asyncio.create_task(publish(n)))
+                n += 1
+                await asyncio.sleep(0.2)
+
+        tasks.append(asyncio.create_task(publish_all()))
+        await asyncio.sleep(2)
+        cluster.freeze(0)
+        frozen_at = loop.time()
+        try:
+            await asyncio.sleep(FREEZE_LONG_SEC)
+        finally:
+            cluster.thaw(0)
+        thawed = loop.time()
+        await asyncio.sleep(5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.sleep(3)
+        numbers = [n for n, _ in delivered]
+        during = [at for _, at in delivered if frozen_at + 1 < at < thawed]
+        return {
+            "node_after": client.node,
+            "first_delivery_in_freeze_sec": round(min(during) - frozen_at, 1) if during else None,
+            "delivered_in_freeze": len(during),
+            "twice": sorted({n for n in numbers if numbers.count(n) > 1}),
+            "confirmed_not_delivered": sorted(set(confirmed) - set(numbers)),
+        }
+    finally:
+        for task in tasks:
+            task.cancel()
+        cluster.thaw(0)
+        await client.close()
+        await _delete(cluster, work)
+
+
+FREEZE_LONG_SEC = 20.0
+
+
+@pytest.mark.timeout(600)
+async def test_a_connection_whose_confirms_stop_moves_to_another_node_and_delivers_there_before_the_thaw(
+    cluster: RabbitCluster,
+) -> None:
+    frozen = node_label(cluster.nodes[0].url())
+    unwatched = await _freeze_with_publishes(cluster, None)
+    print(f"\nunwatched: {unwatched}")
+    with capture_logs() as logs:
+        watched = await _freeze_with_publishes(cluster, 5.0)
+    print(f"watched (5 s): {watched}")
+
+    assert unwatched["delivered_in_freeze"] == 0  # the connection waits for the node
+    stalled = [e for e in logs if e["event"] == "rabbitmq.confirms_stalled"]
+    assert stalled and stalled[0]["node"] == frozen
+    assert watched["node_after"] != frozen
+    assert watched["delivered_in_freeze"] > 0  # moved while the node was still frozen, and went on there
+    for outcome in (unwatched, watched):
+        assert outcome["twice"] == [] and outcome["confirmed_not_delivered"] == []
