@@ -138,6 +138,8 @@ class ConfirmWatch:
             underlay = await channel.get_underlay_channel()
         except Exception:  # closed or reconnecting: nothing to watch now
             return False
+        if underlay.is_closed or underlay.connection.is_closed:  # the old one, until the channel is restored
+            return False
         confirmations = getattr(underlay, "confirmations", None) or {}
         tag = next(iter(confirmations), None)  # in publish order: the first is the oldest
         waited = self.oldest.age(id(underlay), tag, now)

@@ -31,6 +31,8 @@ class FakeConnection:
 
 
 class FakeChannel:
+    is_closed = False
+
     def __init__(self) -> None:
         self.connection = FakeConnection()
 
@@ -101,3 +103,12 @@ async def test_a_blocked_connection_is_not_moved() -> None:
     assert not await watch.check(channel, 0.0)  # type: ignore[arg-type]
     assert not await watch.check(channel, 60.0)  # type: ignore[arg-type]
     assert channel.connection.closed_with == []
+
+
+async def test_a_closed_connection_is_not_watched() -> None:
+    channel = ConfirmChannel([4])
+    channel.connection.closed_with.append(ConnectionError())  # lost already: the robust channel restores it
+    watch = connection_watch.ConfirmWatch([channel], stall_sec=15)  # type: ignore[list-item]
+    assert not await watch.check(channel, 0.0)  # type: ignore[arg-type]
+    assert not await watch.check(channel, 60.0)  # type: ignore[arg-type]
+    assert len(channel.connection.closed_with) == 1
