@@ -46,6 +46,8 @@ CLOSE_TIMEOUT_SEC = 5.0
 class BrokerStalled(aiormq.exceptions.AMQPError):
     """A synchronous broker call got no answer within its bound; its connection was closed (to be reopened)."""
 
+    reason = "%s"  # aiormq's repr would call it "an unspecified AMQP error"
+
 
 async def bounded(
     channel: AbstractChannel, what: str, call: Callable[[], Awaitable[T]], within_sec: float | None = None
