@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
-from shared import schedule, topology
+from shared import connection_watch, schedule, topology
 from shared.dependencies import SESSION_LOST
 from shared.locks import chain_lock, chain_lock_key, enter_chain, unlock
 from shared.messages import JobMessage, chain_message
@@ -157,8 +157,11 @@ async def rearm(conn: asyncpg.Connection, publisher: Publisher, scope: str, msg:
 
 
 async def purge_delay_queue(channel: AbstractChannel, scope: str, job_id: str) -> None:
-    queue = await channel.get_queue(topology.delay_queue_name(scope, job_id), ensure=False)
-    await queue.purge()
+    """Empty the job's delay queue. Called under the chain lock, so bounded (shared.connection_watch): a purge a
+    quorum queue never answers would otherwise hold the lock, and every worker's claims of the job, for 30 s."""
+    name = topology.delay_queue_name(scope, job_id)
+    queue = await channel.get_queue(name, ensure=False)
+    await connection_watch.bounded(channel, f"queue.purge {name}", queue.purge)
 
 
 async def replace(

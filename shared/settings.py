@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="watchdog reseeds a chain whose next message is this overdue"
     )
     dependency_retry_max_sec: float = Field(default=30.0, gt=0, description="cap of the reconnect back-off")
+    amqp_stall_sec: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="a connection whose oldest unconfirmed publish has waited this long (the broker not blocking it)"
+        " is closed and reopened on the next node (shared.connection_watch); 0: never",
+    )
     scheduler_queue_type: QueueTypeSetting = Field(
         default="classic",
         description="classic|quorum: the queue type of a work queue (and the delay and retry queues feeding it) "

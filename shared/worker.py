@@ -35,6 +35,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 
 from shared import connect, lanes, logs, queue_types, topology
 from shared.backoff import forever
+from shared.connection_watch import ConfirmWatch
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
 from shared.errors import ConfigError, TopologyMismatch
 from shared.events.subscriptions import EventConsumers
@@ -247,6 +248,9 @@ class Worker:
             interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip
         self._background(stack, watchdog.run(), "watchdog")
+        if s.amqp_stall_sec > 0:  # a connection through a node that was frozen: confirms stop, it looks alive
+            confirms = ConfirmWatch([publish_channel, watchdog_channel], s.amqp_stall_sec)
+            self._background(stack, confirms.run(), "confirm-watch")
         self._background(stack, self._keep_consuming(amqp, pool, channel), "keep-consuming")
         await self._consume_events(amqp, pool)
         self.readiness.attach(Probe(pool, amqp, channel, self.registry.queues, self._consumed, self._stopping))
