@@ -10,7 +10,7 @@ COMPOSE := docker compose -f $(COMPOSE_FILE) --profile $(PROFILE)
 PYTEST_ARGS ?=
 
 .PHONY: install install-bench browser faketime rabbitmq-management test lint format preflight prometheus demo seed status \
-	chaos chaos-ha bench bench-compare up down logs ps compose-seed ctl rehearse clean
+	chaos chaos-ha test-broker-controls bench bench-compare up down logs ps compose-seed ctl rehearse clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,12 @@ preflight: install
 # its own scope and private servers take free ports, so files do not disturb each other. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: install-bench preflight prometheus browser faketime rabbitmq-management
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 -m "not broker_control" $(PYTEST_ARGS)
+
+# The controls of the HA freeze tests: the broker behaviour each guard is for, with the guard off (private
+# cluster, about 90 s; not in `make test`, whose tests show the guards acting).
+test-broker-controls: install-bench
+	$(PY) -m pytest -m broker_control tests/integration/test_ha_freeze.py
 
 # `doctor` reads feature flags, policies and queue totals from RabbitMQ's management HTTP API (port 15672); its tests
 # need the plugin on the local broker.

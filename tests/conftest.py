@@ -145,6 +145,7 @@ LONGEST_FIRST = (
     "test_compose_rehearsal.py",
     "test_chaos_bounded.py",
     "test_ha_failover.py",
+    "test_ha_freeze.py",
     "test_packaging.py",
     "test_bench_smoke.py",
 )
