@@ -34,6 +34,15 @@ from tests.support.runtime import Control, fast_settings, now, running_worker, w
 pytestmark = pytest.mark.integration
 
 
+async def has_consumer(amqp: aio_pika.abc.AbstractRobustConnection, scope: str, queue: str) -> bool:
+    channel = await amqp.channel()
+    try:
+        declared = await channel.declare_queue(topology.work_queue_name(scope, queue), passive=True)
+        return bool(declared.declaration_result.consumer_count)
+    finally:
+        await channel.close()
+
+
 async def test_a_slow_consumer_restore_is_waited_for_and_every_slot_after_it_runs(
     settings: Settings,
     pool: asyncpg.Pool,
@@ -60,7 +69,10 @@ async def test_a_slow_consumer_restore_is_waited_for_and_every_slot_after_it_run
         async with running_worker(fast_settings(settings, scope), {"tick": (probe, ProbeParams)}) as worker:
             await wait_until(lambda: ran_after(now() - timedelta(hours=1), 2), 20, "2 runs before the fault")
             assert await asyncio.to_thread(close_rabbitmq_connections, worker.worker_id) == 1
-            back = now() + timedelta(seconds=5)  # reconnected and restored by then
+            # restored: the broker counts a consumer on the work queue again (each queue's restore takes 2 s here, and
+            # the watchdog may reseed a chain whose message waited that long: slots of that time are not looked at)
+            await wait_until(lambda: has_consumer(amqp, scope, "tick"), 40, "the work queue consumed again")
+            back = now() + timedelta(seconds=1)
             await wait_until(lambda: ran_after(back, 6), 40, "6 runs after the consumers were restored")
     cancelled = [e for e in logs if e.get("event") == "worker.consumer_cancelled"]
     assert cancelled == [], "a consumer being restored was taken for one the broker cancelled"
@@ -68,7 +80,10 @@ async def test_a_slow_consumer_restore_is_waited_for_and_every_slot_after_it_run
     # every slot after the restore was taken by a worker: run, or skipped by the overlap policy when a run slowed
     # by a loaded machine still held the lock (a slot whose message was stuck has no row: the gap check below)
     taken = {"succeeded", "skipped_locked"}
-    assert [r["status"] for r in rows if r["status"] not in taken] == [], "every slot after the restore was taken"
+    notable = {"chain.reseeded", "rabbitmq.confirms_stalled", "rabbitmq.call_stalled", "worker.consuming_again"}
+    seen = [(e.get("timestamp"), e["event"], e.get("reason")) for e in logs if e.get("event") in notable]
+    untaken = [(r["scheduled_for"], r["status"], r["error"]) for r in rows if r["status"] not in taken]
+    assert untaken == [], f"every slot after {back} was taken: {untaken}; {seen}"
     slots = sorted(r["scheduled_for"] for r in rows)
     assert all((b - a).total_seconds() == 1.0 for a, b in pairwise(slots)), slots
 
