@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -23,6 +25,7 @@ import pytest
 from pydantic import SecretStr
 
 from shared.settings import Settings
+from shared.store import runs
 from tests.support.faults import TcpForwarder
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
@@ -105,3 +108,65 @@ async def _slot_ran(control: Control, slot: datetime) -> bool:
 
 async def _succeeded(control: Control, count: int) -> bool:
     return sum(r["status"] == "succeeded" for r in await control.runs("handback")) >= count
+
+
+async def test_a_claim_whose_post_is_not_recorded_while_postgres_is_away_is_given_back_once_it_is_back(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    cleanup_scope: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way a claim goes back: its next slot was published but PostgreSQL went away before the post was
+    recorded (the forwarder is stopped just before worker A records it). The message goes back unacknowledged; the
+    claim must be given up first, or worker B, finding it still A's, drops the copy and the slot never runs."""
+    control = Control(pool, amqp, cleanup_scope)
+    await control.seed(job_id="handback", interval_seconds=2, misfire_grace_sec=120)
+    port = free_port()
+    url, host, real_port = through(settings.database_url.get_secret_value(), port)
+    forwarder = TcpForwarder(port, host, real_port)
+    await forwarder.start()
+    keep_alive = await asyncpg.connect(settings.database_url.get_secret_value())
+    # the chain's next message is published but its post not recorded: a watchdog quick to call the chain lost
+    # would reseed it meanwhile (a new epoch, and the copy given back is stale); not what is looked at here
+    direct = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms=900, chain_lost_after_sec="30")
+    proxied = direct.model_copy(update={"database_url": SecretStr(url)})
+    handlers = {"handback": (probe, ProbeParams)}
+    cut: list[uuid.UUID] = []  # the runs whose post A was about to record when PostgreSQL went away
+    armed = asyncio.Event()
+    record = runs.record_posted_released
+
+    async def record_after_a_cut(conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> bool:
+        if armed.is_set() and conn._addr[1] == port:  # worker A's session, through the forwarder
+            armed.clear()
+            cut.append(args[3])  # run_id
+            await forwarder.stop()
+            asyncio.get_running_loop().call_later(3.0, lambda: asyncio.ensure_future(forwarder.start()))
+        return await record(conn, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "record_posted_released", record_after_a_cut)
+    try:
+        async with running_worker(proxied, handlers) as a, running_worker(direct, handlers):
+            await keep_alive.execute("SELECT set_config('application_name', $1, false)", a.worker_id[:63])
+            await wait_until(lambda: _succeeded(control, 2), 30, "first runs")
+            for round_ in range(4):
+                armed.set()
+                await wait_until(partial(_cut_count, cut, round_ + 1), 30, "worker A recording a post")
+                try:
+                    await wait_until(partial(_run_succeeded, control, cut[-1]), 30, f"the run {cut[-1]} given back")
+                except AssertionError:
+                    rows = [dict(r) for r in await control.runs("handback") if r["run_id"] == cut[-1]]
+                    raise AssertionError(f"the run given back did not run: {rows}") from None
+    finally:
+        await forwarder.stop()
+        await keep_alive.close()
+    rows = {r["run_id"]: r for r in await control.runs("handback")}
+    assert [rows[run_id]["status"] for run_id in cut] == ["succeeded"] * len(cut)
+
+
+async def _cut_count(cut: list[uuid.UUID], count: int) -> bool:
+    return len(cut) >= count
+
+
+async def _run_succeeded(control: Control, run_id: uuid.UUID) -> bool:
+    return any(r["run_id"] == run_id and r["status"] == "succeeded" for r in await control.runs("handback"))
