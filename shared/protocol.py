@@ -549,7 +549,13 @@ async def give_claim_back(env: Env, run_id: uuid.UUID, failure: BaseException) -
     for it (back-off) before the message goes back: a copy that found the claim still this live worker's would be
     dropped as a duplicate, and the slot would never run. A worker that stops (cancelled) tries once: the watchdog
     abandons the claims of a stopped worker."""
-    if isinstance(failure, (*DB_ERRORS, OSError, TimeoutError)):
+    return await release_claim(env, run_id, wait=isinstance(failure, (*DB_ERRORS, OSError, TimeoutError)))
+
+
+async def release_claim(env: Env, run_id: uuid.UUID, wait: bool) -> bool:
+    """Give the claim up: with `wait`, retried with back-off until PostgreSQL answers; else one try (`unclaim`).
+    True when it was given up."""
+    if wait:
         return await backoff.forever(
             "give a claim back", lambda: _release_claim(env, run_id), cap_sec=HAND_BACK_RETRY_CAP_SEC,
             event="run.hand_back_waiting", run_id=str(run_id),
@@ -797,14 +803,7 @@ class AtSlot:
         assert turn.job is not None and turn.run is not None
         run_id = turn.run.run_id
         log.warning("run.handed_back", reason=why)
-        if wait_for_database:
-            released = await backoff.forever(
-                "give a claim back", lambda: _release_claim(env, run_id), cap_sec=HAND_BACK_RETRY_CAP_SEC,
-                event="run.hand_back_waiting", run_id=str(run_id),
-            )  # fmt: skip
-        else:
-            released = await unclaim(env, run_id)
-        if not released:
+        if not await release_claim(env, run_id, wait=wait_for_database):
             log.warning("run.hand_back_left_to_watchdog", reason="the claim could not be given up")
             return
         with contextlib.suppress(Exception):
