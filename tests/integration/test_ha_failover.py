@@ -20,17 +20,9 @@ from shared.failover import FailoverConnection
 from shared.store.pool import create_pool
 from tests.chaos.ha_servers import PgPair, RabbitCluster
 from tests.chaos.replication_loss import measure
+from tests.support.runtime import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitCluster]:
-    servers = RabbitCluster()
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
 
 
 @pytest.fixture
@@ -40,14 +32,6 @@ def pair() -> Iterator[PgPair]:
         yield servers.start()
     finally:
         servers.remove()
-
-
-async def _until(predicate: object, timeout: float = 90) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.timeout(300)
@@ -66,15 +50,15 @@ async def test_a_connection_moves_to_the_next_node_when_its_node_is_killed(clust
 
         await queue.consume(on_message)
         await channel.default_exchange.publish(aio_pika.Message(b"before"), routing_key=name)
-        await _until(lambda: received == [b"before"])
+        await until(lambda: received == [b"before"])
 
         first = connection.node
         (index,) = [i for i, n in enumerate(cluster.nodes) if first.endswith(f":{n.port}")]
         cluster.kill(index)
-        await _until(lambda: connection.connected.is_set() and connection.node != first)
+        await until(lambda: connection.connected.is_set() and connection.node != first)
 
         await channel.default_exchange.publish(aio_pika.Message(b"after"), routing_key=name)
-        await _until(lambda: received == [b"before", b"after"])  # the consumer came back on the new node
+        await until(lambda: received == [b"before", b"after"])  # the consumer came back on the new node
         await cluster.restart(index)
         await channel.queue_delete(name)
     finally:

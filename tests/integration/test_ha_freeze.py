@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aio_pika
@@ -24,21 +23,13 @@ from shared.failover import FailoverConnection, channel_restored
 from shared.locks import chain_lock, wait_for_chain
 from tests.chaos.ha_servers import RabbitCluster
 from tests.support.logcapture import capture_logs
+from tests.support.runtime import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUORUM = {"x-queue-type": "quorum"}
 FREEZE_SEC = 12.0
 PURGE_AFTER_SEC = 2.0  # into the freeze: the purge waits in the frozen node's socket, as the watchdog's did
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitCluster]:
-    servers = RabbitCluster()
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()
 
 
 @dataclass
@@ -48,14 +39,6 @@ class Freeze:
     after_thaw_sec: float  # from the thaw to the chain lock being free
     node_after: str
     delivered: list[int]
-
-
-async def _until(predicate: object, timeout: float = 90) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.2)
 
 
 async def _declare(url: str, *names: str) -> None:
@@ -114,7 +97,7 @@ async def _freeze_during_locked_purge(cluster: RabbitCluster, dsn: str) -> Freez
         publishing = await client.channel(publisher_confirms=True)
         purging = await client.channel(publisher_confirms=True)
         await _publish(publishing, work, range(5))
-        await _until(lambda: len(delivered) == 5, 30)
+        await until(lambda: len(delivered) == 5, 30)
 
         cluster.freeze(0)
         try:
@@ -137,10 +120,10 @@ async def _freeze_during_locked_purge(cluster: RabbitCluster, dsn: str) -> Freez
         freed = loop.time()
         (outcome,) = await asyncio.wait_for(asyncio.gather(purge, return_exceptions=True), 90)
 
-        await _until(lambda: not client.is_closed and client.connected.is_set(), 90)
+        await until(lambda: not client.is_closed and client.connected.is_set(), 90)
         assert await channel_restored(consuming, 60)
         await _publish(publishing, work, range(100, 120))
-        await _until(lambda: len(delivered) == 25, 60)
+        await until(lambda: len(delivered) == 25, 60)
         await asyncio.sleep(1)  # anything delivered twice would come now
         return Freeze(
             outcome=outcome,

@@ -101,6 +101,15 @@ class Control:
         )
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 90) -> None:
+    """`wait_until` for a plain (not awaitable) predicate, polled every 0.2 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.2)
+
+
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
