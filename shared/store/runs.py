@@ -526,29 +526,38 @@ async def _record_posted(
     return await on_run_table(run_slot, statement)
 
 
-def job_after_run(run: str, succeeded: str) -> str:
-    """How a finished run moves its job's record (`UPDATE scheduler.jobs j SET ...`), from the row `run` of its
-    outcome (status, error, duration_ms, finished_at, started_at, lateness_ms); `succeeded`: the parameter that
-    holds 'succeeded'. One text for the finish of one run and of many."""
+def job_after_run(run: str) -> str:
+    """How finished runs move their job's record (`UPDATE scheduler.jobs j SET ...`), from the row `run`: the
+    outcome of the latest-started of them (status, error, duration_ms, finished_at, started_at, lateness_ms) and
+    two tallies over all of them, `ok_at` (finished_at of the latest-started success, NULL: none succeeded) and
+    `fails` (the failures started after that success, or all of them). A cancelled run (cancelled for a newer
+    slot) is no failure. One text for the finish of one run and of many: two failures finished together count
+    two, as they would one by one."""
     return f"""last_run_at = {run}.started_at, last_status = {run}.status, last_error = {run}.error,
             last_duration_ms = {run}.duration_ms, last_lateness_ms = {run}.lateness_ms,
-            last_success_at = CASE WHEN {run}.status = {succeeded} THEN {run}.finished_at ELSE j.last_success_at END,
-            consecutive_failures = CASE WHEN {run}.status = {succeeded} THEN 0
-                WHEN {run}.status = 'cancelled' THEN j.consecutive_failures  -- cancelled for a newer slot: no failure
-                ELSE j.consecutive_failures + 1 END"""
+            last_success_at = COALESCE({run}.ok_at, j.last_success_at),
+            consecutive_failures = CASE WHEN {run}.ok_at IS NOT NULL THEN {run}.fails
+                ELSE j.consecutive_failures + {run}.fails END"""
+
+
+def failed(status: str, succeeded: str) -> str:
+    """Whether a finished run's `status` counts toward consecutive_failures (`succeeded`: the parameter that holds
+    'succeeded')."""
+    return f"({status} <> {succeeded} AND {status} <> 'cancelled')"
 
 
 _FINISH = f"""
     WITH run AS (
         UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
         WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
-        RETURNING scope, job_id, started_at, lateness_ms, trigger_source, status, error, duration_ms, finished_at
+        RETURNING scope, job_id, started_at, lateness_ms, trigger_source, status, error, duration_ms, finished_at,
+            CASE WHEN status = $6 THEN finished_at END AS ok_at, {failed("status", "$6")}::int AS fails
     ), counted AS (
         INSERT INTO scheduler.trigger_counts AS t (scope, job_id, trigger_source, runs, last_at)
         SELECT scope, job_id, trigger_source, 1, $5 FROM run
         ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + 1, last_at = EXCLUDED.last_at
     ), job AS (
-        UPDATE scheduler.jobs j SET {job_after_run("run", "$6")}
+        UPDATE scheduler.jobs j SET {job_after_run("run")}
         FROM run WHERE j.scope = run.scope AND j.job_id = run.job_id
     )
 """

@@ -259,14 +259,23 @@ _FINISH_EACH = f"""
         ON CONFLICT (scope, job_id, trigger_source) DO UPDATE SET runs = t.runs + EXCLUDED.runs,
             last_at = EXCLUDED.last_at
         RETURNING 1
+    ), success AS (
+        SELECT DISTINCT ON (scope, job_id) scope, job_id, started_at AS ok_start, finished_at AS ok_at FROM run
+        WHERE status = $8 ORDER BY scope, job_id, started_at DESC NULLS LAST
+    ), tally AS (
+        SELECT r.scope, r.job_id, s.ok_at,
+            count(*) FILTER (WHERE {runs.failed("r.status", "$8")}
+                AND (s.ok_start IS NULL OR r.started_at > s.ok_start))::int AS fails
+        FROM run r LEFT JOIN success s USING (scope, job_id) GROUP BY 1, 2, 3
     ), latest AS (
-        SELECT DISTINCT ON (scope, job_id) * FROM run ORDER BY scope, job_id, started_at DESC
+        SELECT DISTINCT ON (r.scope, r.job_id) r.*, t.ok_at, t.fails
+        FROM run r JOIN tally t USING (scope, job_id) ORDER BY r.scope, r.job_id, r.started_at DESC NULLS LAST
     ), job_locks AS MATERIALIZED (
         SELECT j.job_id FROM scheduler.jobs j JOIN latest ON j.scope = latest.scope AND j.job_id = latest.job_id
         WHERE (SELECT count(*) FROM counted) >= 0
         ORDER BY j.scope, j.job_id FOR UPDATE OF j
     ), job AS (
-        UPDATE scheduler.jobs j SET {runs.job_after_run("latest", "$8")}
+        UPDATE scheduler.jobs j SET {runs.job_after_run("latest")}
         FROM latest WHERE j.scope = latest.scope AND j.job_id = latest.job_id AND (SELECT count(*) FROM job_locks) >= 0
     )
     SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) AS released FROM unnest($9::bigint[]) AS k
@@ -275,7 +284,8 @@ _FINISH_EACH = f"""
 
 async def finish_each(conn: asyncpg.Connection, finished: Sequence[Finished]) -> int:
     """`runs.finish` for runs that ended together, in one statement, which also releases the run locks given
-    (of two runs of one job, the later start sets the job's last_* columns). Returns how many were released."""
+    (of two runs of one job, the later start sets the job's last_* columns, and consecutive_failures counts the
+    runs in the order they started, as finishes one by one would). Returns how many were released."""
     if len(finished) == 1:  # a batch of one: the one-run statement
         f = finished[0]
         released = await runs.finish(

@@ -243,3 +243,46 @@ async def test_a_batch_of_one_is_decided_as_in_a_batch_of_many(
     assert await _held_chain_locks(pool, [*keys, chain_key]) == 0
     job_a = await control.job("a")
     assert job_a["last_status"] == "succeeded" and job_a["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "failures", "succeeded"),
+    [
+        (("failed", "timed_out", "failed"), 5, False),  # 2 before, 3 now: each failure counts
+        (("failed", "succeeded", "failed"), 1, True),  # the success resets; the failure started after it counts
+        (("succeeded", "failed", "cancelled"), 1, True),  # a cancelled run is no failure
+        (("failed", "failed", "succeeded"), 0, True),
+    ],
+)
+async def test_runs_of_one_job_finished_together_count_as_they_would_one_by_one(
+    pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str, outcomes: tuple[str, ...], failures: int, succeeded: bool
+) -> None:
+    """Three runs of one allow_all job end together and are finished in one statement: consecutive_failures
+    and last_success_at come out as three finishes in the order the runs started would leave them."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="p", interval_seconds=60, overlap="allow_all", max_parallel=3)
+    await pool.execute("UPDATE scheduler.jobs SET consecutive_failures = 2 WHERE scope = $1 AND job_id = 'p'", scope)
+    job = await jobs_store.get_job(pool, scope, "p")
+    assert job is not None
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    slots = [first + timedelta(minutes=i) for i in range(3)]
+    claimed = [_claim(scope, job, slot, None).run for slot in slots]
+    ended = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        for run in claimed:  # started one after the other: the start order is the slot order
+            assert await runs.claim(conn, run, RunStatus.CLAIMED, "test-worker")
+            [(_, started)] = await runs_batch.lock_and_start_each(
+                conn, [SlotStart(run.run_id, run.scheduled_for, [], False, run.scheduled_for)], "test-worker"
+            )
+            assert started is not None
+        done = [
+            Finished(run.run_id, RunStatus(status), None, 3, ended + timedelta(seconds=i), run.scheduled_for, None)
+            for i, (run, status) in enumerate(zip(claimed, outcomes, strict=True))
+        ]
+        await runs_batch.finish_each(conn, done)
+    job_p = await control.job("p")
+    assert job_p["consecutive_failures"] == failures
+    assert job_p["last_status"] == outcomes[-1]
+    last_ok = max((f.finished_at for f in done if f.status is RunStatus.SUCCEEDED), default=None)
+    assert job_p["last_success_at"] == (last_ok if succeeded else None)
