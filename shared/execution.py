@@ -120,11 +120,15 @@ async def run_and_record(turn: Turn) -> RunResult:
     finally:
         running.dec()
     result = RunResult(status, error, _ms(t0))
+    if not leftover and turn.handler_done is not None:
+        turn.handler_done()  # the handler is done: its place among the worker's handlers goes back now
     await _finish(turn, result, on_run_connection=True, release=not leftover)
     for future in leftover:  # a sync handler past its timeout: keep the lock until its thread is really done
         log.warning("run.waiting_for_sync_handler_thread")
         with contextlib.suppress(BaseException):
             await future
+    if turn.handler_done is not None:
+        turn.handler_done()
     return result
 
 

@@ -7,6 +7,7 @@ taken off the delay).
     batch_wait_sec  the same for a message claimed in a batch (shared.lead_batch), which also takes in those due
                     now or late: they are claimed with the others and start at once
     sleep_until     wait, on the worker's clock, until an instant (never wakes before it)
+    SlotGates       the same for many waiters of one instant, on one timer: a herd's runs wake in one turn
 """
 
 from __future__ import annotations
@@ -56,3 +57,45 @@ async def sleep_until(at: datetime, clock: Callable[[], datetime]) -> None:
         if left <= 0:
             return
         await asyncio.sleep(left)
+
+
+class SlotGates:
+    """`sleep_until` for the runs claimed ahead, one timer per instant: the runs of one slot (a herd: every job at
+    one instant) wake in one turn of the event loop. Each waiting on a timer of its own, they woke one by one among
+    the work of those woken first (the start, the handler, the finish, the log line, the outcome event of each), so
+    the last handler of a herd started a herd's worth of run work after the slot. Waking together, their starts go
+    in one statement (shared.slot_batch) and every handler starts before any run's after-work.
+
+    A waiter that is cancelled leaves the others waiting; an instant already reached is not waited for."""
+
+    REARM_LIMIT = 100  # a clock that keeps stepping back is not followed for ever (as `sleep_until`)
+
+    def __init__(self) -> None:
+        self._waiting: dict[datetime, list[asyncio.Future[None]]] = {}
+
+    async def until(self, at: datetime, clock: Callable[[], datetime]) -> None:
+        """Wait until `clock` (the worker's) reaches `at`."""
+        left = (at - clock()).total_seconds()
+        if left <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiting.get(at)
+        if waiters is None:
+            waiters = self._waiting[at] = []
+            loop.call_later(left, self._ring, at, clock, 0)
+        waiters.append(waiter)
+        await waiter
+
+    def waiting(self) -> int:
+        """How many instants have waiters (tests)."""
+        return len(self._waiting)
+
+    def _ring(self, at: datetime, clock: Callable[[], datetime], rearmed: int) -> None:
+        left = (at - clock()).total_seconds()
+        if left > 0 and rearmed < self.REARM_LIMIT:  # the loop's timer woke a hair early, or the clock stepped back
+            asyncio.get_running_loop().call_later(left, self._ring, at, clock, rearmed + 1)
+            return
+        for waiter in self._waiting.pop(at, ()):
+            if not waiter.done():  # a cancelled waiter is done
+                waiter.set_result(None)

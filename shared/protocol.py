@@ -696,7 +696,7 @@ async def at_slot(turn: Turn, fire_at: datetime) -> None:
     later = AtSlot(turn, fire_at)
     if turn.env.run_later is None:
         await later.wait()
-        await later.work()
+        await later.work(lambda: None)
     else:
         turn.env.run_later(later.wait, later.work)
 
@@ -711,17 +711,19 @@ class AtSlot:
     async def wait(self) -> None:
         """Until the slot; a worker that stops meanwhile hands the slot back."""
         try:
-            await lead.sleep_until(self.fire_at, self.turn.env.clock)
+            await self.turn.env.gates.until(self.fire_at, self.turn.env.clock)
         except asyncio.CancelledError:
             await self.hand_back("the worker stopped before the slot")
             assert self.turn.run is not None
             self.turn.env.inflight.discard(self.turn.run.run_id)
             raise
 
-    async def work(self) -> None:
-        """Step 4 and the start in one statement, then 8-10; the lock still taken: skipped or buffered."""
+    async def work(self, handler_done: Callable[[], None]) -> None:
+        """Step 4 and the start in one statement, then 8-10; the lock still taken: skipped or buffered.
+        `handler_done`: called once the handler returned (see `Turn.handler_done`)."""
         turn, env = self.turn, self.turn.env
         assert turn.run is not None
+        turn.handler_done = handler_done
         started = False
         try:
             if env.slot_batch is None:

@@ -18,6 +18,7 @@ import aio_pika
 import asyncpg
 
 from shared.dependencies import AMQP_ERRORS
+from shared.lead import SlotGates
 from shared.lead_batch import LeadBatch
 from shared.messages import JobMessage
 from shared.metrics import Metrics
@@ -26,6 +27,10 @@ from shared.registry import Handler, Registry
 from shared.slot_batch import SlotBatch
 from shared.store.jobs import JobCache, JobRow
 from shared.store.runs import NewRun, RunRow
+
+AtSlotWork = Callable[[Callable[[], None]], Awaitable[None]]
+"""The at-the-slot part of a run claimed ahead, given the call that gives its place among the worker's
+`WORKER_CONCURRENCY` handlers back (see `Turn.handler_done`)."""
 
 
 def utcnow() -> datetime:
@@ -51,10 +56,12 @@ class Env:
     jobs: JobCache = field(default_factory=JobCache)
     dispatch_lead_sec: float = 0.0  # the lead chain messages are posted with (shared.lead)
     # runs the at-the-slot part of a run claimed ahead: `wait` (outside the worker's concurrency limit), then
-    # `work` (inside it); None: both in turn, in the caller's task
-    run_later: Callable[[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], None] | None = None
+    # `work` (inside it, given the call that gives its place back once the handler returned); None: both in
+    # turn, in the caller's task
+    run_later: Callable[[Callable[[], Awaitable[None]], AtSlotWork], None] | None = None
     lead_batch: LeadBatch | None = None  # claims ahead made together (shared.lead_batch); None: one by one
     slot_batch: SlotBatch | None = None  # runs claimed ahead started together (shared.slot_batch); None: alone
+    gates: SlotGates = field(default_factory=SlotGates)  # where the runs claimed ahead wait for their slot
     _series: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def series(self, metric: Any, *labels: str) -> Any:
@@ -114,3 +121,7 @@ class Turn:
     lock: Lock | None = None
     existing: RunRow | None = None  # the row the slot already had, when the claim found one
     started_at: datetime | None = None  # set when the post of the next slot also started the run
+    # gives the run's place among the worker's WORKER_CONCURRENCY handlers back as soon as its handler returned,
+    # before the outcome is recorded and published (the limit is on handlers: in a herd, the next slot's
+    # handlers then start without waiting for the bookkeeping of the ones before); None: held to the end
+    handler_done: Callable[[], None] | None = None

@@ -51,7 +51,7 @@ from shared.protocol import handle_delivery
 from shared.publisher import Publisher
 from shared.readiness import Probe, Readiness
 from shared.registry import HandlerFn, Registry
-from shared.runtime import Delivery, Env, utcnow
+from shared.runtime import AtSlotWork, Delivery, Env, utcnow
 from shared.seeding import declare_retry_for
 from shared.settings import Settings, unknown_variables_line
 from shared.slot_batch import SlotBatch
@@ -447,14 +447,26 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _run_later(self, wait: Callable[[], Awaitable[None]], work: Callable[[], Awaitable[None]]) -> None:
+    def _run_later(self, wait: Callable[[], Awaitable[None]], work: AtSlotWork) -> None:
         """The at-the-slot part of a run claimed ahead (shared.lead): wait without taking a place among the
-        `worker_concurrency` handlers, then run in one. A task of this worker: draining waits for it."""
+        `worker_concurrency` handlers, then run in one, given back once the handler returned (its outcome is
+        recorded and published outside it). A task of this worker: draining waits for it."""
 
         async def later() -> None:
             await wait()
-            async with self._semaphore:
-                await work()
+            await self._semaphore.acquire()
+            held = True
+
+            def give_back() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    self._semaphore.release()
+
+            try:
+                await work(give_back)
+            finally:
+                give_back()
 
         task = asyncio.create_task(later(), name="at-slot")
         self._tasks.add(task)

@@ -122,3 +122,44 @@ async def _claimed_ahead(pool: asyncpg.Pool, scope: str) -> object:
 async def _succeeded(pool: asyncpg.Pool, run_id: object) -> bool:
     status = await pool.fetchval("SELECT status FROM scheduler.job_runs WHERE run_id = $1", run_id)
     return bool(status == "succeeded")
+
+
+class Busy(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    sleep_sec: float = 0.3
+
+
+LIVE: dict[str, list[int]] = {}  # per scope: [handlers running now, most at once]
+
+
+async def busy(ctx: RunContext, params: Busy) -> None:
+    live = LIVE.setdefault(ctx.scope, [0, 0])
+    live[0] += 1
+    live[1] = max(live[1], live[0])
+    try:
+        await asyncio.sleep(params.sleep_sec)
+    finally:
+        live[0] -= 1
+
+
+async def test_a_herd_larger_than_the_worker_concurrency_runs_at_most_that_many_handlers_at_once(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """Eight jobs at one instant, WORKER_CONCURRENCY 3: a run gives its place back once its handler returned
+    (before its outcome is recorded), never before, so no more than three handlers ever run at once, and every
+    slot runs once."""
+    control = Control(pool, amqp, cleanup_scope)
+    jobs = [f"h{i}" for i in range(8)]
+    for job_id in jobs:
+        await control.seed(job_id=job_id, queue="herd", interval_seconds=2, align=True)
+    lead = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="400", worker_concurrency=3)
+    async with running_worker(lead, {"herd": (busy, Busy)}):
+        await wait_until(lambda: _succeeded_each(control, jobs, 2), 40, "two runs of every job")
+    assert LIVE[cleanup_scope][1] == 3  # the limit was reached (eight at once), never passed
+    rows = await control.runs()
+    assert slots_run_more_than_once(rows) == []
+
+
+async def _succeeded_each(control: Control, jobs: list[str], n: int) -> bool:
+    rows = await control.runs()
+    return all(sum(1 for r in rows if r["job_id"] == j and r["status"] == "succeeded") >= n for j in jobs)

@@ -50,3 +50,60 @@ def test_a_message_claimed_in_a_batch_waits_for_its_slot_or_starts_at_once_when_
     assert lead.batch_wait_sec(SLOT, at(-1001), 0.25) is None  # implausibly early: the ordinary way
     assert lead.batch_wait_sec(SLOT, at(-1500), 1.0) == 1.5
     assert lead.batch_wait_sec(SLOT, at(-100), 0.0) is None  # no lead configured: no batching either
+
+
+def test_waiters_of_one_instant_wake_in_one_turn_and_never_before_it() -> None:
+    """Real time, a few tens of ms: the waiters of one instant share one timer and all wake before any of them
+    runs on; a cancelled waiter leaves the others waiting; an instant reached already is not waited for."""
+
+    async def scenario() -> None:
+        gates = lead.SlotGates()
+        instant = datetime.now(UTC) + timedelta(milliseconds=60)
+        woke: list[tuple[int, datetime]] = []
+        order: list[str] = []
+
+        async def waiter(i: int) -> None:
+            await gates.until(instant, lambda: datetime.now(UTC))
+            woke.append((i, datetime.now(UTC)))
+            order.append(f"woke {i}")
+            await asyncio.sleep(0)
+            order.append(f"on {i}")
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(5)]
+        await asyncio.sleep(0.01)
+        assert gates.waiting() == 1  # one instant, one timer
+        tasks[2].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert sorted(i for i, _ in woke) == [0, 1, 3, 4]
+        assert all(t >= instant for _, t in woke)
+        assert order[:4] == [f"woke {i}" for i in (0, 1, 3, 4)]  # every one woke before any went on
+        assert gates.waiting() == 0
+        before = datetime.now(UTC)
+        await gates.until(before - timedelta(seconds=1), lambda: datetime.now(UTC))
+        assert gates.waiting() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_gate_rung_early_by_the_clock_waits_on() -> None:
+    """The worker's clock behind the loop's timer (a timer that fires early, a clock stepped back): the gate is
+    armed again for what is left, so no waiter wakes before the instant on the worker's clock."""
+
+    async def scenario() -> None:
+        gates = lead.SlotGates()
+        offset = [timedelta(0)]
+        instant = datetime.now(UTC) + timedelta(milliseconds=30)
+
+        def clock() -> datetime:
+            return datetime.now(UTC) + offset[0]
+
+        async def step_back() -> None:
+            await asyncio.sleep(0.01)
+            offset[0] = timedelta(milliseconds=-40)  # the clock steps back 40 ms before the gate rings
+
+        stepping = asyncio.create_task(step_back())
+        await gates.until(instant, clock)
+        assert clock() >= instant
+        await stepping
+
+    asyncio.run(scenario())
