@@ -15,13 +15,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.support.ports import free_port
 
 ROOT_DIR = Path(tempfile.gettempdir()) / "chaos-servers"
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -30,13 +31,6 @@ PG_USER = "postgres"
 
 class ServerError(RuntimeError):
     """A private server did not start or stop; the message names its log file."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (bound and released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def die_with_parent() -> None:

@@ -14,8 +14,8 @@ import pytest
 from playwright.async_api import Browser, Dialog, async_playwright, expect
 
 from shared.settings import Settings
-from tests.chaos.servers import free_port
 from tests.support.api import spawn_server, wait_healthy
+from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import fast_settings, running_worker, stop_process, wait_until
 

@@ -22,7 +22,8 @@ from services.mock_executor import MockParams, mock_run
 from shared.settings import Settings
 from tests.support.alertmanager import WebhookReceiver, running_alertmanager
 from tests.support.image import ROOT
-from tests.support.prometheus import free_port, running_prometheus
+from tests.support.ports import free_port
+from tests.support.prometheus import running_prometheus
 from tests.support.runtime import Control, fast_settings, running_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, settings
 from scheduler_seed.server.app import create_app
 from scheduler_seed.server.auth import Tokens
 from shared.settings import Settings
-from tests.chaos.servers import free_port
 from tests.support.api import OPERATOR_TOKEN, TOKENS, bearer, remove_scope, spawn_server, wait_healthy
+from tests.support.ports import free_port
 from tests.support.runtime import stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

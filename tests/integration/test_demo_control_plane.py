@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from shared.settings import Settings
-from tests.chaos.servers import free_port
 from tests.support.api import ROOT
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

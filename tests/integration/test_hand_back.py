@@ -30,8 +30,8 @@ from shared.settings import Settings
 from shared.store import runs
 from shared.worker import Worker
 from tests.support.faults import TcpForwarder
+from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
-from tests.support.prometheus import free_port
 from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from shared import topology
 from shared.settings import Settings
 from shared.store.migrate import available_migrations
 from tests.chaos.servers import PrivatePostgres, PrivateRabbit
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port
 from tests.support.runtime import FAST, ROOT, running_worker
 
 pytestmark = pytest.mark.integration

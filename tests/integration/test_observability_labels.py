@@ -19,8 +19,8 @@ from shared import topology
 from shared.job_metrics import keep_job_metrics
 from shared.settings import Settings
 from shared.vocabulary import RunStatus, TriggerSource
+from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
-from tests.support.prometheus import free_port
 from tests.support.runtime import Control, fast_settings, running_worker, wait_until
 
 pytestmark = pytest.mark.integration

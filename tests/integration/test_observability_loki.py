@@ -21,8 +21,8 @@ import structlog
 from shared import logs
 from shared.loki import LABEL_KEYS, LokiQueueHandler
 from shared.settings import Settings
+from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
-from tests.support.prometheus import free_port
 from tests.support.runtime import Control, fast_settings, running_worker, slots_run_more_than_once, wait_until
 
 pytestmark = pytest.mark.integration

@@ -28,6 +28,7 @@ from shared.job_metrics import keep_job_metrics
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.worker import Worker
+from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
 from tests.support.prometheus import (
     Prometheus,
@@ -35,7 +36,6 @@ from tests.support.prometheus import (
     Query,
     alert_queries,
     dashboard_queries,
-    free_port,
     promtool,
     running_prometheus,
 )

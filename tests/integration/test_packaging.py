@@ -23,7 +23,7 @@ from shared import topology
 from shared.settings import Settings
 from shared.store.migrate import available_migrations
 from tests.support.image import ROOT, Image, app_image
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port
 from tests.support.runtime import FAST, stop_process, wait_until
 
 pytestmark = pytest.mark.integration

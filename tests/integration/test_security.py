@@ -32,7 +32,7 @@ from shared.errors import ConfigError
 from shared.messages import BadMessage, parse_message
 from shared.names import check_ident
 from shared.settings import Settings
-from tests.chaos.servers import free_port
+from tests.support.ports import free_port
 from tests.support.runtime import ROOT, Control, spawn_worker, stop_process, wait_until
 
 pytestmark = pytest.mark.integration

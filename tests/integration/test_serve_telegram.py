@@ -11,8 +11,8 @@ import pytest
 
 from shared.control import Control
 from shared.settings import Settings
-from tests.chaos.servers import free_port
 from tests.support.api import spawn_server, wait_healthy
+from tests.support.ports import free_port
 from tests.support.runtime import stop_process
 from tests.support.telegram_standin import TOKEN, TelegramStandIn
 

@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from shared.settings import Settings
+from tests.support.ports import free_port
 from tests.support.runtime import Control, overlaps, slots_run_more_than_once
-from tests.support.service_process import free_port, service_env, service_process, wait_for_process
+from tests.support.service_process import service_env, service_process, wait_for_process
 from tests.support.standins import BrokerStandIn, LlmStandIn, MarketStandIn, NewsStandIn
 
 pytestmark = pytest.mark.integration

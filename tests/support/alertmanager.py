@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port
 from tests.support.standins import Answer, Request, StandIn
 
 INSTALL_HINT = "install Debian's prometheus-alertmanager package: apt-get install -y prometheus-alertmanager"

@@ -44,7 +44,7 @@ import yaml
 
 from tests.chaos.servers import PrivatePostgres, PrivateRabbit, die_with_parent
 from tests.support.image import Image
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

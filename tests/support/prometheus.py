@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.ports import free_port
 
 INSTALL_HINT = "install Debian's prometheus package: apt-get install -y prometheus"
 
@@ -38,12 +39,6 @@ def ensure_prometheus() -> Tools:
             raise RuntimeError(f"{name} not found; {INSTALL_HINT}")
         found[name] = Path(path)
     return Tools(found["prometheus"], found["promtool"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,6 @@ from tests.support.runtime import FAST, ROOT, stop_process, wait_until
 
 # Outside-system settings a developer may have exported must not leak into a test's service.
 OUTSIDE_VARS = ("MARKET_API_URL", "BROKER_API_URL", "LLM_API_URL", "NEWS_FEED_URL", "SERVICE_MODE", "METRICS_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_env(settings: Settings, scope: str, mode: str, **env: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from shared.metrics_http import serve
 from shared.readiness import Readiness
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture
