@@ -2,7 +2,7 @@
 
 0 done   1 tried and failed (a server down, a run that failed)   2 the command cannot be done as given
 (bad arguments, a bad jobs file, an unknown job or message id: nothing was changed)   3 the job is running now
-(run-now without --queue)
+(run-now without --queue), or another migrate-queues of the scope is under way
 """
 
 from __future__ import annotations

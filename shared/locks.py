@@ -40,6 +40,11 @@ def worker_lock_key(worker_id: str) -> int:
     return lock_key("worker", worker_id)
 
 
+def migrate_lock_key(scope: str) -> int:
+    """Held (session-scoped) by a `migrate-queues` of the scope for the whole move: one move at a time."""
+    return lock_key("migrate", scope)
+
+
 def startup_lock_key(scope: str, queue: str) -> int:
     return lock_key("startup", scope, queue)
 

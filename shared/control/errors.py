@@ -24,6 +24,7 @@ __all__ = [
     "ErrorKind",
     "InvalidDefinition",
     "InvalidRequest",
+    "MoveUnderWay",
     "RunningNow",
     "UnknownJob",
     "UnknownParkedMessage",
@@ -36,7 +37,7 @@ class ErrorKind(StrEnum):
 
     NOT_FOUND = "not_found"  # the job (or parked message) named does not exist
     INVALID = "invalid"  # the request cannot be done as given; nothing was changed
-    CONFLICT = "conflict"  # the job is running now
+    CONFLICT = "conflict"  # the job is running now; another move of the scope's queues is under way
     UNAVAILABLE = "unavailable"  # RabbitMQ or PostgreSQL does not answer
     FAILED = "failed"  # tried, and it did not work out (no outcome in time, no worker, a refused declaration)
 
@@ -81,6 +82,19 @@ class RunningNow(SchedulerError):
         )
 
 
+class MoveUnderWay(SchedulerError):
+    """Another `migrate-queues` of the scope holds the move lock: nothing was touched."""
+
+    def __init__(self, scope: str, holder: str | None) -> None:
+        self.scope = scope
+        self.holder = holder
+        by = f" ({holder})" if holder else ""
+        super().__init__(
+            f"another migrate-queues of scope {scope!r} is under way{by}; nothing was touched: run it again once "
+            "that one is done (a move that was killed needs no waiting: PostgreSQL frees its lock at once)"
+        )
+
+
 class DependencyDown(DependencyUnavailable):
     """RabbitMQ or PostgreSQL does not answer. `url` is redacted; the message says how to start the server."""
 
@@ -99,7 +113,7 @@ def kind_of(exc: BaseException) -> ErrorKind | None:
     """The kind of a failed action, or None for an error nobody meant (a bug: show it as such)."""
     if isinstance(exc, UnknownJob | UnknownParkedMessage):
         return ErrorKind.NOT_FOUND
-    if isinstance(exc, RunningNow):
+    if isinstance(exc, RunningNow | MoveUnderWay):
         return ErrorKind.CONFLICT
     if isinstance(exc, InvalidRequest | ConfigError | ValidationError):
         return ErrorKind.INVALID

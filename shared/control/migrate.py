@@ -34,6 +34,7 @@ is paused keeps no chain. Moving a work queue that is already of the target type
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,8 +46,9 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared import chain, topology
-from shared.control.errors import ActionFailed, InvalidRequest
-from shared.locks import chain_lock
+from shared.control.errors import ActionFailed, InvalidRequest, MoveUnderWay
+from shared.dependencies import DB_ERRORS
+from shared.locks import chain_lock, migrate_lock_key
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import runs as runs_store
@@ -307,10 +309,44 @@ async def migrate_queues(
     queue: str | None = None,
 ) -> list[MovedQueue]:
     """Move every work queue of `scope` (or only `queue`) whose jobs or queues are not of type `to` yet, or whose
-    holding queue is still there (an earlier move was interrupted)."""
+    holding queue is still there (an earlier move was interrupted). One move of a scope at a time: a second one
+    finds the scope's move lock held and raises `MoveUnderWay`, having touched nothing."""
     if to not in ("classic", "quorum"):
         raise InvalidRequest(f"--to {to!r}: use classic or quorum", "to")
     target: topology.QueueType = "quorum" if to == "quorum" else "classic"
+    key = migrate_lock_key(scope)
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        raise MoveUnderWay(scope, await _lock_holder(conn, key))
+    try:
+        return await _migrate_queues(conn, connection, channel, publisher, scope, target, queue)
+    finally:
+        with contextlib.suppress(*DB_ERRORS):  # a connection lost took the lock with it
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def _lock_holder(conn: asyncpg.Connection, key: int) -> str | None:
+    """Who holds the session lock `key`: the PostgreSQL session, its application name and since when."""
+    row = await conn.fetchrow(
+        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = (($1::bigint >> 32) & 4294967295)::oid"
+        " AND l.objid = ($1::bigint & 4294967295)::oid LIMIT 1",
+        key,
+    )
+    if row is None:
+        return None
+    name = f" of {row['application_name']!r}" if row["application_name"] else ""
+    return f"PostgreSQL session {row['pid']}{name}, connected since {row['backend_start']:%Y-%m-%d %H:%M:%S %Z}"
+
+
+async def _migrate_queues(
+    conn: asyncpg.Connection,
+    connection: AbstractConnection,
+    channel: AbstractChannel,
+    publisher: Publisher,
+    scope: str,
+    target: topology.QueueType,
+    queue: str | None,
+) -> list[MovedQueue]:
     by_queue: dict[str, list[JobRow]] = defaultdict(list)
     for row in await jobs_store.list_jobs(conn, scope):
         by_queue[row.queue].append(row)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from shared import topology
+from shared.locks import migrate_lock_key
 from shared.messages import manual_message
 from shared.publisher import Publisher
 from shared.settings import Settings
@@ -102,3 +103,33 @@ async def test_cli_verb_moves_a_queue_and_refuses_an_unknown_one(
     assert again.code == 0 and "nothing to move" in again.out
     unknown = await cli_here(capsys, settings, scope, "migrate-queues", "--to", "quorum", "--queue", "nope")
     assert unknown.code != 0 and "no job of scope" in unknown.error_line and "'nope'" in unknown.error_line
+
+
+async def test_a_second_move_of_the_scope_is_refused_while_one_is_under_way(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    cleanup_scope: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A move holds the scope's move lock (a PostgreSQL session lock) from start to end: another one, from
+    another session, is refused with exit code 3 and one line naming the session in the way, and touches no
+    queue; once the first is done (or killed: its session ends), the move goes ahead."""
+    scope = cleanup_scope
+    await Control(pool, amqp, scope).seed(job_id="solo", cron_expr="0 0 1 1 *")
+    work = topology.work_queue_spec(scope, "solo", "classic")
+    async with pool.acquire() as first:  # the move under way
+        await first.execute("SELECT set_config('application_name', 'first-move', false)")
+        assert await first.fetchval("SELECT pg_try_advisory_lock($1)", migrate_lock_key(scope))
+        refused = await cli_here(capsys, settings, scope, "migrate-queues", "--to", "quorum")
+        assert refused.code == 3
+        assert f"another migrate-queues of scope '{scope}' is under way" in refused.error_line
+        assert "'first-move'" in refused.error_line and "nothing was touched" in refused.error_line
+        assert await declared_as(amqp, work)  # still classic: not touched
+        await first.execute("SELECT pg_advisory_unlock_all()")
+        await first.execute("RESET application_name")
+    moved = await cli_here(capsys, settings, scope, "migrate-queues", "--to", "quorum")
+    assert moved.code == 0 and "work queue 'solo': classic -> quorum" in moved.out
+    async with pool.acquire() as conn:  # the move gave its lock back
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", migrate_lock_key(scope))
+        await conn.execute("SELECT pg_advisory_unlock_all()")
