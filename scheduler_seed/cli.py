@@ -8,7 +8,6 @@ readable line on stderr, never a traceback (set LOG_LEVEL=DEBUG to see one for a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
@@ -40,6 +39,7 @@ from scheduler_seed import (
 )
 from scheduler_seed.errors import EXIT_FAILED, EXIT_USAGE, exit_code
 from scheduler_seed.server import serve
+from shared import event_loop
 from shared.control import Control, RunningNow, kind_of
 from shared.errors import SchedulerError
 from shared.messages import describe_validation_error
@@ -72,9 +72,17 @@ def build_parser(default_scope: str | None) -> Parser:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
-    """Run one command; returns the exit code (0 done, 1 failed, 2 usage or config error, 3 running now)."""
+    """Run one command on the loop SCHEDULER_EVENT_LOOP names (`serve` is long-lived); returns the exit code
+    (0 done, 1 failed, 2 usage or config error, 3 running now)."""
     try:
-        return asyncio.run(amain(argv, settings))
+        settings = settings or Settings()
+        loop = event_loop.choose(settings.scheduler_event_loop)
+    except ValidationError as exc:
+        return fail(EXIT_USAGE, configuration_line(exc))
+    except event_loop.EventLoopUnavailable as exc:
+        return fail(EXIT_USAGE, str(exc))
+    try:
+        return event_loop.run(amain(argv, settings), loop)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -85,7 +93,7 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     try:
         settings = settings or Settings()
     except ValidationError as exc:
-        return fail(EXIT_USAGE, "configuration: " + describe_validation_error(exc).replace("Value error, ", ""))
+        return fail(EXIT_USAGE, configuration_line(exc))
     unknown = unknown_variables_line(os.environ)
     if unknown is not None:  # a typo in a variable name is otherwise silently ignored
         print(f"warning: {unknown}", file=sys.stderr)
@@ -99,6 +107,10 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
             return code
     except Exception as exc:
         return fail(*explain(exc))
+
+
+def configuration_line(exc: ValidationError) -> str:
+    return "configuration: " + describe_validation_error(exc).replace("Value error, ", "")
 
 
 def actor() -> str:

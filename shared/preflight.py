@@ -1,6 +1,8 @@
-"""`python -m shared.preflight`: one line per server that does not answer, and how to start it.
+"""`python -m shared.preflight`: one line per server that does not answer, and how to start it (and one line for
+SCHEDULER_EVENT_LOOP=uvloop without uvloop installed).
 
-Exit code 0 when both answer, 1 otherwise. `make test` and `make demo` run it first.
+Exit code 0 when both answer (and the event loop asked for can be loaded), 1 otherwise. `make test` and
+`make demo` run it first.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import sys
 
 import asyncpg
 
+from shared import event_loop
 from shared.brokers import parse_amqp_urls
 from shared.failover import connect_any
 from shared.settings import Settings
@@ -46,6 +49,10 @@ async def preflight(settings: Settings, wait_sec: float = 5.0) -> list[str]:
         check_postgres(settings.database_url.get_secret_value(), wait_sec),
     )
     problems = []
+    try:
+        event_loop.choose(settings.scheduler_event_loop)
+    except event_loop.EventLoopUnavailable as exc:
+        problems.append(str(exc))
     if amqp is not None:
         problems.append(
             f"RabbitMQ at {settings.amqp_url_redacted} is not reachable ({amqp}); {HOW_TO_START['RabbitMQ']}"

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.brokers import BrokerUrlError, parse_amqp_urls, redact_all
+from shared.event_loop import EventLoopSetting
 from shared.lead import DEFAULT_LEAD_MS
 from shared.names import check_ident
 
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
         ge=1000,
         le=TTL_CEILING_MS,
         description="longest per-message TTL posted; a slot further away is reached by re-arm hops",
+    )
+    scheduler_event_loop: EventLoopSetting = Field(
+        default="auto",
+        description="auto|uvloop|asyncio: the event loop of a worker and of the CLI and its server (shared.event_loop);"
+        " auto: uvloop when installed (the `fast` extra), else asyncio's; uvloop without it installed stops at start",
     )
     scheduler_run_immediately: bool = Field(
         default=False,

@@ -33,7 +33,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import connect, lanes, logs, queue_types, topology
+from shared import connect, event_loop, lanes, logs, queue_types, topology
 from shared.backoff import forever
 from shared.connection_watch import ConfirmWatch
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
@@ -115,7 +115,13 @@ class Worker:
             scope=self.settings.scheduler_scope,
         )
         try:
-            asyncio.run(self.serve(install_signals=True))
+            loop = event_loop.choose(self.settings.scheduler_event_loop)
+        except event_loop.EventLoopUnavailable as exc:  # before connecting anywhere: installing it is the fix
+            log.error("worker.event_loop_unavailable", error=str(exc))
+            print(f"error: {self.service}: {exc}", file=sys.stderr)
+            sys.exit(2)
+        try:
+            event_loop.run(self.serve(install_signals=True), loop)
         except (TopologyMismatch, ConfigError) as exc:
             log.error("worker.topology_mismatch", error=str(exc))
             print(f"error: {exc}", file=sys.stderr)
@@ -144,6 +150,7 @@ class Worker:
             {"service": self.service, "scope": s.scheduler_scope, "mode": s.mode, "version": VERSION}
         )
         log.info("worker.starting", worker=self.worker_id, queues=self.registry.queues, amqp=s.amqp_url_redacted)
+        log.info("worker.event_loop", loop=event_loop.running_loop_name(), setting=s.scheduler_event_loop)
         async with AsyncExitStack() as stack:
             if server is not None:
                 stack.callback(server.server_close)

@@ -2,6 +2,8 @@
 
 Port 9095 for scope `mock`, 8095 otherwise (the seed's Scheduler API ports). Without `CONTROL_API_TOKENS` it binds
 only to a loopback address and refuses any other with one line. Logs are JSON lines on stdout, as the workers'.
+It runs on the event loop the CLI runs on (SCHEDULER_EVENT_LOOP), inside which uvicorn serves: uvicorn's own `loop`
+option is for `uvicorn.run`, which makes a loop of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import structlog
 from scheduler_seed.server.auth import check_bind, parse_tokens
 from scheduler_seed.server.config import ServerSettings, default_port
 from scheduler_seed.server.notify import Notifier
-from shared import logs
+from shared import event_loop, logs
 from shared.control import Control
 from shared.settings import Settings
 
@@ -60,7 +62,9 @@ async def execute(args: argparse.Namespace, control: Control) -> int:
         logging.getLogger().removeHandler(handler)
     logs.configure(settings.log_level, loki_url=settings.loki_url, service="scheduler-api", scope=control.scope)
     app = create_app(settings, control.scope, tokens, server, notifier_for(settings, control.scope))
-    structlog.get_logger(__name__).info("api.listening", url=f"http://{host}:{port}/", scope=control.scope)
+    structlog.get_logger(__name__).info(
+        "api.listening", url=f"http://{host}:{port}/", scope=control.scope, loop=event_loop.running_loop_name()
+    )
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     await uvicorn.Server(config).serve()
     return 0

@@ -4,7 +4,8 @@ Sections: lateness (framework, spread phases, every J x W), herd (RabbitMQ alone
 every job at one instant), peers (APScheduler, Celery beat), scale (registered jobs), recovery. Output in
 DIR (default bench-results/<UTC timestamp>/): results.json, samples.json, results.md, lateness.png, and with
 --profile a py-spy profile of one worker under the J=500 load. `--quick` is a small, short smoke run whose
-scenarios run side by side: its numbers only show that everything works.
+scenarios run side by side: its numbers only show that everything works. The workers run on the event loop
+SCHEDULER_EVENT_LOOP names (`SCHEDULER_EVENT_LOOP=asyncio python -m tests.bench ...`), recorded in the results' meta.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from shared import event_loop
 from shared.settings import Settings
 from tests.bench import framework, history, plot, profile_summary, recovery, report, scale, scopes
 from tests.bench.measure import Outcome
@@ -215,6 +217,7 @@ def meta(settings: Settings, plan: Plan, args: argparse.Namespace, started: date
         "memory_gib": round(psutil.virtual_memory().total / 2**30),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "event_loop": event_loop.choose(settings.scheduler_event_loop).name,  # the workers' (same environment)
         "rabbitmq": _version(["rabbitmqctl", "-q", "version"]),
         "postgres": rows[0]["server_version"].split()[0],
         "commit": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),

@@ -11,7 +11,9 @@ ones) and for this tree, alternating
 - `compare.json`: the same, and every run's summary row;
 - `knee.png`: p50 and p99 lateness against the number of jobs (median, range as error bars), before and after.
 
-Each run's own results stay in `OUT/<label>-<n>/` as the benchmark writes them.
+Each run's own results stay in `OUT/<label>-<n>/` as the benchmark writes them. Both trees' workers run on the
+event loop SCHEDULER_EVENT_LOOP names (default: uvloop when installed), and a tree older than that setting on
+asyncio's: `SCHEDULER_EVENT_LOOP=asyncio make bench-compare ...` compares the code, not the loops.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ is a message the client then waits on: `Sync` (ends an extended-protocol exchang
 `Query` (simple protocol). Statements are `Execute` messages plus the statements of each simple query.
 RabbitMQ: publishes, deliveries, acks/nacks/rejects and synchronous RPCs (declare, purge, qos ...) per channel.
 
-`install()` patches asyncpg and aiormq classes in this process only; the counts are read with `snapshot()`.
+`install()` patches asyncpg and aiormq classes in this process only, at levels above the event loop: the counts are
+the same on asyncio's loop and on uvloop's. They are read with `snapshot()`.
 """
 
 from __future__ import annotations
@@ -21,68 +22,82 @@ from typing import Any
 
 COUNTS: Counter[str] = Counter()
 _HEADER = struct.Struct("!cI")
+_LENGTH = struct.Struct("!I")
 
 
 class _WireCounter:
-    """Parses one connection's outgoing frontend messages (type byte + int32 length) across write calls."""
+    """Parses one connection's outgoing frontend messages (type byte + int32 length) across write calls. The first
+    message on a connection, the StartupMessage, has no type byte (int32 length, then the protocol version)."""
 
     def __init__(self) -> None:
         self.pending = b""
+        self.started = False
 
     def feed(self, data: bytes) -> None:
         buf = self.pending + data
         pos = 0
+        if not self.started:
+            if len(buf) < 4:
+                self.pending = buf
+                return
+            pos = _LENGTH.unpack_from(buf, 0)[0]
+            self.started = True
         while len(buf) - pos >= 5:
             kind, length = _HEADER.unpack_from(buf, pos)
             end = pos + 1 + length
             if end > len(buf):
                 break
-            if kind == b"S":
-                COUNTS["pg_round_trips"] += 1
-            elif kind == b"E":
-                COUNTS["pg_statements"] += 1
-            elif kind == b"Q":
-                COUNTS["pg_round_trips"] += 1
-                text = bytes(buf[pos + 5 : end - 1]).decode("utf-8", "replace")
-                COUNTS["pg_statements"] += max(1, sum(1 for part in text.split(";") if part.strip()))
-            elif kind == b"P":
-                COUNTS["pg_prepares"] += 1
+            _count(kind, buf, pos, end)
             pos = end
         self.pending = bytes(buf[pos:])
 
 
-def _wrap_transport(transport: Any) -> None:
-    wire = _WireCounter()
-    write, writelines = transport.write, transport.writelines
+def _count(kind: bytes, buf: bytes, pos: int, end: int) -> None:
+    if kind == b"S":
+        COUNTS["pg_round_trips"] += 1
+    elif kind == b"E":
+        COUNTS["pg_statements"] += 1
+    elif kind == b"Q":
+        COUNTS["pg_round_trips"] += 1
+        text = bytes(buf[pos + 5 : end - 1]).decode("utf-8", "replace")
+        COUNTS["pg_statements"] += max(1, sum(1 for part in text.split(";") if part.strip()))
+    elif kind == b"P":
+        COUNTS["pg_prepares"] += 1
 
-    def counted_write(data: Any) -> None:
-        wire.feed(bytes(data))
-        write(data)
 
-    def counted_writelines(buffers: Any) -> None:
+class _CountedTransport:
+    """Stands between asyncpg's protocol and its transport: every write passes through the wire counter, everything
+    else goes to the transport. A proxy, not a patch of the transport's methods, because uvloop's transports are
+    C objects whose attributes cannot be replaced; asyncio's and uvloop's are counted the same way."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._wire = _WireCounter()
+
+    def write(self, data: Any) -> None:
+        self._wire.feed(bytes(data))
+        self._transport.write(data)
+
+    def writelines(self, buffers: Any) -> None:
         buffers = list(buffers)
         for data in buffers:
-            wire.feed(bytes(data))
-        writelines(buffers)
+            self._wire.feed(bytes(data))
+        self._transport.writelines(buffers)
 
-    try:
-        transport.write = counted_write
-        transport.writelines = counted_writelines
-    except AttributeError:  # a transport written in C (uvloop): not counted
-        COUNTS["pg_uncounted_connections"] += 1
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _install_postgres() -> None:
-    from asyncpg.connection import Connection
+    from asyncpg.protocol.protocol import BaseProtocol, Protocol
 
-    original = Connection.__init__
-
-    def init(self: Any, protocol: Any, transport: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, protocol, transport, *args, **kwargs)
+    # Protocol is a Python class over asyncpg's compiled BaseProtocol, so its connection_made can be replaced: the
+    # protocol then writes through the counting proxy, on whichever loop made the transport.
+    def connection_made(self: Any, transport: Any) -> None:
         COUNTS["pg_connections"] += 1
-        _wrap_transport(transport)
+        BaseProtocol.connection_made(self, _CountedTransport(transport))
 
-    Connection.__init__ = init
+    Protocol.connection_made = connection_made
 
 
 def _count_method(cls: Any, name: str, key: str) -> None:

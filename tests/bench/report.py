@@ -115,8 +115,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"# Benchmark {meta['started']}",
         "",
         f"Machine: {meta['cores']} cores, {meta['memory_gib']} GiB; RabbitMQ {meta['rabbitmq']}, PostgreSQL "
-        f"{meta['postgres']}, Python {meta['python']}. Window {meta['duration_sec']} s per run after "
-        f"{meta['warmup_sec']} s of warm-up{'; quick mode' if meta['quick'] else ''}. Code under test: "
+        f"{meta['postgres']}, Python {meta['python']}, workers on {meta.get('event_loop', 'asyncio')}. "
+        f"Window {meta['duration_sec']} s per run after {meta['warmup_sec']} s of warm-up"
+        f"{'; quick mode' if meta['quick'] else ''}. Code under test: "
         f"{meta['code_root']}{(' (' + meta['label'] + ')') if meta.get('label') else ''}.",
         "",
     ]

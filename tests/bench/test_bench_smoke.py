@@ -26,6 +26,7 @@ def run_quick(settings: Settings, out: Path) -> subprocess.CompletedProcess[str]
         **os.environ,
         "AMQP_URL": settings.amqp_url.get_secret_value(),
         "DATABASE_URL": settings.database_url.get_secret_value(),
+        "SCHEDULER_EVENT_LOOP": "uvloop",  # its C transports: the counters must still see every PostgreSQL write
     }
     argv = [sys.executable, "-m", "tests.bench", "--quick", "--out", str(out)]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170, check=False)
@@ -38,6 +39,7 @@ def test_quick_bench_writes_results_table_and_plot(settings: Settings, tmp_path:
 
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["quick"] is True and results["meta"]["cores"] >= 1
+    assert results["meta"]["event_loop"] == "uvloop"
     assert {row["system"] for row in results["herd"] + results["peers"]} == SYSTEMS
     samples = json.loads((out / "samples.json").read_text())
     for section in ("lateness", "herd", "peers", "scale"):

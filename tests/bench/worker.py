@@ -3,7 +3,8 @@
 Serves the work queues in BENCH_QUEUES (comma list) with a zero-work handler that notes, for every run, the job,
 the slot (`ctx.scheduled_for`), the attempt and the wall-clock time the handler started. On SIGUSR1 it appends a
 snapshot of its counters (PostgreSQL round trips, RabbitMQ messages, CPU) to BENCH_COUNTERS; when it stops (SIGTERM)
-it writes its runs to BENCH_RUNS, one JSON array per line: [job_id, slot, started, attempt, arrived].
+it writes its runs to BENCH_RUNS, one JSON array per line: [job_id, slot, started, attempt, arrived]. It runs on the
+event loop SCHEDULER_EVENT_LOOP names, as any worker (the bench passes its own environment on).
 """
 
 from __future__ import annotations
@@ -80,10 +81,6 @@ class WindowProfile:
 def main() -> None:
     counters.install()
     note_arrivals()
-    if os.environ.get("BENCH_UVLOOP"):  # an experiment: the same worker on uvloop's event loop
-        import uvloop
-
-        uvloop.install()
     counters_path = Path(os.environ["BENCH_COUNTERS"])
     profile = WindowProfile(os.environ.get("BENCH_CPROFILE"))
 

@@ -1,6 +1,6 @@
 """The wheel carries everything the services need at run time: installed the way deploy/Dockerfile installs it
-(`pip install ".[loki]"` from a copy of what it copies), in a fresh venv outside the checkout, it migrates an
-empty database, seeds a jobs file and runs a worker that runs the job.
+(`pip install ".[loki,fast]"` from a copy of what it copies), in a fresh venv outside the checkout, it migrates an
+empty database, seeds a jobs file and runs a worker that runs the job, on uvloop (the `fast` extra).
 
 The image folder is shared with the compose rehearsal (tests/support/image.py caches it per source hash)."""
 
@@ -110,6 +110,7 @@ async def test_from_the_installed_wheel_migrate_seed_and_run_a_job(
         "SCHEDULER_SCOPE": scope,
         "SERVICE_MODE": "mock",
         "METRICS_PORT": str(port),
+        "SCHEDULER_EVENT_LOOP": "auto",
     }
     seeded = in_image(image, ["python", "-m", "scheduler_seed", "seed", "--scope", scope, "--file", str(jobs)], env)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
@@ -136,6 +137,13 @@ async def test_from_the_installed_wheel_migrate_seed_and_run_a_job(
         await conn.close()
         stop_process(worker)
     assert worker.returncode == 0, log_path.read_text()[-3000:]
+    assert loops_logged(log_path) == ["uvloop"], log_path.read_text()[-3000:]
+
+
+def loops_logged(log_path: Path) -> list[str]:
+    """The loops the worker's `worker.event_loop` lines name."""
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    return [line["loop"] for line in lines if line.get("event") == "worker.event_loop"]
 
 
 def start(image: Image, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

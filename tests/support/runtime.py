@@ -140,8 +140,10 @@ async def running_worker(
         await asyncio.wait_for(task, 30)
 
 
-def spawn_worker(scope: str, queues: list[str], settings: Settings, **env: str) -> subprocess.Popen[bytes]:
-    """A real worker process (the probe service) in `scope`; its output goes to a log file under /tmp."""
+def spawn_worker(
+    scope: str, queues: list[str], settings: Settings, module: str = "tests.support.probe_worker", **env: str
+) -> subprocess.Popen[bytes]:
+    """A real worker process (the probe service, or `module`) in `scope`; its output goes to a log file under /tmp."""
     full_env = {
         **os.environ,
         **{k.upper(): v for k, v in FAST.items()},
@@ -153,9 +155,7 @@ def spawn_worker(scope: str, queues: list[str], settings: Settings, **env: str) 
     }
     log_path = Path(f"/tmp/{scope}-worker-{time.monotonic_ns()}.log")
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.probe_worker"], cwd=ROOT, env=full_env, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=log, stderr=log)
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
 
