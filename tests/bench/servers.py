@@ -3,6 +3,7 @@ broker meanwhile) and the PostgreSQL backends of the workers under test (found b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import psutil
@@ -20,6 +21,10 @@ def _cpu(pid: int) -> float:
 
 
 def rabbitmq_pid() -> int | None:
+    """The RabbitMQ node's VM: BENCH_RABBITMQ_PID when set (a private node beside the shared one), else the first
+    beam.smp running rabbit."""
+    if os.environ.get("BENCH_RABBITMQ_PID"):
+        return int(os.environ["BENCH_RABBITMQ_PID"])
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if proc.info.get("name") == "beam.smp" and any("rabbit" in part for part in cmdline):
