@@ -15,8 +15,8 @@ import pytest
 
 from shared.settings import Settings
 from tests.support.api import spawn_server, wait_healthy
+from tests.support.ports import free_port
 from tests.support.runtime import Control, spawn_worker, stop_process, wait_until
-from tests.support.service_process import free_port
 
 pytestmark = pytest.mark.integration
 
