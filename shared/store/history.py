@@ -12,7 +12,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from shared.vocabulary import OWNED, RunStatus, sources
+from shared.store.runs import ACTIVE_ROWS
+from shared.vocabulary import ACTIVE, OWNED, RunStatus, sources
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 _ATTEMPT = "run_id, status, attempt, duration_ms, error, worker"
@@ -43,8 +44,10 @@ async def all_runs(conn: Conn, scope: str, job_id: str | None = None) -> list[as
 
 async def counts_in(conn: Conn, scope: str, status: RunStatus) -> dict[str, int]:
     """job_id -> how many of its runs are in `status` now."""
+    active = f" AND {ACTIVE_ROWS}" if status in ACTIVE else ""
     records = await conn.fetch(
-        "SELECT job_id, count(*) AS n FROM scheduler.job_runs WHERE scope = $1 AND status = $2 GROUP BY job_id",
+        f"SELECT job_id, count(*) AS n FROM scheduler.job_runs WHERE scope = $1{active} AND status = $2"
+        " GROUP BY job_id",
         scope,
         status.value,
     )
@@ -56,7 +59,7 @@ async def owned(conn: Conn, scope: str, job_ids: list[str]) -> list[asyncpg.Reco
     run_id, job_id, worker, status, since (start, else claim time)."""
     records: list[asyncpg.Record] = await conn.fetch(
         "SELECT run_id, job_id, worker, status, coalesce(started_at, claimed_at) AS since FROM scheduler.job_runs"
-        " WHERE scope = $1 AND job_id = ANY($2::text[]) AND status = ANY($3::text[])",
+        f" WHERE scope = $1 AND job_id = ANY($2::text[]) AND {ACTIVE_ROWS} AND status = ANY($3::text[])",
         scope,
         job_ids,
         sources(OWNED),

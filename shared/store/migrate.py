@@ -34,8 +34,9 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply every migration not applied yet; returns the versions applied now. Safe to call concurrently."""
+async def migrate(conn: asyncpg.Connection, upto: int | None = None) -> list[int]:
+    """Apply every migration not applied yet (up to version `upto`, when given: a schema as older code left it,
+    for tests and benchmarks); returns the versions applied now. Safe to call concurrently."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         await conn.execute(
@@ -46,7 +47,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
         done = {r["version"] for r in await conn.fetch("SELECT version FROM scheduler.schema_migrations")}
         applied = []
         for migration in available_migrations():
-            if migration.version in done:
+            if migration.version in done or (upto is not None and migration.version > upto):
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)

@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from shared.locks import lock_key
+from shared.store.runs import ACTIVE_ROWS
 from shared.vocabulary import OWNED, RunStatus, sources
 
 CANCEL_CHANNEL = "scheduler_cancel"
@@ -32,7 +33,7 @@ async def buffer_guard(conn: asyncpg.Connection, scope: str, job_id: str, needed
 async def waiting(conn: asyncpg.Connection, scope: str, job_id: str) -> int:
     """How many slots of the job wait for the lock (buffered)."""
     found = await conn.fetchval(
-        "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = $3",
+        f"SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = $3",
         scope,
         job_id,
         RunStatus.BUFFERED.value,
@@ -43,7 +44,7 @@ async def waiting(conn: asyncpg.Connection, scope: str, job_id: str) -> int:
 async def earlier_waiting(conn: asyncpg.Connection, scope: str, job_id: str, slot: datetime) -> bool:
     """Whether a slot of the job earlier than `slot` waits for the lock too."""
     found = await conn.fetchval(
-        "SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = $3"
+        f"SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = $3"
         " AND scheduled_for < $4 LIMIT 1",
         scope,
         job_id,
@@ -79,10 +80,10 @@ async def note_skip(conn: asyncpg.Connection, run_id: uuid.UUID, error: str) -> 
     )
 
 
-_REQUEST = """
+_REQUEST = f"""
     WITH target AS (
         SELECT run_id FROM scheduler.job_runs
-        WHERE scope = $1 AND job_id = $2 AND status = ANY($3::text[]) AND run_id <> $4
+        WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = ANY($3::text[]) AND run_id <> $4
         ORDER BY status = $7 DESC, claimed_at LIMIT 1
     ), asked AS (
         INSERT INTO scheduler.run_cancels (run_id, scope, job_id, requested_by, reason)

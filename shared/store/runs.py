@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from shared.locks import JobVersion
-from shared.vocabulary import OWNED, REVIVABLE, RunStatus, TriggerSource, sources
+from shared.vocabulary import ACTIVE, OWNED, REVIVABLE, RunStatus, TriggerSource, sources
 
 ERROR_LIMIT = 2000
 T = TypeVar("T")
@@ -64,6 +64,12 @@ class NewRun:
     upstream_run_id: uuid.UUID | None = None
     origin_run_id: uuid.UUID | None = None
 
+
+ACTIVE_ROWS = "status IN (" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE)) + ")"
+"""Said, besides the status asked for, by every statement that looks for a job's or a scope's active rows: the
+predicate of the partial index job_runs_active spelled as constants, so that the index answers the generic plan a
+prepared statement moves to as well (a status given as a parameter proves nothing about the predicate there; the
+index of all a job's runs would be read instead: tests/integration/test_run_indexes.py)."""
 
 # A run starts from its claim, or from `abandoned`: the watchdog took its worker for dead while the worker was
 # cut off from PostgreSQL, and the worker's own record of what it does wins. The same holds for the finish.
@@ -263,7 +269,8 @@ async def resolve_buffered(conn: asyncpg.Connection, run_id: uuid.UUID, status: 
 async def has_waiter(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
     """overlap=buffer_one keeps at most one buffered slot per job."""
     found = await conn.fetchval(
-        "SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND status = $3 LIMIT 1",
+        f"SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = $3"
+        " LIMIT 1",
         scope,
         job_id,
         RunStatus.BUFFERED.value,
@@ -272,9 +279,10 @@ async def has_waiter(conn: asyncpg.Connection, scope: str, job_id: str) -> bool:
 
 
 # claimed -> running, stamping started_at and the lateness (start minus the intended fire time, see
-# decisions.fire_time); {n} is the first of its three parameters: status, worker, fire time
+# decisions.fire_time); {n} is the first of its three parameters: status, worker, fire time. A run the watchdog had
+# abandoned (finished) and that starts after all is not finished any more.
 _START = (
-    "status = ${n}, worker = ${w}, started_at = clock_timestamp(),"
+    "status = ${n}, worker = ${w}, started_at = clock_timestamp(), finished_at = NULL,"
     " lateness_ms = LEAST(GREATEST(extract(epoch FROM clock_timestamp() - ${f}::timestamptz) * 1000,"
     " -2147483648), 2147483647)::integer"
 )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from shared.store import idempotency, partitions, workers
-from shared.store.runs import ALIVE_SQL, RELEASED_CLAIM_GRACE_SEC, RunRow
+from shared.store.runs import ACTIVE_ROWS, ALIVE_SQL, RELEASED_CLAIM_GRACE_SEC, RunRow
 from shared.vocabulary import ACTIVE, OWNED, RunStatus, sources
 
 DEAD_WORKER_RETENTION_SEC = 86400.0
@@ -33,7 +33,7 @@ _ABANDON = f"""
     WITH dead AS (
         SELECT r.run_id FROM scheduler.job_runs r
         LEFT JOIN scheduler.workers w ON w.worker_id = r.worker
-        WHERE r.scope = $1 AND r.status = ANY($3::text[])
+        WHERE r.scope = $1 AND r.{ACTIVE_ROWS} AND r.status = ANY($3::text[])
           AND CASE WHEN r.worker IS NULL THEN r.claimed_at < clock_timestamp() - make_interval(secs => $2)
                    ELSE w.worker_id IS NULL OR NOT {ALIVE_SQL.format(w="w")} END
         FOR UPDATE OF r SKIP LOCKED
@@ -74,7 +74,7 @@ async def expire_stale_buffers(conn: asyncpg.Connection, scope: str, older_than_
     status = await conn.execute(
         "UPDATE scheduler.job_runs r SET status = $4, finished_at = now(),"
         " error = 'buffered message did not return' FROM scheduler.jobs j"
-        " WHERE r.scope = $1 AND r.status = $3 AND j.scope = r.scope AND j.job_id = r.job_id"
+        f" WHERE r.scope = $1 AND r.{ACTIVE_ROWS} AND r.status = $3 AND j.scope = r.scope AND j.job_id = r.job_id"
         " AND r.claimed_at < now() - make_interval(secs => j.misfire_grace_sec + $2)",
         scope,
         older_than_sec,
