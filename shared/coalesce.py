@@ -6,6 +6,11 @@ sends a lone request at once (no timer, no added latency), and a busy one (a her
 arrive together) sends one statement for many. One batch at a time per coalescer: a batch's requests are
 answered in order, each caller gets its own result, or the batch's exception.
 
+A request may also be allowed to wait for company (`linger`, seconds): the batch it opens is then sent when the
+earliest deadline of its requests comes (or at once when one that may not wait joins, or the batch is full). Work
+whose result is not needed at once (a slot claimed a lead ahead of its start) trades a few milliseconds for
+one statement shared with the requests of those milliseconds.
+
 A request found alone at the end of its turn (spread load: most of them) is sent from its caller's own task,
 sparing a task and a future per batch. Its caller's cancellation then interrupts the flush, which undoes what it
 took as on any error (every flush here does); a batch of many goes in a task of its own, which no one caller's
@@ -30,23 +35,35 @@ class Coalescer(Generic[Req, Res]):
         flush: Callable[[list[Req]], Awaitable[Sequence[Res]]],
         max_batch: int = 1000,
         orphaned: Callable[[Req, Res], None] | None = None,
+        enough: int | None = None,
     ) -> None:
         self._flush = flush
         self._orphaned = orphaned  # told of a result whose caller stopped waiting (it may hold something to undo)
         self.max_batch = max_batch
+        self.enough = min(enough or max_batch, max_batch)  # a lingering batch this large goes at once
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
         self._busy = False  # a batch is in flight, or is gathering its turn
         self._task: asyncio.Task[None] | None = None
+        self._gathering: asyncio.Future[None] | None = None  # set while the first request lingers for company
+        self._deadline = 0.0  # when the lingering batch goes (event loop time)
+        self._timer: asyncio.TimerHandle | None = None
         self.batches = 0  # how many batches were sent, for how many requests (tests, benchmarks)
         self.submitted = 0
 
-    async def submit(self, request: Req) -> Res:
+    async def submit(self, request: Req, linger: float = 0.0) -> Res:
+        """`flush`'s result for `request`, sent with the requests made together with it; with `linger`, it may wait
+        that long for more."""
         self.submitted += 1
         if self._busy:
+            if self._gathering is not None:
+                self._hurry(linger, len(self._pending) + 2)
             return await self._wait(request)
         self._busy = True
         try:
-            await asyncio.sleep(0)  # the callbacks already due run first: what they submit in this turn goes too
+            if linger > 0:
+                await self._gather(linger)
+            else:
+                await asyncio.sleep(0)  # the callbacks already due run first: what they submit in this turn goes too
         except BaseException:
             self._next()
             raise
@@ -58,6 +75,33 @@ class Coalescer(Generic[Req, Res]):
         finally:
             self._next()
         return results[0]
+
+    async def _gather(self, linger: float) -> None:
+        """The first request of a batch waits up to `linger` for company (less if a later one may wait less)."""
+        loop = asyncio.get_running_loop()
+        self._gathering = loop.create_future()
+        self._deadline = loop.time() + linger
+        self._timer = loop.call_at(self._deadline, self._go)
+        try:
+            await self._gathering
+        finally:
+            self._timer.cancel()
+            self._gathering = self._timer = None
+
+    def _hurry(self, linger: float, size: int) -> None:
+        """A request joined the lingering batch: the batch goes by its deadline, or now when it is full."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(linger, 0.0)
+        if size >= self.enough or linger <= 0:
+            self._go()
+        elif deadline < self._deadline and self._timer is not None:
+            self._timer.cancel()
+            self._deadline = deadline
+            self._timer = loop.call_at(deadline, self._go)
+
+    def _go(self) -> None:
+        if self._gathering is not None and not self._gathering.done():
+            self._gathering.set_result(None)
 
     async def _wait(self, request: Req, first: bool = False) -> Res:
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()

@@ -90,18 +90,23 @@ class Lot:
 class LeadBatch:
     """The worker's batched claims ahead (one per worker, shared by its deliveries)."""
 
-    def __init__(self, pool: asyncpg.Pool, scope: str, worker_id: str, max_batch: int = 500) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, scope: str, worker_id: str, max_batch: int = 500, enough: int | None = None
+    ) -> None:
+        """`enough`: a batch lingering for company goes once it holds this many claims (half the worker's
+        prefetch: the broker sends no more while the rest are unacked)."""
         self.pool = pool
         self.scope = scope
         self.worker_id = worker_id
         self.claims: Coalescer[AheadClaim, tuple[ClaimedAhead, Hold | None]] = Coalescer(
-            self._claim, max_batch=max_batch, orphaned=self._orphaned
+            self._claim, max_batch=max_batch, orphaned=self._orphaned, enough=enough
         )
 
-    async def claim(self, claim: AheadClaim) -> tuple[ClaimedAhead, Hold | None]:
-        """`runs.claim_and_enter_chain` for one slot, sent with the claims made together with it. A claimed slot
-        comes with the `Hold` of its chain lock, to record or give back."""
-        return await self.claims.submit(claim)
+    async def claim(self, claim: AheadClaim, linger: float = 0.0) -> tuple[ClaimedAhead, Hold | None]:
+        """`runs.claim_and_enter_chain` for one slot, sent with the claims made together with it (within `linger`
+        seconds, shared.coalesce). A claimed slot comes with the `Hold` of its chain lock, to record or give
+        back."""
+        return await self.claims.submit(claim, linger)
 
     async def _claim(self, claims: list[AheadClaim]) -> list[tuple[ClaimedAhead, Hold | None]]:
         conn = await self.pool.acquire()

@@ -660,7 +660,8 @@ async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
     assert job is not None
     run = decisions.new_run(env.scope, job, msg)
     key = chain_lock_key(job.scope, job.job_id)
-    ahead, hold = await env.lead_batch.claim(AheadClaim(run, key, job.version))  # 5, and 6's chain lock
+    linger = lead.claim_linger_sec(fire_at, env.clock(), env.dispatch_lead_sec, env.claim_linger_sec)
+    ahead, hold = await env.lead_batch.claim(AheadClaim(run, key, job.version), linger)  # 5, and 6's chain lock
     if ahead.version != job.version:
         env.jobs.forget(job.job_id)
     if hold is None:

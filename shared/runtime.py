@@ -55,6 +55,7 @@ class Env:
     dependency_backoff_sec: float = 1.0
     jobs: JobCache = field(default_factory=JobCache)
     dispatch_lead_sec: float = 0.0  # the lead chain messages are posted with (shared.lead)
+    claim_linger_sec: float = 0.0  # how long a batched claim ahead may wait for others (shared.lead)
     # runs the at-the-slot part of a run claimed ahead: `wait` (outside the worker's concurrency limit), then
     # `work` (inside it, given the call that gives its place back once the handler returned); None: both in
     # turn, in the caller's task

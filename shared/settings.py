@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.brokers import BrokerUrlError, parse_amqp_urls, redact_all
 from shared.event_loop import EventLoopSetting
-from shared.lead import DEFAULT_LEAD_MS
+from shared.lead import DEFAULT_CLAIM_LINGER_MS, DEFAULT_LEAD_MS
 from shared.names import check_ident
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         le=5000,
         description="chain messages arrive this early; the worker claims the slot and posts the next one meanwhile"
         " and starts the handler at the slot (0: on arrival, no lead)",
+    )
+    scheduler_claim_linger_ms: int = Field(
+        default=DEFAULT_CLAIM_LINGER_MS,
+        ge=0,
+        le=1000,
+        description="with batching and a lead: a claim ahead waits up to this long (within half the lead) for other"
+        " claims to share its statement and its post's record (0: only those that arrive together)",
     )
     scheduler_batching: bool = Field(
         default=True,

@@ -224,7 +224,11 @@ class Worker:
         self._env = Env(
             s.scheduler_scope, self.worker_id, pool, publisher, self.registry, self.metrics, executor,
             dispatch_lead_sec=s.scheduler_dispatch_lead_ms / 1000, run_later=self._run_later,
-            lead_batch=LeadBatch(pool, s.scheduler_scope, self.worker_id) if s.scheduler_batching else None,
+            claim_linger_sec=s.scheduler_claim_linger_ms / 1000,
+            lead_batch=(
+                LeadBatch(pool, s.scheduler_scope, self.worker_id, enough=max(1, s.worker_prefetch // 2))
+                if s.scheduler_batching else None
+            ),
             slot_batch=SlotBatch(pool, self.worker_id) if s.scheduler_batching else None,
         )  # fmt: skip
         self._semaphore = asyncio.Semaphore(s.worker_concurrency)

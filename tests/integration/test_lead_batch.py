@@ -151,6 +151,31 @@ async def test_with_batching_off_a_herd_goes_one_message_at_a_time_and_runs_each
     assert ahead, "the lead path (one message at a time) claimed slots ahead"
 
 
+async def test_spread_claims_that_may_linger_share_statements_and_each_run_starts_at_its_slot(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """Slots a quarter of a second apart, claims allowed to wait 400 ms for company (within half a 1 s lead): they
+    go two or more to a statement, and each run still starts at its own slot, never before it, once."""
+    control = Control(pool, amqp, cleanup_scope)
+    spread = [f"s{i}" for i in range(8)]
+    for job_id in spread:
+        await control.seed(job_id=job_id, queue="spread", interval_seconds=2)  # phase: the moment it is seeded
+        await asyncio.sleep(0.25)
+    lingering = fast_settings(
+        settings, cleanup_scope, scheduler_dispatch_lead_ms="1000", scheduler_claim_linger_ms="400"
+    )
+    async with running_worker(lingering, {"spread": (nothing, Params)}) as worker:
+        await wait_until(lambda: _succeeded(pool, cleanup_scope, 4 * len(spread)), 40, "four slots of every job")
+        assert worker._env is not None and worker._env.lead_batch is not None
+        claims = worker._env.lead_batch.claims
+    rows = await control.runs()
+    assert slots_run_more_than_once(rows) == []
+    ahead = [r for r in rows if r["claimed_at"] < r["scheduled_for"] and r["status"] == "succeeded"]
+    assert len(ahead) >= 2 * len(spread)
+    assert all(r["started_at"] >= r["scheduled_for"] for r in ahead)  # the linger is spent in the lead
+    assert claims.submitted >= 2 * len(spread) and claims.batches * 3 <= claims.submitted * 2
+
+
 async def _succeeded(pool: asyncpg.Pool, scope: str, n: int) -> bool:
     found = await pool.fetchval(
         "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND status = 'succeeded'", scope

@@ -130,3 +130,79 @@ async def test_a_caller_cancelled_while_gathering_its_turn_leaves_the_coalescer_
         await gone
     assert await coalescer.submit(2) == 20
     assert recorder.batches == [[2]]
+
+
+async def test_requests_that_may_linger_made_in_separate_turns_go_as_one_batch() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    first = asyncio.ensure_future(coalescer.submit(1, linger=0.2))
+    await asyncio.sleep(0.02)
+    assert recorder.batches == []  # waiting for company
+    second = asyncio.ensure_future(coalescer.submit(2, linger=0.2))
+    await asyncio.sleep(0.02)
+    third = asyncio.ensure_future(coalescer.submit(3, linger=0.2))
+    assert await asyncio.gather(first, second, third) == [10, 20, 30]
+    assert recorder.batches == [[1, 2, 3]]
+
+
+async def test_a_lingering_request_alone_goes_by_itself_once_its_linger_is_over() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await coalescer.submit(5, linger=0.05) == 50
+    assert loop.time() - t0 >= 0.05
+    assert recorder.batches == [[5]]
+
+
+async def test_a_request_that_may_not_wait_sends_the_lingering_batch_at_once() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    first = asyncio.ensure_future(coalescer.submit(1, linger=5.0))
+    await asyncio.sleep(0.01)
+    assert await coalescer.submit(2) == 20
+    assert await first == 10
+    assert loop.time() - t0 < 1.0
+    assert recorder.batches == [[1, 2]]
+
+
+async def test_a_shorter_linger_brings_the_batch_forward() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    first = asyncio.ensure_future(coalescer.submit(1, linger=5.0))
+    await asyncio.sleep(0.01)
+    assert await coalescer.submit(2, linger=0.05) == 20
+    assert await first == 10
+    assert 0.05 <= loop.time() - t0 < 1.0
+    assert recorder.batches == [[1, 2]]
+
+
+async def test_a_lingering_batch_goes_once_it_holds_enough() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush, enough=3)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    futures = []
+    for i in range(3):
+        futures.append(asyncio.ensure_future(coalescer.submit(i, linger=5.0)))
+        await asyncio.sleep(0.01)
+    assert await asyncio.gather(*futures) == [0, 10, 20]
+    assert loop.time() - t0 < 1.0
+    assert recorder.batches == [[0, 1, 2]]
+
+
+async def test_a_lingering_first_request_cancelled_leaves_the_others_to_go() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.flush)
+    first = asyncio.ensure_future(coalescer.submit(1, linger=5.0))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(coalescer.submit(2, linger=5.0))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await asyncio.wait_for(second, 1.0) == 20
+    assert recorder.batches == [[2]]
+    assert await coalescer.submit(3) == 30  # the coalescer is free again

@@ -29,6 +29,14 @@ def test_late_barely_early_or_implausibly_early_messages_go_the_ordinary_way() -
     assert lead.wait_sec(SLOT, at(-100), 0.0) is None  # no lead configured
 
 
+def test_a_claim_in_the_lead_lingers_at_most_its_limit_and_keeps_half_the_lead() -> None:
+    assert lead.claim_linger_sec(SLOT, at(-250), 0.25, 0.02) == pytest.approx(0.02)  # the limit
+    assert lead.claim_linger_sec(SLOT, at(-135), 0.25, 0.02) == pytest.approx(0.01)  # half the lead kept
+    assert lead.claim_linger_sec(SLOT, at(-100), 0.25, 0.02) == 0.0  # inside half the lead: at once
+    assert lead.claim_linger_sec(SLOT, at(30), 0.25, 0.02) == 0.0  # late: at once
+    assert lead.claim_linger_sec(SLOT, at(-250), 0.25, 0.0) == 0.0  # lingering off
+
+
 def test_sleep_until_does_not_wake_before_the_instant(monkeypatch: pytest.MonkeyPatch) -> None:
     clock_now = [SLOT]
     sleeps: list[float] = []
