@@ -33,7 +33,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import connect, event_loop, lanes, logs, queue_types, topology
+from shared import connect, event_loop, heap, lanes, logs, queue_types, topology
 from shared.backoff import forever
 from shared.connection_watch import ConfirmWatch
 from shared.dependencies import AMQP_ERRORS, DB_ERRORS
@@ -158,6 +158,7 @@ class Worker:
             if not await self._start_until_up(stack):
                 return  # stopped before it was up
             self.ready.set()
+            heap.freeze_startup()  # full collections skip what start-up built (shared.heap)
             await self.stop_event.wait()
             await self._drain()
 
