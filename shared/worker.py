@@ -82,6 +82,10 @@ def warn_unknown_variables() -> None:
         log.warning("settings.unknown_variables", message=line)
 
 
+DRAIN_ROUNDS = 10
+"""Stopping waits for the worker's tasks, then for those they started meanwhile, this many times at most."""
+
+
 class Worker:
     """One worker process serving the work queues its handlers are registered for."""
 
@@ -121,7 +125,7 @@ class Worker:
             print(f"error: {self.service}: {exc}", file=sys.stderr)
             sys.exit(2)
         try:
-            event_loop.run(self.serve(install_signals=True), loop)
+            event_loop.run(self.serve(install_signals=True, freeze_heap=True), loop)
         except (TopologyMismatch, ConfigError) as exc:
             log.error("worker.topology_mismatch", error=str(exc))
             print(f"error: {exc}", file=sys.stderr)
@@ -135,8 +139,9 @@ class Worker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    async def serve(self, install_signals: bool = False) -> None:
-        """Run until `stop()` (or SIGTERM/SIGINT when `install_signals`)."""
+    async def serve(self, install_signals: bool = False, freeze_heap: bool = False) -> None:
+        """Run until `stop()` (or SIGTERM/SIGINT when `install_signals`). `freeze_heap`: the process is this
+        worker's own (`run`): once up, what start-up built is frozen out of the collector's full passes."""
         s = self.settings
         if install_signals:
             loop = asyncio.get_running_loop()
@@ -158,7 +163,8 @@ class Worker:
             if not await self._start_until_up(stack):
                 return  # stopped before it was up
             self.ready.set()
-            heap.freeze_startup()  # full collections skip what start-up built (shared.heap)
+            if freeze_heap:
+                heap.freeze_startup()  # full collections skip what start-up built (shared.heap)
             await self.stop_event.wait()
             await self._drain()
 
@@ -502,15 +508,22 @@ class Worker:
                 await queue.cancel(tag)
         if self._events is not None:
             await self._events.close()
-        pending = set(self._tasks)
-        log.info("worker.draining", running=len(pending), grace_sec=self.settings.shutdown_grace_sec)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_sec)
+        log.info("worker.draining", running=len(self._tasks), grace_sec=self.settings.shutdown_grace_sec)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_sec
+        cancelled = 0
+        for _ in range(DRAIN_ROUNDS):  # a task may start another as it ends (a claim's part at the slot): wait for it
+            pending = set(self._tasks)
+            if not pending:
+                break
+            _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=10)
-                log.warning("worker.cancelled_runs", count=len(still))
+                cancelled += len(still)
+        if cancelled:
+            log.warning("worker.cancelled_runs", count=cancelled)
         log.info("worker.stopped", worker=self.worker_id)
 
 

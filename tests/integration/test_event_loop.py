@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -23,14 +24,15 @@ pytestmark = pytest.mark.integration
 WITHOUT_UVLOOP = "tests.support.probe_worker_without_uvloop"
 
 
-def logged_loops(proc: subprocess.Popen[bytes]) -> list[dict[str, str]]:
+def logged(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """The JSON log lines of a worker process."""
     log_path: Path = proc.log_path  # type: ignore[attr-defined]
-    events = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"worker.event_loop"' in line:
-            event = json.loads(line)
-            events.append({"loop": event["loop"], "setting": event["setting"]})
-    return events
+    lines = log_path.read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{") and '"event"' in line]
+
+
+def logged_loops(proc: subprocess.Popen[bytes]) -> list[dict[str, str]]:
+    return [{"loop": e["loop"], "setting": e["setting"]} for e in logged(proc) if e["event"] == "worker.event_loop"]
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,8 @@ async def test_a_worker_runs_a_chain_on_the_loop_the_setting_chooses(
         stop_process(proc)
     assert proc.returncode == 0
     assert logged_loops(proc) == [{"loop": expected, "setting": setting}]
+    frozen = [e for e in logged(proc) if e["event"] == "worker.heap_frozen"]  # a worker process freezes once up
+    assert len(frozen) == 1 and frozen[0]["objects"] > 10_000
 
 
 @pytest.mark.parametrize("setting", ["asyncio", "uvloop"])
