@@ -168,27 +168,44 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
-def own_database(url: str, name: str) -> str:
-    """`url` with its database replaced by `name`, created if it does not exist (the before tree's migrations)."""
+_ADMIN = (
+    "import asyncio, asyncpg, sys\n"
+    "async def main(url, name, drop):\n"
+    "    conn = await asyncpg.connect(url)\n"
+    "    try:\n"
+    "        found = await conn.fetchval('SELECT 1 FROM pg_database WHERE datname = $1', name)\n"
+    "        if drop == 'drop' and found:\n"
+    "            await conn.execute(f'DROP DATABASE \"{name}\" WITH (FORCE)')\n"
+    "        elif drop != 'drop' and not found:\n"
+    "            await conn.execute(f'CREATE DATABASE \"{name}\"')\n"
+    "            print('created')\n"
+    "    finally:\n"
+    "        await conn.close()\n"
+    "asyncio.run(main(*sys.argv[1:4]))\n"
+)
+
+
+def _admin(url: str, name: str, action: str) -> str:
+    """Create (if missing) or drop the database `name`, from a fresh interpreter (this one has no event loop)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ADMIN, url, name, action], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"error: cannot {action} database {name!r}: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip()
+
+
+def own_database(url: str, name: str) -> tuple[str, bool]:
+    """`url` with its database replaced by `name`, created if it does not exist (the before tree's migrations), and
+    whether it was created here (then `drop_database` removes it when the comparison ends)."""
     base, _, rest = url.rpartition("/")
     query = rest.partition("?")[2]
-    created = subprocess.run(
-        [sys.executable, "-c",
-         "import asyncio, asyncpg, sys\n"
-         "async def main(url, name):\n"
-         "    conn = await asyncpg.connect(url)\n"
-         "    try:\n"
-         "        if not await conn.fetchval('SELECT 1 FROM pg_database WHERE datname = $1', name):\n"
-         "            await conn.execute(f'CREATE DATABASE \"{name}\"')\n"
-         "    finally:\n"
-         "        await conn.close()\n"
-         "asyncio.run(main(sys.argv[1], sys.argv[2]))\n",
-         url, name],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if created.returncode != 0:
-        raise SystemExit(f"error: cannot create database {name!r}: {created.stderr.strip()[-300:]}")
-    return f"{base}/{name}" + (f"?{query}" if query else "")
+    created = _admin(url, name, "create") == "created"
+    return f"{base}/{name}" + (f"?{query}" if query else ""), created
+
+
+def drop_database(url: str, name: str) -> None:
+    _admin(url, name, "drop")
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -197,7 +214,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--before", required=True, help="git revision of the tree to compare against")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tree (default 3)")
     parser.add_argument("--out", type=Path, help="output directory (default bench-results/compare-<time>)")
-    parser.add_argument("--before-database", default="bench_before", help="database of the before tree")
+    parser.add_argument(
+        "--before-database",
+        default="bench_before",
+        help="database of the before tree (made and dropped by the comparison unless it exists already)",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -211,7 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     before_root = export(args.before, out / "before-tree")
     url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    before_env = {**os.environ, "DATABASE_URL": own_database(url, args.before_database), "PYTHONPATH": str(before_root)}
+    before_url, created = own_database(url, args.before_database)
+    try:
+        return _compare(args, bench_args, out, before_root, before_url)
+    finally:
+        if created:
+            drop_database(url, args.before_database)
+
+
+def _compare(args: argparse.Namespace, bench_args: list[str], out: Path, before_root: Path, before_url: str) -> int:
+    before_env = {**os.environ, "DATABASE_URL": before_url, "PYTHONPATH": str(before_root)}
     trees = {"before": (before_root, before_env), "after": (ROOT, dict(os.environ))}  # each tree runs its own bench
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     failed = 0
