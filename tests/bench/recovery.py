@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -119,9 +120,13 @@ def lost_chain(
 
 
 def _ran_after_reseed(worker: procs.Proc) -> bool:
-    text = worker.log_text()
-    reseeded = text.find('"chain.reseeded"')
-    return reseeded >= 0 and text.find('"run.finished"', reseeded) >= 0
+    """A run finished after the watchdog reseeded the overdue chain (a reseed of a job whose chain the seeder had
+    not started yet, `never_seeded`, can come first: it is not the one waited for)."""
+    events = [json.loads(line) for line in worker.log_text().splitlines() if line.startswith("{")]
+    reseeded = next(
+        (n for n, e in enumerate(events) if e.get("event") == "chain.reseeded" and e.get("reason") == "overdue"), None
+    )
+    return reseeded is not None and any(e.get("event") == "run.finished" for e in events[reseeded:])
 
 
 async def _reseeded_at(settings: Settings, scope: str) -> int:
