@@ -114,7 +114,7 @@ async def _protocol(env: Env, delivery: Delivery) -> None:
     if await claim_batched(env, delivery, msg):  # the lead path on a cached row, claimed with its herd
         return
     async with env.pool.acquire() as conn:  # this connection holds the run lock for the whole run
-        turn = Turn(env, delivery, msg, conn)
+        turn = Turn(env, delivery, msg, conn, handler_done=delivery.handler_done)
         if not await _on_cached_row(turn) and await look_up(turn):  # 2, 3
             await serve(turn, confirmed=True)  # 4-10
         left_tidy(conn)  # every lock taken here was given back (a failed unlock spoiled it): no reset needed

@@ -81,6 +81,7 @@ class Delivery:
         self.message = message
         self.queue = queue  # the work queue short name it was consumed from
         self.settled = False
+        self.handler_done: Callable[[], None] | None = None  # gives its place among the handlers back (Turn)
 
     async def ack(self) -> None:
         if not self.settled:

@@ -86,6 +86,26 @@ DRAIN_ROUNDS = 10
 """Stopping waits for the worker's tasks, then for those they started meanwhile, this many times at most."""
 
 
+class Place:
+    """A place among the worker's `WORKER_CONCURRENCY`, given back once (when the handler returned, or at the end)."""
+
+    __slots__ = ("_held", "_semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+
+    @classmethod
+    async def take(cls, semaphore: asyncio.Semaphore) -> Place:
+        await semaphore.acquire()
+        return cls(semaphore)
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
 class Worker:
     """One worker process serving the work queues its handlers are registered for."""
 
@@ -472,19 +492,11 @@ class Worker:
 
         async def later() -> None:
             await wait()
-            await self._semaphore.acquire()
-            held = True
-
-            def give_back() -> None:
-                nonlocal held
-                if held:
-                    held = False
-                    self._semaphore.release()
-
+            place = await Place.take(self._semaphore)
             try:
-                await work(give_back)
+                await work(place.give_back)
             finally:
-                give_back()
+                place.give_back()
 
         task = asyncio.create_task(later(), name="at-slot")
         self._tasks.add(task)
@@ -493,11 +505,15 @@ class Worker:
     async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
         assert self._env is not None
         delivery = Delivery(message, queue)
-        async with self._semaphore:
+        place = await Place.take(self._semaphore)
+        delivery.handler_done = place.give_back  # a run on this delivery gives it back when its handler returned
+        try:
             if self.stop_event.is_set():
                 await delivery.nack_requeue()  # not started: another worker (or this one, later) takes it
                 return
             await handle_delivery(self._env, delivery)
+        finally:
+            place.give_back()
 
     async def _drain(self) -> None:
         """Stop consuming; give running handlers the grace period; then cancel them (they record it)."""

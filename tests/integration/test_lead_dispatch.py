@@ -142,17 +142,18 @@ async def busy(ctx: RunContext, params: Busy) -> None:
         live[0] -= 1
 
 
+@pytest.mark.parametrize("lead_ms", ["400", "0"], ids=["claimed-ahead", "one-message"])
 async def test_a_herd_larger_than_the_worker_concurrency_runs_at_most_that_many_handlers_at_once(
-    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str, lead_ms: str
 ) -> None:
     """Eight jobs at one instant, WORKER_CONCURRENCY 3: a run gives its place back once its handler returned
     (before its outcome is recorded), never before, so no more than three handlers ever run at once, and every
-    slot runs once."""
+    slot runs once; on the lead path and on the way of one message alike."""
     control = Control(pool, amqp, cleanup_scope)
     jobs = [f"h{i}" for i in range(8)]
     for job_id in jobs:
         await control.seed(job_id=job_id, queue="herd", interval_seconds=2, align=True)
-    lead = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms="400", worker_concurrency=3)
+    lead = fast_settings(settings, cleanup_scope, scheduler_dispatch_lead_ms=lead_ms, worker_concurrency=3)
     async with running_worker(lead, {"herd": (busy, Busy)}):
         await wait_until(lambda: _succeeded_each(control, jobs, 2), 40, "two runs of every job")
     assert LIVE[cleanup_scope][1] == 3  # the limit was reached (eight at once), never passed
