@@ -661,10 +661,14 @@ async def claim_batched(env: Env, delivery: Delivery, msg: JobMessage) -> bool:
     run = decisions.new_run(env.scope, job, msg)
     key = chain_lock_key(job.scope, job.job_id)
     linger = lead.claim_linger_sec(fire_at, env.clock(), env.dispatch_lead_sec, env.claim_linger_sec)
+    if delivery.handler_done is not None:  # no handler runs before the slot, where the run takes a place of its
+        delivery.handler_done()  # own: a claim (lingering for company) holds none of the WORKER_CONCURRENCY
     ahead, hold = await env.lead_batch.claim(AheadClaim(run, key, job.version), linger)  # 5, and 6's chain lock
     if ahead.version != job.version:
         env.jobs.forget(job.job_id)
     if hold is None:
+        if delivery.take_place is not None:
+            await delivery.take_place()  # the way of one message after all: its handler may run on this delivery
         return False
     structlog.contextvars.bind_contextvars(job_id=job.job_id, run_id=str(run.run_id))
     turn = Turn(env, delivery, msg, hold.conn, job=job, handler=env.registry.resolve(job.job_id, job.queue), run=run)

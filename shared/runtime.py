@@ -82,6 +82,7 @@ class Delivery:
         self.queue = queue  # the work queue short name it was consumed from
         self.settled = False
         self.handler_done: Callable[[], None] | None = None  # gives its place among the handlers back (Turn)
+        self.take_place: Callable[[], Awaitable[None]] | None = None  # takes it again after a give-back
 
     async def ack(self) -> None:
         if not self.settled:

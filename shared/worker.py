@@ -105,6 +105,12 @@ class Place:
             self._held = False
             self._semaphore.release()
 
+    async def take_again(self) -> None:
+        """Hold it again (a message that gave its place back to claim ahead goes the way of one message after all)."""
+        if not self._held:
+            await self._semaphore.acquire()
+            self._held = True
+
 
 class Worker:
     """One worker process serving the work queues its handlers are registered for."""
@@ -507,6 +513,7 @@ class Worker:
         delivery = Delivery(message, queue)
         place = await Place.take(self._semaphore)
         delivery.handler_done = place.give_back  # a run on this delivery gives it back when its handler returned
+        delivery.take_place = place.take_again
         try:
             if self.stop_event.is_set():
                 await delivery.nack_requeue()  # not started: another worker (or this one, later) takes it

@@ -176,6 +176,36 @@ async def test_spread_claims_that_may_linger_share_statements_and_each_run_start
     assert claims.submitted >= 2 * len(spread) and claims.batches * 3 <= claims.submitted * 2
 
 
+async def test_a_claim_lingering_for_company_holds_no_handler_place(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """WORKER_CONCURRENCY 1 and claims that wait up to 400 ms for company: while a claim waits, the worker's one
+    handler place stays free for a run due meanwhile (held by the lingering delivery, it delayed the starts of other
+    jobs by the linger: most of a spread load's p99)."""
+    control = Control(pool, amqp, cleanup_scope)
+    for i in range(6):
+        await control.seed(job_id=f"p{i}", queue="spread", interval_seconds=2)
+        await asyncio.sleep(0.3)
+    lingering = fast_settings(
+        settings, cleanup_scope, scheduler_dispatch_lead_ms="1000", scheduler_claim_linger_ms="400",
+        worker_concurrency="1",
+    )  # fmt: skip
+    lingered = held = 0
+    async with running_worker(lingering, {"spread": (nothing, Params)}) as worker:
+        assert worker._env is not None and worker._env.lead_batch is not None
+        claims = worker._env.lead_batch.claims
+        deadline = asyncio.get_running_loop().time() + 8
+        while asyncio.get_running_loop().time() < deadline:
+            if claims._gathering is not None:
+                lingered += 1
+                held += worker._semaphore.locked()
+            await asyncio.sleep(0.005)
+        await wait_until(lambda: _succeeded(pool, cleanup_scope, 6), 30, "a run of every job")
+    assert lingered >= 20, "no claim was seen waiting for company"
+    assert held * 4 < lingered  # the place is free while a claim waits (a run may hold it now and then)
+    assert slots_run_more_than_once(await control.runs()) == []
+
+
 async def _succeeded(pool: asyncpg.Pool, scope: str, n: int) -> bool:
     found = await pool.fetchval(
         "SELECT count(*) FROM scheduler.job_runs WHERE scope = $1 AND status = 'succeeded'", scope
