@@ -100,10 +100,15 @@ async def _at_least(control: Control, job_id: str, n: int) -> bool:
 
 async def _step_two_follows_step_one(control: Control) -> None:
     step1 = {r["run_id"]: r for r in await control.runs("daily-pipeline-seed")}
+    started = 0
     for run in await control.runs("daily-pipeline-cases"):
         assert run["trigger_source"] == "event"
         upstream = step1[run["upstream_run_id"]]
-        assert upstream["status"] == "succeeded" and upstream["finished_at"] <= run["started_at"]
+        assert upstream["status"] == "succeeded"
+        if run["started_at"] is not None:  # one triggered as the process stopped may never have started
+            started += 1
+            assert upstream["finished_at"] <= run["started_at"]
+    assert started >= 2
 
 
 async def test_service_process_serves_metrics_and_passes_its_healthcheck(
