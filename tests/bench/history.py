@@ -16,24 +16,20 @@ long that took and the dead tuples of the table before and after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
 
 from shared.settings import Settings
 from shared.store import runs, sweeps
-from shared.store.migrate import migrate
 from shared.store.pool import connect
 from shared.vocabulary import RunStatus, TriggerSource
 from tests.bench import scopes
+from tests.support.databases import private_database
 
 NEWEST_DAY = date(2024, 12, 31)  # the generated days end here and go back in time, step after step
 INSERTS = 2000  # timed inserts at each size
@@ -45,32 +41,6 @@ _FILL = """
     SELECT gen_random_uuid(), $1, $4 || (g % 1000), 1, 'scheduler', t, 1, 'succeeded', 'bench', t, t, t, 1, 1, t
     FROM (SELECT g, $2::timestamptz + g * $3::interval AS t FROM generate_series(0, $5 - 1) AS g) AS s
 """
-
-
-def database_dsn(dsn: str, name: str) -> str:
-    """`dsn` with its database replaced by `name`."""
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-@contextlib.asynccontextmanager
-async def private_database(dsn: str) -> AsyncIterator[str]:
-    """A new, migrated database on `dsn`'s server for the block (its DSN), dropped afterwards whatever happened."""
-    name = f"bench_history_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        try:
-            private = database_dsn(dsn, name)
-            conn = await asyncpg.connect(private)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
-            yield private
-        finally:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 async def _long_statements(dsn: str) -> asyncpg.Connection:
@@ -146,7 +116,7 @@ async def _dead_tuples(conn: asyncpg.Connection) -> int:
 
 async def measure(settings: Settings, steps: list[int], days: int) -> dict[str, Any]:
     """`steps`: total generated rows at each measuring point; each step adds `days` days of its share."""
-    async with private_database(settings.database_url.get_secret_value()) as dsn:
+    async with private_database(settings.database_url.get_secret_value(), prefix="bench_history_") as dsn:
         return await _measure(dsn, steps, days)
 
 
