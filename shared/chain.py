@@ -201,7 +201,8 @@ async def replace_if_overdue(
     overdue_before: datetime,
 ) -> tuple[int, Slot | None] | None:
     """`replace`, only if the chain is still lost: the job's next_due_at, as committed when the row is updated
-    (after any extension that held the chain lock a moment ago), is unset or before `overdue_before`.
+    (after any extension that held the chain lock a moment ago), is before `overdue_before`, or is unset on a row
+    last written before it.
     None when the chain moved on meanwhile: reseeding it then would put a second message for a slot the
     live chain is already carrying, and the copy that lost would end the chain."""
     return await _replace(conn, channel, publisher, job, now, overdue_before)

@@ -216,10 +216,10 @@ async def bump_epoch_row(
     conn: asyncpg.Connection, scope: str, job_id: str, overdue_before: datetime | None = None
 ) -> JobRow | None:
     """`bump_epoch`, returning the whole row as it is after the bump (one round trip instead of two). With
-    `overdue_before`, only if next_due_at is unset or before it: the condition is checked again on the row as
-    committed by a concurrent writer this update waited for. None when that condition no longer holds;
-    LookupError when the job is gone."""
-    condition = "" if overdue_before is None else " AND (next_due_at IS NULL OR next_due_at < $3)"
+    `overdue_before`, only if next_due_at (or, while it is unset, the row's last write) is before it: the
+    condition is checked again on the row as committed by a concurrent writer this update waited for. None when
+    that condition no longer holds; LookupError when the job is gone."""
+    condition = "" if overdue_before is None else " AND coalesce(next_due_at, updated_at) < $3"
     args = (scope, job_id) if overdue_before is None else (scope, job_id, overdue_before)
     record = await conn.fetchrow(
         "UPDATE scheduler.jobs SET epoch = epoch + 1, updated_at = now()"

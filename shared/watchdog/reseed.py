@@ -1,7 +1,8 @@
 """Sweep: lost chains (reseed). An enabled chain job served by a live worker whose next message is overdue (or
-that never had one) lost its chain (a message dropped while dead-lettering, a purged queue): it is replaced by a
-new epoch (`chain.replace_if_overdue`, which decides again on the row under the chain lock). The slots from the
-lost message's to now get `missed` rows in the slot ledger, and the job's catch-up policy runs some of them.
+that never had one, a grace after its row was written) lost its chain (a message dropped while dead-lettering, a
+purged queue): it is replaced by a new epoch (`chain.replace_if_overdue`, which decides again on the row under the
+chain lock). The slots from the lost message's to now get `missed` rows in the slot ledger, and the job's catch-up
+policy runs some of them.
 
 A job row that no longer makes a job (a cron or timezone broken in SQL) is skipped and logged once; the other jobs
 are reseeded as usual.
@@ -29,15 +30,17 @@ log = structlog.get_logger("shared.watchdog")
 
 
 def lost_chains(jobs: list[JobRow], live_queues: set[str], now: datetime, lost_after: timedelta) -> list[JobRow]:
-    """Enabled chain jobs served by a live worker whose next message is overdue by more than `lost_after`
-    (or that have no next message at all). A job nobody serves is not lost: its message waits in the queue."""
+    """Enabled chain jobs served by a live worker whose next message is overdue by more than `lost_after`, or
+    that have no next message at all and were last written more than `lost_after` ago (a row the seeder or the
+    control plane wrote a moment ago gets its chain from them: reseeding it then would only race them). A job
+    nobody serves is not lost: its message waits in the queue."""
     return [
         job
         for job in jobs
         if job.enabled
         and job.has_chain
         and job.queue in live_queues
-        and (job.next_due_at is None or job.next_due_at + lost_after < now)
+        and (job.next_due_at or job.updated_at) + lost_after < now
     ]
 
 

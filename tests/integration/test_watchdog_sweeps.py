@@ -70,6 +70,16 @@ async def add_job(conn: asyncpg.Connection, channel: AbstractChannel, scope: str
     return row
 
 
+async def written_long_ago(conn: asyncpg.Connection, scope: str, *, but: str = "") -> None:
+    """Move the scope's job rows' last write ten minutes back (but not `but`'s): a row that never had a chain is
+    taken as lost only a grace after it was written (its seeder may be starting it)."""
+    await conn.execute(
+        "UPDATE scheduler.jobs SET updated_at = updated_at - interval '10 minutes' WHERE scope = $1 AND job_id <> $2",
+        scope,
+        but,
+    )
+
+
 async def worker(database_url: str, scope: str, name: str, queues: list[str]) -> asyncpg.Connection:
     """A registered worker: alive while the returned connection is open."""
     worker_id = f"{scope}-{name}"
@@ -214,19 +224,28 @@ async def test_a_lost_chain_is_reseeded_and_one_that_moved_on_is_not(
     at = now()
     lost = await add_job(conn, channel, scope, job_id="lost")
     fresh = await add_job(conn, channel, scope, job_id="fresh")  # never had a message
+    just_written = await add_job(conn, channel, scope, job_id="just_written")  # nor this one, written a moment ago
     moving = await add_job(conn, channel, scope, job_id="moving")
     unserved = await add_job(conn, channel, scope, job_id="unserved")
     await jobs_store.set_next_due(conn, scope, "lost", at - timedelta(minutes=10))
     await jobs_store.set_next_due(conn, scope, "moving", at + timedelta(minutes=10))
-    alive = await worker(database_url, scope, "alive", ["lost", "fresh", "moving"])
+    await written_long_ago(conn, scope, but="just_written")
+    alive = await worker(database_url, scope, "alive", ["lost", "fresh", "moving", "just_written"])
     try:
         sweep = LostChains(scope, channel, Publisher(channel, scope), metrics, lost_after_sec=60, clock=now)
         await sweep.run(conn)
 
         epochs = {job.job_id: job.epoch for job in await jobs_store.list_jobs(conn, scope)}
-        assert epochs == {"lost": lost.epoch + 1, "fresh": fresh.epoch + 1, "moving": moving.epoch, "unserved": 0}
+        assert epochs == {
+            "lost": lost.epoch + 1,
+            "fresh": fresh.epoch + 1,
+            "moving": moving.epoch,
+            "unserved": 0,
+            "just_written": just_written.epoch,
+        }
         assert unserved.epoch == 0
         assert await delay_depth(amqp, scope, "lost") == 1 and await delay_depth(amqp, scope, "fresh") == 1
+        assert await delay_depth(amqp, scope, "just_written") == 0
         reseeds = "scheduler_chain_reseeds_total"
         assert sample(metrics, reseeds, scope=scope, job_id="lost", reason="overdue") == 1
         assert sample(metrics, reseeds, scope=scope, job_id="fresh", reason="never_seeded") == 1
@@ -260,6 +279,7 @@ async def test_a_job_whose_definition_no_longer_validates_does_not_stop_the_rese
         " WHERE scope = $1 AND job_id = 'broken'",
         scope,
     )
+    await written_long_ago(conn, scope)
     alive = await worker(database_url, scope, "alive", ["broken", "good"])
     try:
         sweep = LostChains(scope, channel, Publisher(channel, scope), metrics, lost_after_sec=60, clock=now)

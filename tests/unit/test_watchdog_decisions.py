@@ -22,6 +22,7 @@ from tests.support.logcapture import capture_logs
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LOST_AFTER = timedelta(seconds=60)
+LONG_AGO = NOW - timedelta(hours=1)
 
 
 def job_row(job_id: str, **overrides: Any) -> JobRow:
@@ -49,10 +50,12 @@ def run_row(**overrides: Any) -> RunRow:
         (job_row("tick", next_due_at=NOW - timedelta(seconds=61)), True),  # overdue past the threshold
         (job_row("tick", next_due_at=NOW - timedelta(seconds=59)), False),  # late, not lost yet
         (job_row("tick", next_due_at=NOW + timedelta(hours=1)), False),
-        (job_row("tick", next_due_at=None), True),  # never seeded
-        (job_row("tick", next_due_at=None, enabled=False), False),  # paused: no chain is expected
-        (job_row("tick", next_due_at=None, reschedule_mode="none"), False),  # no chain of its own
-        (job_row("tick", next_due_at=None, queue="nobody-serves"), False),  # its message waits in the queue
+        (job_row("tick", next_due_at=None, updated_at=NOW - timedelta(seconds=61)), True),  # never seeded
+        (job_row("tick", next_due_at=None, updated_at=NOW - timedelta(seconds=5)), False),  # its seeder is on it
+        (job_row("tick", next_due_at=None), False),  # written just now
+        (job_row("tick", next_due_at=None, updated_at=LONG_AGO, enabled=False), False),  # paused: no chain expected
+        (job_row("tick", next_due_at=None, updated_at=LONG_AGO, reschedule_mode="none"), False),  # no chain
+        (job_row("tick", next_due_at=None, updated_at=LONG_AGO, queue="nobody-serves"), False),  # it waits queued
     ],
 )
 def test_lost_chains_are_enabled_served_chain_jobs_overdue_past_the_threshold(job: JobRow, lost: bool) -> None:
