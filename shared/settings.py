@@ -19,6 +19,7 @@ from shared.brokers import BrokerUrlError, parse_amqp_urls, redact_all
 from shared.event_loop import EventLoopSetting
 from shared.lead import DEFAULT_CLAIM_LINGER_MS, DEFAULT_LEAD_MS
 from shared.names import check_ident
+from shared.store.vacuum import VacuumSetting
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -123,6 +124,11 @@ class Settings(BaseSettings):
         ge=1000,
         le=TTL_CEILING_MS,
         description="longest per-message TTL posted; a slot further away is reached by re-arm hops",
+    )
+    scheduler_vacuum: VacuumSetting = Field(
+        default="auto",
+        description="auto|always|off: the watchdog vacuums the scheduler tables by autovacuum's rule; auto: only"
+        " while the server's autovacuum is off (shared.watchdog.vacuum)",
     )
     scheduler_event_loop: EventLoopSetting = Field(
         default="auto",

@@ -288,6 +288,7 @@ class Worker:
             standard_sweeps(
                 s.scheduler_scope, watchdog_channel, watchdog_publisher, self.metrics,
                 lost_after_sec=s.chain_lost_after_sec, retention_days=s.run_retention_days, clock=utcnow, cap_sec=cap,
+                vacuum=s.scheduler_vacuum,
             ),
             interval_sec=s.watchdog_interval_sec,
         )  # fmt: skip

@@ -210,7 +210,12 @@ def _version(argv: list[str]) -> str:
 
 
 def meta(settings: Settings, plan: Plan, args: argparse.Namespace, started: datetime) -> dict[str, Any]:
-    rows = asyncio.run(scopes.fetch(settings, "SHOW server_version"))
+    rows = asyncio.run(
+        scopes.fetch(
+            settings,
+            "SELECT current_setting('server_version') AS server_version, current_setting('autovacuum') AS autovacuum",
+        )
+    )
     return {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
@@ -220,6 +225,7 @@ def meta(settings: Settings, plan: Plan, args: argparse.Namespace, started: date
         "event_loop": event_loop.choose(settings.scheduler_event_loop).name,  # the workers' (same environment)
         "rabbitmq": _version(["rabbitmqctl", "-q", "version"]),
         "postgres": rows[0]["server_version"].split()[0],
+        "postgres_autovacuum": rows[0]["autovacuum"],  # off: the workers' watchdog vacuums (SCHEDULER_VACUUM)
         "commit": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "code_root": str(args.code_root),
         "label": args.label,

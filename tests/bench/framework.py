@@ -96,6 +96,7 @@ def run(settings: Settings, load: Load, work_dir: Path, code_root: Path, profile
     scope = scopes.new_scope()
     workers: list[Proc] = []
     try:
+        autovacuum = asyncio.run(scopes.vacuum(settings))
         workers = start_workers(settings, scope, load.workers, work_dir, code_root)
         definitions = scopes.interval_jobs(load.jobs, queue=QUEUE, align=load.herd)
         seed_sec = asyncio.run(scopes.seed(settings, scope, definitions))
@@ -126,6 +127,7 @@ def run(settings: Settings, load: Load, work_dir: Path, code_root: Path, profile
         in_window = sum(1 for r in runs if window.start <= r[1] < window.end)
         outcome.extra = {
             "seed_sec": round(seed_sec, 2),
+            "server_autovacuum": autovacuum,
             "statuses": statuses,
             "peak_rss_mb": peaks,
             "server_xacts_per_run": round(xacts / in_window, 2) if in_window else None,

@@ -19,6 +19,7 @@ from shared.definitions import load_definition
 from shared.publisher import Publisher
 from shared.settings import Settings
 from shared.store import jobs as jobs_store
+from shared.store import vacuum as vacuum_store
 from shared.store.pool import create_pool
 
 
@@ -62,6 +63,18 @@ async def fetch(settings: Settings, query: str, *args: Any) -> list[asyncpg.Reco
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
         return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def vacuum(settings: Settings) -> bool:
+    """VACUUM ANALYZE the scheduler tables, so a scenario does not inherit an earlier one's garbage (its deleted
+    scope, its runs' old row versions): on a server with autovacuum off that garbage slows every statement and the
+    scenarios of one bench, run in turn, would drift. Returns whether the server's autovacuum is on."""
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await vacuum_store.vacuum_all(conn)
+        return await vacuum_store.autovacuum_on(conn)
     finally:
         await conn.close()
 
