@@ -5,7 +5,8 @@ measured on the same machine in the same hour, several times, since a two-core m
 wall-clock figure. This runs the chosen sections for the `before` tree (a git revision, exported to a directory of
 its own, whose own benchmark code runs it, on a database of its own so its migrations never meet the current
 ones) and for this tree, alternating
-`before, after, before, after, ...` so that a change in the machine's load hits both alike, then writes:
+`before, after, before, after, ...` so that a change in the machine's load hits both alike, each run from a
+vacuumed database (no run inherits the garbage of the runs before it), then writes:
 
 - `compare.md`: per scenario, the median and the range (min-max) of each figure over the repeats, before -> after;
 - `compare.json`: the same, and every run's summary row;
@@ -30,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from shared.settings import DEFAULT_DATABASE_URL
 from tests.bench.procs import ROOT
 
 FIGURES = (  # (key in a summary row, header, digits)
@@ -208,6 +210,26 @@ def drop_database(url: str, name: str) -> None:
     _admin(url, name, "drop")
 
 
+def vacuum(url: str) -> None:
+    """VACUUM ANALYZE the scheduler tables of the database at `url` before a run: each tree starts from a database
+    without the garbage of the runs before it (on a server whose autovacuum is off, garbage slows every statement,
+    and a tree whose own benchmark does not vacuum would inherit it)."""
+    import asyncio
+
+    import asyncpg
+
+    from shared.store.vacuum import vacuum_all
+
+    async def _vacuum() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await vacuum_all(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(_vacuum())
+
+
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -231,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench-results" / f"compare-{stamp.strip()}"
     out.mkdir(parents=True, exist_ok=True)
     before_root = export(args.before, out / "before-tree")
-    url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     before_url, created = own_database(url, args.before_database)
     try:
         return _compare(args, bench_args, out, before_root, before_url)
@@ -251,6 +273,7 @@ def _compare(args: argparse.Namespace, bench_args: list[str], out: Path, before_
             cmd = [sys.executable, "-m", "tests.bench", "--out", str(run_out), "--label", label,
                    "--code-root", str(root), *bench_args]  # fmt: skip
             print(f"== {label} {n}/{args.repeat}: {' '.join(cmd[1:])}", flush=True)
+            vacuum(env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
             done = subprocess.run(cmd, cwd=root, env=env, check=False)
             failed += done.returncode != 0
             result = run_out / "results.json"
