@@ -110,6 +110,7 @@ def spawn_server(scope: str, port: int, settings: Settings, log_dir: Path, **env
         "AMQP_URL": settings.amqp_url.get_secret_value(),
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "CONTROL_API_TOKENS": "",
+        "PYTHONUNBUFFERED": "1",  # its log is complete when a test reads it
         **env,
     }
     log = (log_dir / f"serve-{scope}.log").open("wb")
@@ -124,8 +125,11 @@ def spawn_server(scope: str, port: int, settings: Settings, log_dir: Path, **env
     return proc
 
 
-def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30, want: str = "ok") -> dict[str, Any]:
-    """Poll /healthz until it says `want` (the process must stay alive meanwhile)."""
+def wait_healthy(
+    base_url: str, proc: subprocess.Popen[bytes], timeout: float = 120, want: str = "ok"
+) -> dict[str, Any]:
+    """Poll /healthz until it says `want` (the process must stay alive meanwhile). The bound is generous: a process
+    started while `make test` runs its soaks beside it on two cores took more than 30 s to import and answer."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
