@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it")
     loki_url: str | None = Field(default=None, description="Loki base URL; logs are pushed there when set")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-    worker_prefetch: int = Field(default=32, ge=1, le=10_000, description="unacked messages per worker")
+    worker_prefetch: int = Field(
+        default=256, ge=1, le=10_000, description="unacked messages per worker (a claim ahead holds its message)"
+    )
     worker_concurrency: int = Field(default=16, ge=1, le=10_000, description="handlers running at once per worker")
     db_pool_max: int = Field(default=0, ge=0, le=1000, description="PostgreSQL pool size; 0 = concurrency + 4")
     scheduler_dispatch_lead_ms: int = Field(
