@@ -137,15 +137,15 @@ async def cleanup_scope(scope: str, database_url: str, amqp_url: str) -> AsyncIt
 
 
 # The longest files (bounded soaks, the compose rehearsal, failover on private clusters) start first: with test files
-# spread over processes (`make test`: -n 3 --dist loadfile), one started last would run alone at the end. xdist
+# spread over processes (`make test`: -n 2 --dist loadfile), one started last would run alone at the end. xdist
 # would reorder files by their number of tests (a soak has one test, so it went last): `make test` passes
-# --no-loadscope-reorder to keep this order. xdist gives each process one file, then a second: with three processes the
-# two soaks (first and fourth) go to the same process, one after the other, and never share the two cores.
+# --no-loadscope-reorder to keep this order. xdist gives each process one file, then a second: with two processes
+# the two soaks (first and third) go to the same process, one after the other, and never share the two cores.
 LONGEST_FIRST = (
     "test_chaos_ha_bounded.py",
     "test_compose_rehearsal.py",
-    "test_ha_failover.py",
     "test_chaos_bounded.py",
+    "test_ha_failover.py",
     "test_ha_freeze.py",
     "test_packaging.py",
     "test_bench_smoke.py",
