@@ -16,7 +16,7 @@ import pytest
 
 from shared import connect
 from shared.dependencies import DB_ERRORS
-from shared.failover import FailoverConnection
+from shared.failover import FailoverConnection, channel_restored
 from shared.store.pool import create_pool
 from tests.chaos.ha_servers import PgPair, RabbitCluster
 from tests.chaos.replication_loss import measure
@@ -56,6 +56,8 @@ async def test_a_connection_moves_to_the_next_node_when_its_node_is_killed(clust
         (index,) = [i for i, n in enumerate(cluster.nodes) if first.endswith(f":{n.port}")]
         cluster.kill(index)
         await until(lambda: connection.connected.is_set() and connection.node != first)
+        # `connected` is set before aio-pika restores the channels on the new node: publish once this one is back
+        assert await channel_restored(channel, within_sec=60)
 
         await channel.default_exchange.publish(aio_pika.Message(b"after"), routing_key=name)
         await until(lambda: received == [b"before", b"after"])  # the consumer came back on the new node
