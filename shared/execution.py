@@ -195,7 +195,7 @@ async def _finish(turn: Turn, result: RunResult, on_run_connection: bool, releas
         async with env.pool.acquire() as pooled:
             await runs.finish(
                 pooled, run.run_id, result.status, result.error, result.duration_ms, result.finished_at,
-                slot=run_slot(turn),
+                slot=run_slot(turn), owner=env.worker_id,
             )  # fmt: skip
 
     if not (on_run_connection and await _finish_on_run_connection(turn, result, release)):

@@ -73,9 +73,20 @@ TRANSITIONS: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     # claimed -> claimed: a live worker takes over the claim of a dead one (the owner changes, not the status)
     # claimed -> buffered or skipped_locked: an overlap=buffer_all slot that found the lock free while earlier slots
     # wait goes behind them, or is skipped when buffer_max of them wait already; and a slot claimed ahead (lead-time
-    # dispatch) whose lock is taken at the slot
+    # dispatch) whose lock is taken at the slot; claimed -> an outcome: a run whose start (committed asynchronously,
+    # shared.store.runs.ASYNC_COMMIT) was lost with a crash of PostgreSQL, recorded by its own worker
     RunStatus.CLAIMED: frozenset(
-        {RunStatus.CLAIMED, RunStatus.RUNNING, RunStatus.ABANDONED, RunStatus.BUFFERED, RunStatus.SKIPPED_LOCKED}
+        {
+            RunStatus.CLAIMED,
+            RunStatus.RUNNING,
+            RunStatus.ABANDONED,
+            RunStatus.BUFFERED,
+            RunStatus.SKIPPED_LOCKED,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.TIMED_OUT,
+            RunStatus.CANCELLED,
+        }
     ),
     RunStatus.BUFFERED: frozenset({RunStatus.CLAIMED, RunStatus.SKIPPED_LOCKED}),
     RunStatus.RUNNING: frozenset(

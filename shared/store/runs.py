@@ -292,6 +292,21 @@ def _start_sql(first: int) -> str:
     return _START.format(n=first, w=first + 1, f=first + 2)
 
 
+ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true) = 'off'"
+"""A condition of the start statements (claimed -> running) that makes the transaction that starts a run commit
+without waiting for its WAL to reach the disk (`synchronous_commit = off` for that transaction only: SET LOCAL).
+
+The start is on the path from the slot to the handler, and a commit waits for the disk's flush: on a virtual
+disk that flush takes 1 ms at the median and 50-250 ms a few times a minute, and each of those was a burst of runs
+started that late. Nothing the invariants rest on is in the start: the claim that keeps a slot to one run, the
+chain's next post and the outcome stay synchronous commits, and the run lock is a session lock, which no commit
+carries. What asynchronous commit gives up is only the record of the start if PostgreSQL itself crashes within
+about 0.6 s of it (3 x wal_writer_delay; a fast or smart shutdown, or a failover to a standby that was caught up,
+loses nothing): the row is found claimed again by its own worker, whose run lost its lock with the crash and was
+cancelled, and the outcome is recorded over the claim (`finish(owner=...)`). Every later commit flushes the start
+with it. Written in the WHERE clause so that it is evaluated exactly when a row is updated; a start that updates
+nothing writes nothing to flush."""
+
 _MISSING_PARTITIONS: set[str] = set()
 
 
@@ -335,7 +350,8 @@ async def start(
 
     async def statement(table: str) -> datetime | None:
         started: datetime | None = await conn.fetchval(
-            f"UPDATE scheduler.{table} SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[]){in_slot}"
+            f"UPDATE scheduler.{table} SET {_start_sql(2)} WHERE run_id = $1 AND status = ANY($5::text[])"
+            f" AND {ASYNC_COMMIT}{in_slot}"
             " RETURNING started_at",
             run_id, RunStatus.RUNNING.value, worker, fire_at, sources(STARTABLE), *args,
         )  # fmt: skip
@@ -400,7 +416,7 @@ _LOCK_AND_START = f"""
     WITH l AS MATERIALIZED (SELECT scheduler.try_lock_any($1::bigint[]) AS key),
     r AS (
         UPDATE scheduler.RUN_TABLE SET {_start_sql(6)}
-        WHERE run_id = $3 AND scheduled_for = $4 AND status = $5 AND worker = $7
+        WHERE run_id = $3 AND scheduled_for = $4 AND status = $5 AND worker = $7 AND {ASYNC_COMMIT}
           AND ((SELECT key FROM l) IS NOT NULL OR NOT $2::boolean)
         RETURNING started_at
     )
@@ -557,7 +573,7 @@ def failed(status: str, succeeded: str) -> str:
 _FINISH = f"""
     WITH run AS (
         UPDATE scheduler.RUN_TABLE SET status = $2, error = $3, duration_ms = $4, finished_at = $5
-        WHERE run_id = $1 AND status = ANY($7::text[]) IN_SLOT
+        WHERE run_id = $1 AND (status = ANY($7::text[]) OWN_CLAIM) IN_SLOT
         RETURNING scope, job_id, started_at, lateness_ms, trigger_source, status, error, duration_ms, finished_at,
             CASE WHEN status = $6 THEN finished_at END AS ok_at, {failed("status", "$6")}::int AS fails
     ), counted AS (
@@ -580,9 +596,11 @@ async def finish(
     finished_at: datetime,
     release_key: int | None = None,
     slot: datetime | None = None,
+    owner: str | None = None,
 ) -> bool:
     """Record the outcome on the run, on the job's last_* columns and in the job's trigger count (per trigger
-    source), in one statement;
+    source), in one statement; with `owner`, also over the run's claim if the row is still claimed by that worker
+    (its start was lost with a crash of PostgreSQL: see ASYNC_COMMIT);
     with `release_key`, the same statement releases that session lock (the run lock: step 10 costs no extra
     round trip). The recorded finished_at is when the handler stopped, so a run that starts once the lock is
     free never overlaps this one in the record, whenever this statement commits. `slot`, the run's
@@ -590,12 +608,15 @@ async def finish(
     unlock = "SELECT pg_advisory_unlock($8)" if release_key is not None else "SELECT NULL"
     args = (release_key,) if release_key is not None else ()
     in_slot, slot_args = _in_slot(slot, 8 + len(args))
+    n = 8 + len(args) + len(slot_args)
+    own = "" if owner is None else f" OR (status = ${n} AND worker = ${n + 1})"
+    own_args = () if owner is None else (RunStatus.CLAIMED.value, owner)
 
     async def statement(table: str) -> bool:
         released = await conn.fetchval(
-            _FINISH.replace(" IN_SLOT", in_slot).replace("RUN_TABLE", table) + unlock,
+            _FINISH.replace(" IN_SLOT", in_slot).replace(" OWN_CLAIM", own).replace("RUN_TABLE", table) + unlock,
             run_id, status.value, None if error is None else error[:ERROR_LIMIT], duration_ms, finished_at,
-            RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args,
+            RunStatus.SUCCEEDED.value, sources(FINISHABLE), *args, *slot_args, *own_args,
         )  # fmt: skip
         return bool(released)
 

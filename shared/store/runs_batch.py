@@ -195,7 +195,7 @@ _START_EACH = """
                 -2147483648), 2147483647)::integer
         FROM m LEFT JOIN l ON l.owner = m.ord
         WHERE t.run_id = m.run_id AND t.scheduled_for = m.scheduled_for AND t.status = $9 AND t.worker = $8
-          AND (l.key IS NOT NULL OR NOT m.needed)
+          AND (l.key IS NOT NULL OR NOT m.needed) AND ASYNC_COMMIT
         RETURNING m.ord, t.started_at
     )
     SELECT m.ord, l.key, r.started_at AS started FROM m LEFT JOIN l ON l.owner = m.ord LEFT JOIN r ON r.ord = m.ord
@@ -219,7 +219,7 @@ async def lock_and_start_each(
 
     async def statement(table: str) -> list[asyncpg.Record]:
         found: list[asyncpg.Record] = await conn.fetch(
-            _START_EACH.replace("RUN_TABLE", table), owners, keys,
+            _START_EACH.replace("RUN_TABLE", table).replace("ASYNC_COMMIT", runs.ASYNC_COMMIT), owners, keys,
             [s.run_id for s in starts], [s.scheduled_for for s in starts], [s.lock_needed for s in starts],
             [s.fire_at for s in starts], RunStatus.RUNNING.value, worker, RunStatus.CLAIMED.value,
         )  # fmt: skip

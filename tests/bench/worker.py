@@ -49,6 +49,38 @@ def note_arrivals() -> None:
     Worker._on_message = on_message  # type: ignore[method-assign]
 
 
+def note_loop_stalls(path: str | None, tick_sec: float = 0.005, above_ms: float = 20.0) -> None:
+    """With BENCH_LOOP_STALLS=path: every time the worker's event loop answers a 5 ms timer more than `above_ms`
+    late, one line `[wall time the stall ended, stall ms]` (a held loop, told apart from a slow server)."""
+    if not path:
+        return
+    original = Worker.serve
+
+    async def watch() -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with Path(path).open("a") as out:  # noqa: ASYNC230 (a few lines, only while stalls happen)
+            while True:
+                before = loop.time()
+                await asyncio.sleep(tick_sec)
+                late_ms = (loop.time() - before - tick_sec) * 1000
+                if late_ms > above_ms:
+                    out.write(json.dumps([time.time(), round(late_ms, 1)]) + "\n")
+                    out.flush()
+
+    async def serve(self: Worker, *args: Any, **kwargs: Any) -> None:
+        import asyncio
+
+        task = asyncio.create_task(watch())
+        try:
+            await original(self, *args, **kwargs)
+        finally:
+            task.cancel()
+
+    Worker.serve = serve  # type: ignore[method-assign]
+
+
 def dump_runs(path: Path) -> None:
     with path.open("w") as out:
         for run in RUNS:
@@ -81,6 +113,7 @@ class WindowProfile:
 def main() -> None:
     counters.install()
     note_arrivals()
+    note_loop_stalls(os.environ.get("BENCH_LOOP_STALLS"))
     counters_path = Path(os.environ["BENCH_COUNTERS"])
     profile = WindowProfile(os.environ.get("BENCH_CPROFILE"))
 

@@ -38,6 +38,11 @@ STATEMENTS: dict[str, Statement] = {
     "finish_succeeded": lambda c, r: runs.finish(c, r.run_id, RunStatus.SUCCEEDED, None, 5, SLOT),
     "finish_failed": lambda c, r: runs.finish(c, r.run_id, RunStatus.FAILED, "boom", 5, SLOT),
     "finish_cancelled": lambda c, r: runs.finish(c, r.run_id, RunStatus.CANCELLED, "cancelled: newer slot", 5, SLOT),
+    # by the run's own worker, which may find its claim if PostgreSQL lost the start in a crash (runs.ASYNC_COMMIT)
+    "finish_by_owner": lambda c, r: runs.finish(
+        c, r.run_id, RunStatus.FAILED, "lock lost", 5, SLOT, owner="gone-worker"
+    ),
+    "finish_by_other": lambda c, r: runs.finish(c, r.run_id, RunStatus.SUCCEEDED, None, 5, SLOT, owner="me"),
     # overlap=buffer_all: a claimed slot goes back behind earlier waiting slots
     "behind": lambda c, r: overlaps.behind(c, r.run_id, "gone-worker"),
     "behind_full": lambda c, r: overlaps.behind(c, r.run_id, "gone-worker", "buffer full"),

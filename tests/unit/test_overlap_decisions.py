@@ -66,12 +66,13 @@ def test_buffer_all_runs_its_waiting_slots_in_slot_order() -> None:
     assert _on_buffered(lock_free=True, earlier=True, late_sec=60).action is Action.GIVE_UP
 
 
-def test_cancelled_is_a_terminal_status_reached_only_from_a_running_run() -> None:
+def test_cancelled_is_a_terminal_status_reached_only_from_a_run_its_worker_holds() -> None:
     assert RunStatus.CANCELLED.terminal
     assert TRANSITIONS[RunStatus.CANCELLED] == frozenset()
     assert {before for before, after in TRANSITIONS.items() if RunStatus.CANCELLED in after} == {
         RunStatus.RUNNING,
         RunStatus.ABANDONED,
+        RunStatus.CLAIMED,  # only by the run's own worker, when PostgreSQL lost its start in a crash
     }
 
 
