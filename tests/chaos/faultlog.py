@@ -19,7 +19,7 @@ from typing import Any
 
 # Faults that can disturb every job: a window [start, end + grace] for all of them.
 GLOBAL_FAULTS = frozenset({
-    "worker_kill", "amqp_close", "amqp_restart", "pg_terminate", "pg_outage",
+    "worker_kill", "amqp_close", "amqp_restart", "pg_terminate", "pg_outage", "pg_crash",
     # the HA soak's (tests.chaos.ha_faults)
     "node_kill", "leader_kill", "node_stop_app", "rolling_restart", "node_freeze", "pg_switchover",
 })  # fmt: skip

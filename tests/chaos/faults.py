@@ -6,7 +6,11 @@ Faults hit the private servers and the soak's own workers only:
 * `amqp_close`: `rabbitmqctl close_all_connections` (every client of the private node is cut);
 * `amqp_restart`: `rabbitmqctl stop_app`, a few seconds down, `start_app`;
 * `pg_terminate`: `pg_terminate_backend` of every client session;
-* `pg_outage`: a fast shutdown of the private PostgreSQL (connections refused) for 10-30 s, then a start.
+* `pg_outage`: a fast shutdown of the private PostgreSQL (connections refused) for 10-30 s, then a start;
+* `pg_crash` (only when asked for: `--kinds`): an immediate shutdown (a crash: no checkpoint, unflushed WAL lost),
+  2-8 s down, then a start with crash recovery. The soak then runs its PostgreSQL with durable commits
+  (`servers.DURABLE_SETTINGS`): what the server acknowledged synchronously survives, a run's start (committed
+  asynchronously on purpose) may not.
 
 Control actions go through the CLI as an operator would: a second `seed` of the whole jobs file while the jobs
 run, and storms of `pause` / `resume` / `set` on a job or two, among them a `pause --until` a few seconds ahead that
@@ -163,6 +167,16 @@ def pg_outage(low: float = 10, high: float = 30) -> Injector:
     return inject
 
 
+async def pg_crash(rig: Rig) -> Event:
+    start = utcnow()
+    await rig.pg.acrash()
+    down = rig.down(2, 8)
+    await asyncio.sleep(down)
+    rig.pg.spawn()  # on the event loop's (main) thread: the server dies with the soak, not with a pool thread
+    await rig.pg.wait_ready()
+    return rig.log.write(Event("pg_crash", start, utcnow(), detail={"down_sec": round(down, 2)}))
+
+
 async def reseed(rig: Rig) -> Event:
     """A second `seed --reset` of the whole file while everything runs: the file's definitions come back over the
     storm's pauses and sets (a plain `seed` would keep those), and the chains they changed restart."""
@@ -279,4 +293,7 @@ FAULTS: dict[str, Injector] = {
     "amqp_restart": amqp_restart,
     "pg_terminate": pg_terminate,
     "pg_outage": pg_outage(),
+    "pg_crash": pg_crash,
 }
+OPT_IN = frozenset({"pg_crash"})
+"""Kinds a soak injects only when `--kinds` names them (a crash needs durable commits, which slow the soak)."""

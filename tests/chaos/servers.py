@@ -216,6 +216,11 @@ class PrivateRabbit:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""A private PostgreSQL that keeps what it acknowledged through a crash, as a production server does (the defaults
+below trade that for speed; a soak that crashes the server needs these)."""
+
+
 class PrivatePostgres:
     """A PostgreSQL cluster of its own (initdb as the postgres user, trust auth), listening on 127.0.0.1:port."""
 
@@ -315,6 +320,16 @@ class PrivatePostgres:
 
     async def astop(self, timeout: float = 30) -> None:
         await asyncio.to_thread(self.stop, timeout)
+
+    def crash(self, timeout: float = 30) -> None:
+        """Immediate shutdown (SIGQUIT): every process exits at once, nothing is checkpointed, and the next start
+        recovers from the WAL on disk: commits whose WAL was not flushed yet (asynchronous ones) are gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            _reap(self.proc, timeout)
+
+    async def acrash(self, timeout: float = 30) -> None:
+        await asyncio.to_thread(self.crash, timeout)
 
     def dsn(self, user: str = PG_USER, password: str | None = None, database: str = "postgres", **query: str) -> str:
         auth = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))

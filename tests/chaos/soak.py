@@ -37,7 +37,7 @@ from tests.chaos.faultlog import Event, FaultLog, utcnow
 from tests.chaos.fleet import ROOT, WORKER_ENV, Fleet
 from tests.chaos.ha_servers import PgPair, RabbitCluster
 from tests.chaos.jobset import make_jobs, write_jobs_file
-from tests.chaos.servers import PrivatePostgres, PrivateRabbit, sweep_leftovers
+from tests.chaos.servers import DURABLE_SETTINGS, PrivatePostgres, PrivateRabbit, sweep_leftovers
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
@@ -55,7 +55,7 @@ class SoakConfig:
     quiet_sec: tuple[float, float] = (8.0, 20.0)  # between two faults
     control_gap_sec: tuple[float, float] = (8.0, 20.0)  # between two control actions
     pg_outage_sec: tuple[float, float] = (10.0, 30.0)
-    kinds: tuple[str, ...] = tuple(faults.FAULTS)
+    kinds: tuple[str, ...] = tuple(k for k in faults.FAULTS if k not in faults.OPT_IN)
     controls: bool = True
     # the HA soak: a three-node RabbitMQ cluster with quorum queues, a PostgreSQL primary and synchronous standby
     ha: bool = False
@@ -75,7 +75,8 @@ def run(config: SoakConfig) -> int:
     config.out_dir.mkdir(parents=True, exist_ok=True)
     if config.ha:
         return _run_ha(config)
-    rabbit, pg = PrivateRabbit(), PrivatePostgres()
+    rabbit = PrivateRabbit()
+    pg = PrivatePostgres(extra=DURABLE_SETTINGS if "pg_crash" in config.kinds else None)
     cleanup = _Cleanup(rabbit.stop, pg.remove)
     atexit.register(cleanup)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
