@@ -163,9 +163,14 @@ async def test_cancel_other_across_two_worker_processes_never_overlaps(
     assert all("overlap=cancel_other" in r["error"] and r["duration_ms"] < 20_000 for r in stopped)
     # each cancelled run was followed by the run of a later slot, started once it had stopped (the last one's may
     # not have started when the workers were stopped)
+    table = "\n".join(
+        f"{r['scheduled_for']:%H:%M:%S.%f} #{r['attempt']} {r['status']} {r['worker']}"
+        f" {r['started_at']} {r['finished_at']}"
+        for r in rows
+    )  # what a failure prints: the order the slots ran in
     for run in stopped[:-1]:
         after = [r for r in executed if r["scheduled_for"] > run["scheduled_for"]]
-        assert after and min(r["started_at"] for r in after) >= run["finished_at"]
+        assert after and min(r["started_at"] for r in after) >= run["finished_at"], table
 
 
 async def test_buffer_all_queues_up_to_the_bound_runs_in_slot_order_and_records_the_rest(
