@@ -9,6 +9,7 @@ event loop SCHEDULER_EVENT_LOOP names, as any worker (the bench passes its own e
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import os
@@ -57,8 +58,6 @@ def note_loop_stalls(path: str | None, tick_sec: float = 0.005, above_ms: float 
     original = Worker.serve
 
     async def watch() -> None:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         with Path(path).open("a") as out:  # noqa: ASYNC230 (a few lines, only while stalls happen)
             while True:
@@ -70,8 +69,6 @@ def note_loop_stalls(path: str | None, tick_sec: float = 0.005, above_ms: float 
                     out.flush()
 
     async def serve(self: Worker, *args: Any, **kwargs: Any) -> None:
-        import asyncio
-
         task = asyncio.create_task(watch())
         try:
             await original(self, *args, **kwargs)

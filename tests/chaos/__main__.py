@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
     p.add_argument("--out", type=Path, help="output directory (default /tmp/chaos-<time>)")
     args = p.parse_args(argv)
     known = {**ha_faults.HA_FAULTS, "pg_outage": None} if args.ha else faults.FAULTS
-    default = ha_faults.HA_FAULTS if args.ha else [k for k in faults.FAULTS if k not in faults.OPT_IN]
+    default = ha_faults.HA_FAULTS if args.ha else faults.DEFAULT_KINDS
     kinds = tuple(k for k in (args.kinds or ",".join(default)).split(",") if k)
     unknown = set(kinds) - set(known)
     if unknown:

@@ -154,15 +154,19 @@ async def pg_terminate(rig: Rig) -> Event:
     return rig.log.write(Event("pg_terminate", start, utcnow(), detail={"sessions": killed}))
 
 
+async def _pg_back_after(rig: Rig, kind: str, start: datetime, down: float) -> Event:
+    """The private PostgreSQL, stopped at `start`, stays down `down` seconds, then starts again."""
+    await asyncio.sleep(down)
+    rig.pg.spawn()  # on the event loop's (main) thread: the server dies with the soak, not with a pool thread
+    await rig.pg.wait_ready()
+    return rig.log.write(Event(kind, start, utcnow(), detail={"down_sec": round(down, 2)}))
+
+
 def pg_outage(low: float = 10, high: float = 30) -> Injector:
     async def inject(rig: Rig) -> Event:
         start = utcnow()
         await rig.pg.astop()
-        down = rig.rng.uniform(low, high)
-        await asyncio.sleep(down)
-        rig.pg.spawn()  # on the event loop's (main) thread: the server dies with the soak, not with a pool thread
-        await rig.pg.wait_ready()
-        return rig.log.write(Event("pg_outage", start, utcnow(), detail={"down_sec": round(down, 2)}))
+        return await _pg_back_after(rig, "pg_outage", start, rig.rng.uniform(low, high))
 
     return inject
 
@@ -170,11 +174,7 @@ def pg_outage(low: float = 10, high: float = 30) -> Injector:
 async def pg_crash(rig: Rig) -> Event:
     start = utcnow()
     await rig.pg.acrash()
-    down = rig.down(2, 8)
-    await asyncio.sleep(down)
-    rig.pg.spawn()  # on the event loop's (main) thread: the server dies with the soak, not with a pool thread
-    await rig.pg.wait_ready()
-    return rig.log.write(Event("pg_crash", start, utcnow(), detail={"down_sec": round(down, 2)}))
+    return await _pg_back_after(rig, "pg_crash", start, rig.down(2, 8))
 
 
 async def reseed(rig: Rig) -> Event:
@@ -297,3 +297,5 @@ FAULTS: dict[str, Injector] = {
 }
 OPT_IN = frozenset({"pg_crash"})
 """Kinds a soak injects only when `--kinds` names them (a crash needs durable commits, which slow the soak)."""
+DEFAULT_KINDS = tuple(k for k in FAULTS if k not in OPT_IN)
+"""The kinds a soak injects when `--kinds` is not given."""

@@ -55,7 +55,7 @@ class SoakConfig:
     quiet_sec: tuple[float, float] = (8.0, 20.0)  # between two faults
     control_gap_sec: tuple[float, float] = (8.0, 20.0)  # between two control actions
     pg_outage_sec: tuple[float, float] = (10.0, 30.0)
-    kinds: tuple[str, ...] = tuple(k for k in faults.FAULTS if k not in faults.OPT_IN)
+    kinds: tuple[str, ...] = faults.DEFAULT_KINDS
     controls: bool = True
     # the HA soak: a three-node RabbitMQ cluster with quorum queues, a PostgreSQL primary and synchronous standby
     ha: bool = False

@@ -24,6 +24,7 @@ from shared.store import runs, runs_batch
 from shared.store.jobs import JobRow
 from shared.store.runs_batch import AheadClaim, Finished, PostedSlot, SlotStart
 from shared.vocabulary import RunStatus
+from tests.support import advisory
 from tests.support.runtime import Control, fast_settings, overlaps, running_worker, slots_run_more_than_once, wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,13 +38,7 @@ def _claim(scope: str, job: JobRow, slot: datetime, expected: JobVersion | None)
 
 async def _held_chain_locks(pool: asyncpg.Pool, keys: list[int]) -> int:
     """How many of `keys` some session holds as an advisory lock (seen from another session)."""
-    return int(
-        await pool.fetchval(
-            "SELECT count(*) FROM pg_locks l JOIN unnest($1::bigint[]) AS k ON l.locktype = 'advisory'"
-            " AND l.granted AND l.classid = ((k >> 32) & 4294967295)::oid AND l.objid = (k & 4294967295)::oid",
-            keys,
-        )
-    )
+    return len(await advisory.holders(pool, keys))
 
 
 async def test_claims_made_together_go_in_one_statement_and_each_member_is_decided_as_alone(

@@ -8,7 +8,6 @@ as the crash would."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from shared.settings import Settings
 from shared.store import jobs as jobs_store
 from shared.store import runs, runs_batch
 from shared.vocabulary import RunStatus, TriggerSource
+from tests.support import advisory
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, running_worker, wait_until
 
@@ -97,13 +97,8 @@ async def test_a_run_whose_start_was_lost_and_whose_lock_went_with_the_crash_is_
             RunStatus.CLAIMED.value,
         )
         # ... and no run lock: the crash ended every session (here only the one holding the lock)
-        ended = await pool.fetchval(
-            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN unnest($1::bigint[]) AS k"
-            " ON l.locktype = 'advisory' AND l.granted AND l.classid = ((k >> 32) & 4294967295)::oid"
-            " AND l.objid = (k & 4294967295)::oid",
-            run_lock_keys(scope, "job:long", 1),
-        )
-        assert ended == 1
+        (holder,) = await advisory.holders(pool, run_lock_keys(scope, "job:long", 1))
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", holder)
         await wait_until(lambda: _statuses(control, ["failed", "running"]), 15, "failed, then its retry running")
     first, retry = await control.runs("long")
     assert first["run_id"] == row["run_id"] and first["status"] == "failed" and "run lock lost" in first["error"]
@@ -113,5 +108,4 @@ async def test_a_run_whose_start_was_lost_and_whose_lock_went_with_the_crash_is_
 
 async def _statuses(control: Control, expected: list[str]) -> bool:
     rows = await control.runs("long")
-    await asyncio.sleep(0)
     return [r["status"] for r in rows] == expected
