@@ -360,6 +360,11 @@ async def _in_turn(turn: Turn) -> Decision:
     or, with buffer_max of them waiting, it is skipped as any slot beyond the bound is."""
     env, job, run = turn.env, turn.job, turn.run
     assert job is not None and run is not None
+    if job.overlap == "cancel_other":
+        for source in await overlaps.supersede_earlier(turn.conn, env.scope, job.job_id, run.scheduled_for):
+            env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, source).inc()
+            log.info("run.superseded", by_slot=run.scheduled_for.isoformat())
+        return Decision(Action.RUN)
     if job.overlap != "buffer_all" or not await overlaps.earlier_waiting(
         turn.conn, env.scope, job.job_id, run.scheduled_for
     ):
@@ -492,8 +497,12 @@ async def _not_now(turn: Turn, decision: Decision) -> None:
     if decisions.asks_cancel(job.overlap, decision):
         assert turn.run is not None
         reason = f"slot {msg.scheduled_for.isoformat()} of the job needed the lock (overlap=cancel_other)"
-        asked = await overlaps.request_cancel(turn.conn, env.scope, job.job_id, turn.run.run_id, reason)
+        run_id, slot = turn.run.run_id, msg.scheduled_for
+        asked = await overlaps.request_cancel(turn.conn, env.scope, job.job_id, run_id, reason, slot)
         log.info("run.cancel_requested", cancelled_run=None if asked is None else str(asked))
+        if asked is None and await overlaps.later_slot_runs(turn.conn, env.scope, job.job_id, slot):
+            await _superseded(turn)
+            return
     if buffered:
         delay = decisions.buffer_poll_delay(job, env.rng())
         await env.publisher.to_retry(msg, delay)
@@ -504,6 +513,21 @@ async def _not_now(turn: Turn, decision: Decision) -> None:
     await turn.delivery.ack()
     if not buffered and turn.existing is None:
         await execution.publish_outcome(turn, RunStatus.SKIPPED_LOCKED, None, None)
+
+
+async def _superseded(turn: Turn) -> None:
+    """A waiting slot of a cancel_other job whose lock a later slot holds: it never stops the later one; it is
+    skipped (skipped_locked, overlaps.SUPERSEDED) and its message acked. Its chain went on when it was first
+    buffered."""
+    env, job, run = turn.env, turn.job, turn.run
+    assert job is not None and run is not None
+    if await runs.resolve_buffered(turn.conn, run.run_id, RunStatus.SKIPPED_LOCKED, overlaps.SUPERSEDED):
+        env.metrics.runs.labels(env.scope, job.job_id, RunStatus.SKIPPED_LOCKED, turn.msg.trigger_source).inc()
+        log.info("run.superseded")
+        await turn.delivery.ack()
+        await execution.publish_outcome(turn, RunStatus.SKIPPED_LOCKED, None, None)
+        return
+    await drop(env, turn.delivery, DropReason.ALREADY_DONE, job_id=job.job_id)
 
 
 # -- 6-10 for a claimed slot -----------------------------------------------------------------------------------

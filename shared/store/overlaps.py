@@ -12,7 +12,7 @@ import asyncpg
 
 from shared.locks import lock_key
 from shared.store.runs import ACTIVE_ROWS
-from shared.vocabulary import OWNED, RunStatus, sources
+from shared.vocabulary import OWNED, RunStatus, TriggerSource, sources
 
 CANCEL_CHANNEL = "scheduler_cancel"
 """The NOTIFY channel a cancel request is announced on; the payload is the run id to stop."""
@@ -84,6 +84,7 @@ _REQUEST = f"""
     WITH target AS (
         SELECT run_id FROM scheduler.job_runs
         WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = ANY($3::text[]) AND run_id <> $4
+          AND ($8::timestamptz IS NULL OR scheduled_for <= $8)
         ORDER BY status = $7 DESC, claimed_at LIMIT 1
     ), asked AS (
         INSERT INTO scheduler.run_cancels (run_id, scope, job_id, requested_by, reason)
@@ -95,15 +96,57 @@ _REQUEST = f"""
 
 
 async def request_cancel(
-    conn: asyncpg.Connection, scope: str, job_id: str, by_run: uuid.UUID, reason: str
+    conn: asyncpg.Connection,
+    scope: str,
+    job_id: str,
+    by_run: uuid.UUID,
+    reason: str,
+    slot: datetime | None = None,
 ) -> uuid.UUID | None:
     """Ask the job's run in the way (not `by_run`; a running one first, then the oldest claimed one) to stop: a
-    request row (kept if one is there) and a NOTIFY, sent again on every call. Returns the run asked, None if the
-    job has none."""
+    request row (kept if one is there) and a NOTIFY, sent again on every call. With `slot`, only a run of that
+    slot or an earlier one is asked: a later slot is never stopped for an earlier one (the newest slot is the one
+    that runs). Returns the run asked, None if there is none."""
     record = await conn.fetchrow(
-        _REQUEST, scope, job_id, sources(OWNED), by_run, reason, CANCEL_CHANNEL, RunStatus.RUNNING.value
+        _REQUEST, scope, job_id, sources(OWNED), by_run, reason, CANCEL_CHANNEL, RunStatus.RUNNING.value, slot
     )
     return None if record is None else record["run_id"]
+
+
+async def later_slot_runs(conn: asyncpg.Connection, scope: str, job_id: str, slot: datetime) -> bool:
+    """Whether a run of a slot of the job later than `slot` holds (or is taking) the lock."""
+    found = await conn.fetchval(
+        f"SELECT true FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS}"
+        " AND status = ANY($3::text[]) AND scheduled_for > $4 LIMIT 1",
+        scope,
+        job_id,
+        sources(OWNED),
+        slot,
+    )
+    return bool(found)
+
+
+SUPERSEDED = "superseded: a later slot of the job took the lock first and runs instead (overlap=cancel_other)"
+
+
+async def supersede_earlier(conn: asyncpg.Connection, scope: str, job_id: str, slot: datetime) -> list[str]:
+    """overlap=cancel_other: the slots still waiting (buffered) to replace a run that a later slot (`slot`) has
+    overtaken, taking the lock first, are skipped (skipped_locked, SUPERSEDED): the newest slot is the one that
+    runs, and a waiter never stops it. Only slots of the schedule: a run queued by hand (run-now --queue) still waits
+    its turn. Returns the trigger sources of the rows skipped (for the metrics)."""
+    rows = await conn.fetch(
+        f"UPDATE scheduler.job_runs SET status = $4, error = $5, finished_at = now()"
+        f" WHERE scope = $1 AND job_id = $2 AND {ACTIVE_ROWS} AND status = $6 AND scheduled_for < $3"
+        " AND trigger_source = $7 RETURNING trigger_source",
+        scope,
+        job_id,
+        slot,
+        RunStatus.SKIPPED_LOCKED.value,
+        SUPERSEDED,
+        RunStatus.BUFFERED.value,
+        TriggerSource.SCHEDULER.value,
+    )
+    return [r["trigger_source"] for r in rows]
 
 
 async def cancel_requested(conn: asyncpg.Connection, run_id: uuid.UUID) -> bool:
