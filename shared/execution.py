@@ -10,7 +10,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from shared.messages import describe_validation_error
 from shared.registry import Handler
 from shared.runtime import Env, Turn
 from shared.slot_batch import Shift
-from shared.store import runs
+from shared.store import retries, runs
 from shared.store.runs_batch import Finished
 from shared.vocabulary import RunStatus
 
@@ -243,7 +243,13 @@ async def retry_if_due(turn: Turn, result: RunResult) -> None:
     if not retry_policy.will_retry(result.status, msg.attempt, max_attempts, result.error):
         return
     delay = retry_policy.retry_delay(msg.attempt, job.retry_backoff_sec, job.retry_backoff_max_sec, env.rng())
-    retry = msg.next_attempt(env.scope, env.clock())
+    now = env.clock()
+    retry = msg.next_attempt(env.scope, now)
+    run, slot = turn.run, run_slot(turn)
+    assert run is not None and slot is not None
+    body, due_at = retry.to_body(), now + timedelta(seconds=delay)
+    # owed first: a retry lost between here and its arrival is published again by the watchdog (watchdog.retries)
+    await persist(env, "retry.owe", lambda: retries.owe(env.pool, run.run_id, slot, body.decode(), due_at))
     await persist(env, "retry.publish", lambda: env.publisher.to_retry(retry, delay))
     env.metrics.retries.labels(env.scope, job.job_id).inc()
     log.info("run.retry_scheduled", next_attempt=retry.attempt, retry_in_sec=round(delay, 3))

@@ -107,6 +107,12 @@ class Metrics:
             **kw,
         )
         self.retries = Counter("scheduler_retries_total", "Retry messages published", ["scope", "job_id"], **kw)
+        self.retries_reposted = Counter(
+            "scheduler_retries_reposted_total",
+            "Retries that never arrived, published again by the watchdog",
+            ["scope", "job_id"],
+            **kw,
+        )
         self.trigger_runs = Gauge(
             "scheduler_job_trigger_runs",
             "Executed runs of the job ever, by trigger source (from PostgreSQL: the same on every replica)",

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
     watchdog_interval_sec: float = Field(default=5.0, gt=0, le=3600, description="watchdog pass period")
     run_retention_days: float = Field(default=30.0, gt=0, description="job_runs older than this are pruned")
     chain_lost_after_sec: float = Field(
-        default=60.0, gt=0, description="watchdog reseeds a chain whose next message is this overdue"
+        default=60.0,
+        gt=0,
+        description="watchdog reseeds a chain whose next message is this overdue, and publishes again a retry"
+        " that is this overdue",
     )
     dependency_retry_max_sec: float = Field(default=30.0, gt=0, description="cap of the reconnect back-off")
     amqp_stall_sec: float = Field(

@@ -2,6 +2,7 @@
 independent sweeps, one module each:
 
 - `abandoned`: runs whose worker died are marked abandoned, and retried when attempts remain;
+- `retries`: retries that never arrived (their record says they were due) are published again;
 - `buffers`: buffered slots whose message never came back are closed;
 - `reseed`: chains that are lost are reseeded (a job whose row no longer validates is skipped, alone), their
   lost slots recorded as `missed` in the slot ledger;
@@ -29,6 +30,7 @@ from shared.watchdog.loop import Sweep, Watchdog
 from shared.watchdog.pruning import Pruning
 from shared.watchdog.reseed import LostChains, lost_chains
 from shared.watchdog.resume import TimedResume
+from shared.watchdog.retries import LostRetries
 from shared.watchdog.vacuum import Vacuuming
 
 __all__ = ["Leadership", "Sweep", "Watchdog", "lost_chains", "standard_sweeps"]
@@ -49,6 +51,7 @@ def standard_sweeps(
     """The sweeps of a worker's watchdog, in pass order (abandoned runs first: their retries are the most urgent)."""
     return [
         AbandonedRuns(scope, publisher, metrics, clock, cap_sec=cap_sec),
+        LostRetries(scope, publisher, metrics, lost_after_sec=lost_after_sec, clock=clock),
         StaleBuffers(scope),
         LostChains(scope, channel, publisher, metrics, lost_after_sec=lost_after_sec, clock=clock),
         TimedResume(scope, channel, metrics, clock=clock),

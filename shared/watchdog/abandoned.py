@@ -17,7 +17,7 @@ from shared.metrics import Metrics
 from shared.publisher import Publisher
 from shared.retry_policy import will_retry
 from shared.store import jobs as jobs_store
-from shared.store import sweeps
+from shared.store import retries, sweeps
 from shared.store.jobs import JobRow
 from shared.store.runs import RELEASED_CLAIM_GRACE_SEC, RunRow
 from shared.vocabulary import RunStatus
@@ -81,7 +81,10 @@ class AbandonedRuns:
         retry = should_retry(row, job)
         log.warning("run.abandoned", job_id=row.job_id, run_id=str(row.run_id), dead_worker=row.worker, retry=retry)
         if retry:
-            await self.publish_retry(next_attempt(row, self.clock()))
+            now = self.clock()
+            message = next_attempt(row, now)
+            await retries.owe(conn, row.run_id, row.scheduled_for, message.to_body().decode(), now)  # watchdog.retries
+            await self.publish_retry(message)
             self.metrics.retries.labels(self.scope, row.job_id).inc()
         await self.publish_outcome(row)
 

@@ -1,0 +1,127 @@
+"""A retry lost on its way (its message purged from the retry queue, as a RabbitMQ crash can drop a dead-lettered
+message) is published again by the watchdog and runs; a retry that arrived, or that became moot, is settled
+without a second publish. On the real servers, with an in-process worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared import topology
+from shared.messages import JobMessage, backfill_message
+from shared.publisher import Publisher
+from shared.settings import Settings
+from shared.vocabulary import RunStatus
+from shared.worker import Worker
+from tests.support.probe import ProbeParams, probe
+from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
+
+pytestmark = pytest.mark.integration
+Amqp = aio_pika.abc.AbstractRobustConnection
+HOUR = 3600
+
+
+def reposted(worker: Worker, scope: str, job_id: str) -> float:
+    registry = worker.metrics.registry
+    assert registry is not None
+    labels = {"scope": scope, "job_id": job_id}
+    return registry.get_sample_value("scheduler_retries_reposted_total", labels) or 0.0
+
+
+async def purge_the_retry(amqp: Amqp, scope: str, job_id: str) -> None:
+    """Wait for the retry message in the job's retry queue, then purge it: lost."""
+    channel = await amqp.channel()
+    try:
+        name = topology.retry_queue_name(scope, job_id)
+
+        async def waiting() -> bool:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+            return (queue.declaration_result.message_count or 0) >= 1
+
+        await wait_until(waiting, 20, "the retry message in its queue")
+        queue = await channel.declare_queue(name, passive=True)
+        purged = await queue.purge()
+        assert purged.message_count == 1
+    finally:
+        await channel.close()
+
+
+async def publish(amqp: Amqp, scope: str, message: JobMessage) -> None:
+    channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+    try:
+        await Publisher(channel, scope).to_work("flaky", message)
+    finally:
+        await channel.close()
+
+
+async def owed(pool: asyncpg.Pool, scope: str, job_id: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT attempt, retry_due_at, retry_reposts FROM scheduler.job_runs WHERE scope = $1 AND job_id = $2"
+        " AND retry_due_at IS NOT NULL",
+        scope,
+        job_id,
+    )
+
+
+@pytest.mark.parametrize("how", ["run_now", "slot"])
+async def test_a_lost_retry_is_published_again_and_runs(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str, how: str
+) -> None:
+    """A manual run (its retry under a run id of its own) and a slot of the schedule (the retry's run id derived
+    from the slot) fail once; their retry is purged; the watchdog publishes it again and attempt 2 succeeds."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    seeded = await control.seed(job_id="flaky", interval_seconds=HOUR, max_attempts=2, retry_backoff_sec=8,
+                                default_params={"fail_until_attempt": 1})  # fmt: skip
+    async with running_worker(fast_settings(settings, scope), {"flaky": (probe, ProbeParams)}) as worker:
+        if how == "run_now":
+            async with control.control() as c:
+                await c.run_now("flaky")
+        else:
+            slot = now().replace(microsecond=0) - timedelta(seconds=10)
+            await publish(amqp, scope, backfill_message(scope, "flaky", seeded.epoch, slot, now()))
+        await purge_the_retry(amqp, scope, "flaky")
+
+        async def second_attempt_succeeded() -> bool:
+            rows = await control.runs("flaky")
+            return any(r["attempt"] == 2 and r["status"] == RunStatus.SUCCEEDED for r in rows)
+
+        await wait_until(second_attempt_succeeded, 40, "attempt 2, published again, succeeded")
+        assert reposted(worker, scope, "flaky") == 1
+        await wait_until(lambda: _none_owed(pool, scope), 20, "the owed retry settled once attempt 2 arrived")
+    rows = await control.runs("flaky")
+    assert sorted(r["attempt"] for r in rows) == [1, 2]
+    first = next(r for r in rows if r["attempt"] == 1)
+    assert first["status"] == RunStatus.FAILED and first["retry_reposts"] == 1
+
+
+async def _none_owed(pool: asyncpg.Pool, scope: str) -> bool:
+    return not await owed(pool, scope, "flaky")
+
+
+async def test_a_retry_that_arrives_is_settled_without_a_second_publish(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="flaky", interval_seconds=HOUR, max_attempts=2, retry_backoff_sec=1,
+                       default_params={"fail_until_attempt": 1})  # fmt: skip
+    async with running_worker(fast_settings(settings, scope), {"flaky": (probe, ProbeParams)}) as worker:
+        async with control.control() as c:
+            await c.run_now("flaky")
+
+        async def settled() -> bool:
+            rows = await control.runs("flaky")
+            done = any(r["attempt"] == 2 and r["status"] == RunStatus.SUCCEEDED for r in rows)
+            return done and await _none_owed(pool, scope)
+
+        await wait_until(settled, 30, "attempt 2 ran and the owed retry was settled")
+        assert reposted(worker, scope, "flaky") == 0
+    rows = await control.runs("flaky")
+    assert sorted(r["attempt"] for r in rows) == [1, 2]
