@@ -1,11 +1,12 @@
 """`python -m tests.bench [--quick] [--out DIR] [--only SECTION,...]`: run the benchmark, write the results.
 
 Sections: lateness (framework, spread phases, every J x W), herd (RabbitMQ alone and the framework with 2 workers,
-every job at one instant), peers (APScheduler, Celery beat), scale (registered jobs), recovery. Output in
-DIR (default bench-results/<UTC timestamp>/): results.json, samples.json, results.md, lateness.png, and with
---profile a py-spy profile of one worker under the J=500 load. `--quick` is a small, short smoke run whose
-scenarios run side by side: its numbers only show that everything works. The workers run on the event loop
-SCHEDULER_EVENT_LOOP names (`SCHEDULER_EVENT_LOOP=asyncio python -m tests.bench ...`), recorded in the results' meta.
+every job at one instant), peers (APScheduler, Celery beat), scale (registered jobs), recovery. Output in DIR
+(default bench-results/<UTC timestamp>/): results.json, samples.json, results.md, lateness.png, and with --profile a
+py-spy profile of one worker under the J=500 load (`--profile-jobs` another J). `--quick` is a small, short smoke
+run whose scenarios run side by side: its numbers only show that everything works. The workers run on the event loop
+SCHEDULER_EVENT_LOOP names (`SCHEDULER_EVENT_LOOP=asyncio python -m tests.bench ...`), recorded in the results'
+meta.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--history", type=ints, help="rows of the history section's steps (default 1M,5M,10M)")
     parser.add_argument("--duration", type=float, help="measured window per run, seconds (default 60)")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of a worker under the J=500 load")
+    parser.add_argument("--profile-jobs", type=int, default=500, help="the J of the profiled run (default 500)")
     parser.add_argument("--code-root", type=Path, default=ROOT, help="code the worker processes run")
     parser.add_argument("--label", default="", help="a word for the report (before, after, ...)")
     return parser.parse_args(argv)
@@ -89,7 +91,9 @@ def plan_from(args: argparse.Namespace) -> Plan:
 class Bench:
     """Runs the scenarios of a plan and keeps their results and lateness samples."""
 
-    def __init__(self, settings: Settings, plan: Plan, out: Path, code_root: Path, profile: bool) -> None:
+    def __init__(
+        self, settings: Settings, plan: Plan, out: Path, code_root: Path, profile: bool, profile_jobs: int = 500
+    ) -> None:
         self.settings = settings
         self.plan = plan
         self.out = out
@@ -97,6 +101,7 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.code_root = code_root
         self.profile = profile
+        self.profile_jobs = profile_jobs
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in SECTIONS}
         self.samples: dict[str, list[float]] = {}
         self.errors: list[str] = []
@@ -136,11 +141,11 @@ class Bench:
             p = self.plan
             load = framework.Load(jobs, workers, herd, p.duration, p.warmup, p.drain)
             profile = None
-            if self.profile and section == "lateness" and jobs == 500 and workers == 1:
-                profile = self.out / "profile-j500-w1.raw"
+            if self.profile and section == "lateness" and jobs == self.profile_jobs and workers == 1:
+                profile = self.out / f"profile-j{jobs}-w1.raw"
             self.keep(section, framework.run(self.settings, load, self.work, self.code_root, profile))
             if profile is not None and profile.exists():
-                (self.out / "profile-j500-w1.txt").write_text(profile_summary.summarize(profile) + "\n")
+                profile.with_suffix(".txt").write_text(profile_summary.summarize(profile) + "\n")
 
         task.__qualname__ = f"{section} framework j{jobs} w{workers}"
         return task
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
-    bench = Bench(settings, plan, out, args.code_root, args.profile)
+    bench = Bench(settings, plan, out, args.code_root, args.profile, args.profile_jobs)
 
     def write() -> None:
         results: dict[str, Any] = {"meta": meta(settings, plan, args, started), **bench.results}
