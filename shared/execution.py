@@ -249,7 +249,11 @@ async def retry_if_due(turn: Turn, result: RunResult) -> None:
     assert run is not None and slot is not None
     body, due_at = retry.to_body(), now + timedelta(seconds=delay)
     # owed first: a retry lost between here and its arrival is published again by the watchdog (watchdog.retries)
-    await persist(env, "retry.owe", lambda: retries.owe(env.pool, run.run_id, slot, body.decode(), due_at))
+    owed = partial(
+        retries.owe, env.pool, run_id=run.run_id, slot=slot, scope=env.scope, job_id=job.job_id,
+        attempt=msg.attempt, epoch=msg.epoch, message=body.decode(), due_at=due_at,
+    )  # fmt: skip
+    await persist(env, "retry.owe", owed)
     await persist(env, "retry.publish", lambda: env.publisher.to_retry(retry, delay))
     env.metrics.retries.labels(env.scope, job.job_id).inc()
     log.info("run.retry_scheduled", next_attempt=retry.attempt, retry_in_sec=round(delay, 3))

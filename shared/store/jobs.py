@@ -269,7 +269,7 @@ async def queues_of(conn: asyncpg.Connection | asyncpg.Pool, scope: str, job_ids
 
 async def delete_scope(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> None:
     """Remove every row of a scope (tests and `make clean-scope`)."""
-    for table in ("job_runs", "run_cancels", "idempotency_keys", "jobs", "workers", "trigger_counts"):
+    for table in ("job_runs", "run_cancels", "owed_retries", "idempotency_keys", "jobs", "workers", "trigger_counts"):
         await conn.execute(f"DELETE FROM scheduler.{table} WHERE scope = $1", scope)
 
 

@@ -1,5 +1,5 @@
-"""Retries owed by failed and abandoned attempts (migration 0011): recorded on the attempt's row before the retry
-message is published, read back by the watchdog's lost-retry sweep (shared.watchdog.retries)."""
+"""Retries owed by failed and abandoned attempts (`scheduler.owed_retries`, migration 0011): recorded before the
+retry message is published, read back by the watchdog's lost-retry sweep (shared.watchdog.retries)."""
 
 from __future__ import annotations
 
@@ -25,31 +25,44 @@ class OwedRetry:
 
 
 async def owe(
-    conn: asyncpg.Connection | asyncpg.Pool, run_id: uuid.UUID, slot: datetime, message: str, due_at: datetime
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    run_id: uuid.UUID,
+    slot: datetime,
+    scope: str,
+    job_id: str,
+    attempt: int,
+    epoch: int | None,
+    message: str,
+    due_at: datetime,
 ) -> None:
-    """Record the retry of attempt `run_id` (its row's slot `slot`, the partition key): the message body and when
-    it should arrive."""
+    """Record the retry of attempt `run_id` (`slot`: its row's scheduled_for): the message body and when it
+    should arrive. Recorded again (a second failure of a redelivered attempt): the latest message counts."""
     await conn.execute(
-        "UPDATE scheduler.job_runs SET retry_message = $3::text::jsonb, retry_due_at = $4"
-        " WHERE run_id = $1 AND scheduled_for = $2",
+        "INSERT INTO scheduler.owed_retries (run_id, scheduled_for, scope, job_id, attempt, epoch, message, due_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)"
+        " ON CONFLICT (run_id, scheduled_for) DO UPDATE SET message = EXCLUDED.message, due_at = EXCLUDED.due_at",
         run_id,
         slot,
+        scope,
+        job_id,
+        attempt,
+        epoch,
         message,
         due_at,
     )
 
 
 _OVERDUE = """
-    SELECT r.run_id, r.scheduled_for, r.job_id, r.retry_message, r.retry_reposts,
+    SELECT o.run_id, o.scheduled_for, o.job_id, o.message, o.reposts,
            EXISTS (SELECT 1 FROM scheduler.job_runs n
-                   WHERE n.scope = r.scope AND n.job_id = r.job_id AND n.scheduled_for = r.scheduled_for
-                     AND n.attempt = r.attempt + 1
-                     AND (n.run_id = (r.retry_message->>'run_id')::uuid
-                          OR (r.epoch IS NOT NULL AND n.epoch IS NOT NULL))
+                   WHERE n.scope = o.scope AND n.job_id = o.job_id AND n.scheduled_for = o.scheduled_for
+                     AND n.attempt = o.attempt + 1
+                     AND (n.run_id = (o.message->>'run_id')::uuid OR (o.epoch IS NOT NULL AND n.epoch IS NOT NULL))
            ) AS arrived
-    FROM scheduler.job_runs r
-    WHERE r.scope = $1 AND r.retry_due_at IS NOT NULL AND r.retry_due_at < now() - make_interval(secs => $2)
-    ORDER BY r.retry_due_at
+    FROM scheduler.owed_retries o
+    WHERE o.scope = $1 AND o.due_at < now() - make_interval(secs => $2)
+    ORDER BY o.due_at
     LIMIT $3
 """
 
@@ -58,27 +71,30 @@ async def overdue(conn: asyncpg.Connection, scope: str, late_sec: float, limit: 
     """Owed retries of the scope due more than `late_sec` ago, oldest first."""
     rows = await conn.fetch(_OVERDUE, scope, late_sec, limit)
     return [
-        OwedRetry(r["run_id"], r["scheduled_for"], r["job_id"], r["retry_message"], r["arrived"], r["retry_reposts"])
-        for r in rows
+        OwedRetry(r["run_id"], r["scheduled_for"], r["job_id"], r["message"], r["arrived"], r["reposts"]) for r in rows
     ]
 
 
 async def settle(conn: asyncpg.Connection, owed: OwedRetry) -> None:
     """Nothing is owed any more: the next attempt arrived, or the retry is moot."""
     await conn.execute(
-        "UPDATE scheduler.job_runs SET retry_due_at = NULL, retry_message = NULL"
-        " WHERE run_id = $1 AND scheduled_for = $2",
-        owed.run_id,
-        owed.scheduled_for,
+        "DELETE FROM scheduler.owed_retries WHERE run_id = $1 AND scheduled_for = $2", owed.run_id, owed.scheduled_for
     )
 
 
 async def reposted(conn: asyncpg.Connection, owed: OwedRetry, due_at: datetime) -> None:
     """The retry was published again: it is owed until `due_at` again, one more repost counted."""
     await conn.execute(
-        "UPDATE scheduler.job_runs SET retry_due_at = $3, retry_reposts = retry_reposts + 1"
-        " WHERE run_id = $1 AND scheduled_for = $2",
+        "UPDATE scheduler.owed_retries SET due_at = $3, reposts = reposts + 1 WHERE run_id = $1 AND scheduled_for = $2",
         owed.run_id,
         owed.scheduled_for,
         due_at,
     )
+
+
+async def owed_in(conn: asyncpg.Connection | asyncpg.Pool, scope: str) -> list[asyncpg.Record]:
+    """Every owed retry of the scope (for tests and the operator's questions): job_id, attempt, due_at, reposts."""
+    records: list[asyncpg.Record] = await conn.fetch(
+        "SELECT job_id, attempt, due_at, reposts FROM scheduler.owed_retries WHERE scope = $1 ORDER BY due_at", scope
+    )
+    return records

@@ -83,7 +83,10 @@ class AbandonedRuns:
         if retry:
             now = self.clock()
             message = next_attempt(row, now)
-            await retries.owe(conn, row.run_id, row.scheduled_for, message.to_body().decode(), now)  # watchdog.retries
+            await retries.owe(
+                conn, run_id=row.run_id, slot=row.scheduled_for, scope=row.scope, job_id=row.job_id,
+                attempt=row.attempt, epoch=row.epoch, message=message.to_body().decode(), due_at=now,
+            )  # fmt: skip  # owed first (watchdog.retries)
             await self.publish_retry(message)
             self.metrics.retries.labels(self.scope, row.job_id).inc()
         await self.publish_outcome(row)
