@@ -86,6 +86,7 @@ def zero_series(metrics: Metrics, scope: str, jobs: Sequence[JobRow], served: se
             for cause in GapCause:
                 metrics.slots_not_run.labels(scope, job.job_id, cause.value)
             metrics.catchup_runs.labels(scope, job.job_id)
+            metrics.retries_reposted.labels(scope, job.job_id)
         if job.queue in served and (scope, job.job_id, job.has_chain) not in metrics.zeroed:
             _zero_job_series(metrics, scope, job)
             metrics.zeroed.add((scope, job.job_id, job.has_chain))

@@ -10,13 +10,13 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared import topology
 from shared.messages import JobMessage, backfill_message
 from shared.publisher import Publisher
 from shared.settings import Settings
 from shared.store import retries
 from shared.vocabulary import RunStatus
 from shared.worker import Worker
+from tests.support.lost import purge_the_retry
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
 
@@ -30,27 +30,6 @@ def reposted(worker: Worker, scope: str, job_id: str) -> float:
     assert registry is not None
     labels = {"scope": scope, "job_id": job_id}
     return registry.get_sample_value("scheduler_retries_reposted_total", labels) or 0.0
-
-
-async def purge_the_retry(amqp: Amqp, scope: str, job_id: str) -> None:
-    """Wait for the retry message in the job's retry queue, then purge it: lost."""
-    channel = await amqp.channel()
-    try:
-        name = topology.retry_queue_name(scope, job_id)
-
-        async def waiting() -> bool:
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                return False
-            return (queue.declaration_result.message_count or 0) >= 1
-
-        await wait_until(waiting, 20, "the retry message in its queue")
-        queue = await channel.declare_queue(name, passive=True)
-        purged = await queue.purge()
-        assert purged.message_count == 1
-    finally:
-        await channel.close()
 
 
 async def publish(amqp: Amqp, scope: str, message: JobMessage) -> None:

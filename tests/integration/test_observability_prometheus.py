@@ -28,6 +28,7 @@ from shared.job_metrics import keep_job_metrics
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.worker import Worker
+from tests.support.lost import purge_the_retry
 from tests.support.ports import free_port
 from tests.support.probe import ProbeParams, probe
 from tests.support.prometheus import (
@@ -101,6 +102,14 @@ RULE_CASES: list[dict[str, Any]] = [
             f'scheduler_chain_reseeds_total{{{S}, job_id="long_ago", reason="overdue", instance="a"}}': "1x60",
         },
         "fires_for": [{"scope": "s", "job_id": "lost", "reason": "overdue"}],
+    },
+    {
+        "alert": "SchedulerRetryReposted",
+        "series": {
+            f'scheduler_retries_reposted_total{{{S}, job_id="lost", instance="a"}}': "0x30 1x30",
+            f'scheduler_retries_reposted_total{{{S}, job_id="long_ago", instance="a"}}': "1x60",
+        },
+        "fires_for": [{"scope": "s", "job_id": "lost"}],
     },
     {
         "alert": "SchedulerMessagesParked",
@@ -220,8 +229,10 @@ async def test_every_dashboard_and_alert_expression_returns_series(
     await control.seed(job_id="busy", interval_seconds=1, default_params={"sleep_sec": 2.5})
     await control.seed(job_id="lost", cron_expr="0 0 1 1 *")
     await control.seed(job_id="orphan", interval_seconds=3600, queue="orphan-queue")  # nobody consumes it
+    await control.seed(job_id="retried", interval_seconds=3600, max_attempts=2, retry_backoff_sec=4,
+                       default_params={"fail_until_attempt": 1})  # fmt: skip
     worker_port, stuck_port, dead_port = free_port(), free_port(), free_port()
-    handlers = {queue: (probe, ProbeParams) for queue in ("tick", "broken", "busy", "lost")}
+    handlers = {queue: (probe, ProbeParams) for queue in ("tick", "broken", "busy", "lost", "retried")}
 
     async with (
         running_worker(fast_settings(settings, scope, metrics_port=str(worker_port)), handlers) as worker,
@@ -239,8 +250,12 @@ async def test_every_dashboard_and_alert_expression_returns_series(
         # the zero of a counter must be scraped before its first event, or increase() cannot see the event
         await wait_for_series(prom, f'scheduler_chain_reseeds_total{{scope="{scope}", job_id="lost"}}')
         await wait_for_series(prom, f'scheduler_messages_parked_total{{scope="{scope}", reason="not_json"}}')
+        await wait_for_series(prom, f'scheduler_retries_reposted_total{{scope="{scope}", job_id="retried"}}')
         await lose_chain(pool, amqp, scope, "lost")
         await publish_garbage(amqp, scope, "tick")
+        async with control.control() as c:
+            await c.run_now("retried")  # it fails once; its retry is lost and published again
+        await purge_the_retry(amqp, scope, "retried")
 
         dashboard = json.loads(DASHBOARD.read_text())
         queries = dashboard_queries(dashboard, {"scope": scope, "job": ".*", "search": ""})
