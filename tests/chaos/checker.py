@@ -4,7 +4,8 @@
         --database-url postgresql://... [--executions DIR] [--logs DIR] --out report.json
 
 Per job and in total: slots due, run once, run twice (must be 0), overlapping runs where forbidden (must be 0),
-slots lost outside every fault window plus grace (must be 0), abandoned runs and whether each was retried,
+slots lost outside every fault window plus grace (must be 0), abandoned runs and whether each was retried, failed
+attempts with attempts left that have no next attempt outside the fault windows (must be 0),
 chain reseeds and why, lateness p50/p99/max outside fault windows, time to recover after each fault.
 Exit code 0 when there is no violation, 1 when there is one, 2 for a usage error.
 
@@ -45,6 +46,8 @@ from shared import schedule
 from shared.definitions import JobDefinition
 from shared.errors import ConfigError
 from shared.jobsfile import load_jobs_file
+from shared.retry_policy import will_retry
+from shared.vocabulary import RunStatus
 from tests.chaos import timeline
 from tests.chaos.event_check import check_events
 from tests.chaos.faultlog import Event, iso, parse_time, read_events
@@ -110,6 +113,7 @@ def check(history: History, limits: Limits | None = None) -> Report:
         job.lateness_ms = lateness(parts, wins, runs, horizon)
     check_overlaps(report, history.jobs, spans)
     check_abandoned(report, history, limits, end)
+    check_failed_retried(report, history, limits, end)
     check_records(report, history, deaths, limits)
     check_reseeds(report, history, limits)
     report.events = {job_id: asdict(t) for job_id, t in check_events(report, history, limits, horizon).items()}
@@ -471,6 +475,32 @@ def check_abandoned(report: Report, history: History, limits: Limits, end: datet
                 report.add("retry_missing", run.job_id, **detail)
             else:
                 report.note("retry_missing_in_window", run.job_id, **detail)
+
+
+def check_failed_retried(report: Report, history: History, limits: Limits, end: datetime) -> None:
+    """A slot's attempt that failed (or timed out) with attempts left is followed by its next attempt: published by
+    the worker that ran it or, when that message was lost on the way, again by the watchdog (shared.watchdog.retries).
+    A violation outside the fault windows; a failure within the grace of the end of observation is not owed yet."""
+    rows = {(r.job_id, r.scheduled_for, r.attempt) for r in history.runs if r.is_slot}
+    owed_until = end - timedelta(seconds=limits.grace_sec)
+    for run in history.runs:
+        if not run.is_slot or run.job_id not in report.jobs or run.status not in RETRIED_STATUSES:
+            continue
+        if not will_retry(RunStatus(run.status), run.attempt, history.jobs[run.job_id].max_attempts, run.error):
+            continue
+        if (run.job_id, run.scheduled_for, run.attempt + 1) in rows:
+            continue
+        at = run.finished_at or run.scheduled_for
+        detail = {"run_id": run.run_id, "slot": run.scheduled_for, "attempt": run.attempt, "status": run.status}
+        if at > owed_until:
+            report.note("retry_not_owed_yet", run.job_id, **detail)
+        elif timeline.covering(timeline.windows(run.job_id, history.events, limits), at) is not None:
+            report.note("failed_retry_missing_in_window", run.job_id, **detail)
+        else:
+            report.add("failed_retry_missing", run.job_id, **detail)
+
+
+RETRIED_STATUSES = frozenset({RunStatus.FAILED.value, RunStatus.TIMED_OUT.value})
 
 
 def check_records(report: Report, history: History, deaths: dict[int, datetime], limits: Limits) -> None:

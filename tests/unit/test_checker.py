@@ -15,6 +15,7 @@ import pytest
 from shared.definitions import JobDefinition, load_definition
 from shared.events.decide import event_run_id
 from shared.events.envelope import outcome_message_id
+from shared.retry_policy import PARAMS_INVALID
 from tests.chaos.checker import check, main
 from tests.chaos.faultlog import Event, FaultLog
 from tests.chaos.history import Execution, History, LogEvent, Run, dump_runs
@@ -279,6 +280,23 @@ def test_a_run_abandoned_after_the_end_of_observation_owes_no_retry() -> None:
     report = check(history([job(max_attempts=2)], runs, log_events=[promise]))
     assert report.ok, report.violations
     assert [f.kind for f in report.findings] == ["retry_missing_after_end"]
+
+
+def test_a_failed_attempt_with_attempts_left_and_no_next_attempt_is_a_lost_retry() -> None:
+    runs = [r if r.scheduled_for != at(5) else replace(r, status="failed") for r in every("tick")]
+    assert kinds(check(history([job(max_attempts=2)], runs))) == ["failed_retry_missing"]
+    assert check(history([job(max_attempts=1)], runs)).ok  # no attempts left: nothing owed
+    permanent = [
+        replace(r, error=f"{PARAMS_INVALID}: x is not an int") if r.scheduled_for == at(5) else r for r in runs
+    ]
+    assert check(history([job(max_attempts=2)], permanent)).ok  # a permanent error is not retried
+
+
+def test_a_failure_close_to_the_end_of_observation_owes_no_retry_yet() -> None:
+    runs = [r if r.scheduled_for != at(END - 5) else replace(r, status="timed_out") for r in every("tick")]
+    report = check(history([job(max_attempts=2)], runs))
+    assert report.ok, report.violations
+    assert [f.kind for f in report.findings] == ["retry_not_owed_yet"]
 
 
 def test_a_claim_that_never_started_is_a_lost_slot() -> None:
