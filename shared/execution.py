@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+import asyncpg
 import structlog
 from pydantic import ValidationError
 
@@ -115,7 +116,7 @@ async def run_and_record(turn: Turn) -> RunResult:
     except asyncio.CancelledError:
         result = RunResult(RunStatus.ABANDONED, "cancelled: the worker shut down before the run finished", _ms(t0))
         await asyncio.shield(_finish(turn, result, on_run_connection=False))
-        await asyncio.shield(retry_if_due(turn, result))
+        await asyncio.shield(retry_if_due(turn, result, on_run_connection=False))
         raise
     finally:
         running.dec()
@@ -235,8 +236,10 @@ async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool
     return True
 
 
-async def retry_if_due(turn: Turn, result: RunResult) -> None:
-    """Step 9: attempts left -> the same slot again through the retry queue after back-off with jitter."""
+async def retry_if_due(turn: Turn, result: RunResult, on_run_connection: bool = True) -> None:
+    """Step 9: attempts left -> the same slot again through the retry queue after back-off with jitter. The retry
+    is recorded as owed first, on the run's own connection unless `on_run_connection` is false (a run cancelled
+    mid-statement: its connection may be busy), else on the pool."""
     env, job, msg = turn.env, turn.job, turn.msg
     assert job is not None
     max_attempts = msg.max_attempts or job.max_attempts
@@ -249,14 +252,28 @@ async def retry_if_due(turn: Turn, result: RunResult) -> None:
     assert run is not None and slot is not None
     body, due_at = retry.to_body(), now + timedelta(seconds=delay)
     # owed first: a retry lost between here and its arrival is published again by the watchdog (watchdog.retries)
-    owed = partial(
-        retries.owe, env.pool, run_id=run.run_id, slot=slot, scope=env.scope, job_id=job.job_id,
-        attempt=msg.attempt, epoch=msg.epoch, message=body.decode(), due_at=due_at,
+    owe = partial(
+        retries.owe, run_id=run.run_id, slot=slot, scope=env.scope, job_id=job.job_id, attempt=msg.attempt,
+        epoch=msg.epoch, message=body.decode(), due_at=due_at,
     )  # fmt: skip
-    await persist(env, "retry.owe", owed)
+    if not (on_run_connection and await _on_run_connection(turn, owe)):
+        await persist(env, "retry.owe", lambda: owe(env.pool))
     await persist(env, "retry.publish", lambda: env.publisher.to_retry(retry, delay))
     env.metrics.retries.labels(env.scope, job.job_id).inc()
     log.info("run.retry_scheduled", next_attempt=retry.attempt, retry_in_sec=round(delay, 3))
+
+
+async def _on_run_connection(turn: Turn, write: Callable[[asyncpg.Connection], Awaitable[None]]) -> bool:
+    """A write on the run's own connection (no second connection from the pool while the turn holds one); False
+    when that connection is gone or the write failed on it: the caller writes on the pool instead."""
+    try:
+        if turn.conn.is_closed():
+            return False
+        await write(turn.conn)
+    except DB_ERRORS as exc:
+        log.warning("run.connection_lost", error=error_text(exc))
+        return False
+    return True
 
 
 async def publish_outcome(turn: Turn, status: RunStatus, duration_ms: int | None, error: str | None) -> None:

@@ -96,3 +96,30 @@ async def test_a_retry_that_arrives_is_settled_without_a_second_publish(
         assert reposted(worker, scope, "flaky") == 0
     rows = await control.runs("flaky")
     assert sorted(r["attempt"] for r in rows) == [1, 2]
+
+
+async def test_retries_of_chain_slots_are_owed_and_settled_once_they_arrive(
+    settings: Settings, pool: asyncpg.Pool, amqp: Amqp, cleanup_scope: str
+) -> None:
+    """Slots of a 1-second chain (claimed ahead, started with others at the slot) fail once each: each retry is
+    recorded as owed on the run's own session, arrives, and is settled with no repost."""
+    scope = cleanup_scope
+    control = Control(pool, amqp, scope)
+    await control.seed(job_id="flaky", interval_seconds=1, max_attempts=2, retry_backoff_sec=0.5,
+                       default_params={"fail_until_attempt": 1})  # fmt: skip
+    seen_owed = 0
+    async with running_worker(fast_settings(settings, scope), {"flaky": (probe, ProbeParams)}) as worker:
+
+        async def three_retried() -> bool:
+            nonlocal seen_owed
+            seen_owed = max(seen_owed, len(await retries.owed_in(pool, scope)))
+            rows = await control.runs("flaky")
+            return sum(1 for r in rows if r["attempt"] == 2 and r["status"] == RunStatus.SUCCEEDED) >= 3
+
+        await wait_until(three_retried, 40, "three slots retried")
+        await control.pause("flaky")
+        await wait_until(lambda: _none_owed(pool, scope), 30, "every owed retry settled")
+        assert reposted(worker, scope, "flaky") == 0
+    assert seen_owed >= 1
+    rows = await control.runs("flaky")
+    assert all(r["epoch"] is not None for r in rows if r["attempt"] == 2)
