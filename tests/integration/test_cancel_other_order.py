@@ -5,6 +5,8 @@ another worker would hold, then the one message that meets them."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import aio_pika
@@ -12,26 +14,18 @@ import asyncpg
 import pytest
 
 from shared.locks import run_lock_keys
-from shared.messages import JobMessage, backfill_message
-from shared.publisher import Publisher
+from shared.messages import backfill_message
 from shared.settings import Settings
 from shared.store import overlaps as overlaps_store
 from shared.store import runs, workers
 from shared.vocabulary import RunStatus, TriggerSource
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
+from tests.support.service_process import publish_to_work
 
 pytestmark = pytest.mark.integration
 Amqp = aio_pika.abc.AbstractRobustConnection
 HOUR = 3600
-
-
-async def publish(amqp: Amqp, scope: str, queue: str, message: JobMessage) -> None:
-    channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-    try:
-        await Publisher(channel, scope).to_work(queue, message)
-    finally:
-        await channel.close()
 
 
 async def status_of(pool: asyncpg.Pool, scope: str, slot: object) -> asyncpg.Record | None:
@@ -43,13 +37,30 @@ async def status_of(pool: asyncpg.Pool, scope: str, slot: object) -> asyncpg.Rec
     )
 
 
-async def live_peer(conn: asyncpg.Connection, scope: str) -> str:
-    """Another worker, alive while `conn` is open, that holds the job's run lock on it."""
-    worker_id = f"{scope}-peer"
-    await workers.register(conn, worker_id=worker_id, scope=scope, service="peer", hostname="here", pid=0, queues=[])
-    for key in run_lock_keys(scope, "job:cx", 1):
-        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-    return worker_id
+@contextlib.asynccontextmanager
+async def live_peer(pool: asyncpg.Pool, scope: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """Another worker, alive while its connection is open, that holds the job's run lock on it: the connection and
+    its worker id. Both are given back at the end."""
+    holder = await pool.acquire()
+    try:
+        worker_id = f"{scope}-peer"
+        await workers.register(
+            holder, worker_id=worker_id, scope=scope, service="peer", hostname="here", pid=0, queues=[]
+        )
+        for key in run_lock_keys(scope, "job:cx", 1):
+            assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        yield holder, worker_id
+    finally:
+        await holder.execute("SELECT pg_advisory_unlock_all()")
+        await pool.release(holder)
+
+
+async def seed_cx(control: Control) -> tuple[int, datetime, datetime]:
+    """The hourly cancel_other job `cx`, and two of its slots 10 s apart in the last 20 s: its epoch, the earlier
+    slot, the later one."""
+    seeded = await control.seed(job_id="cx", interval_seconds=HOUR, overlap="cancel_other", misfire_grace_sec=600)
+    earlier = now().replace(microsecond=0) - timedelta(seconds=20)
+    return seeded.epoch, earlier, earlier + timedelta(seconds=10)
 
 
 def slot_row(scope: str, epoch: int, slot: datetime) -> runs.NewRun:
@@ -64,13 +75,11 @@ async def test_a_later_slot_that_finds_the_lock_free_runs_and_the_earlier_waitin
 ) -> None:
     scope = cleanup_scope
     control = Control(pool, amqp, scope)
-    seeded = await control.seed(job_id="cx", interval_seconds=HOUR, overlap="cancel_other", misfire_grace_sec=600)
-    earlier = now().replace(microsecond=0) - timedelta(seconds=20)
-    later = earlier + timedelta(seconds=10)
+    epoch, earlier, later = await seed_cx(control)
     async with pool.acquire() as conn:  # another worker left it waiting (buffered) for the lock
-        assert await runs.claim(conn, slot_row(scope, seeded.epoch, earlier), RunStatus.BUFFERED, "some-worker")
+        assert await runs.claim(conn, slot_row(scope, epoch, earlier), RunStatus.BUFFERED, "some-worker")
     async with running_worker(fast_settings(settings, scope), {"cx": (probe, ProbeParams)}):
-        await publish(amqp, scope, "cx", backfill_message(scope, "cx", seeded.epoch, later, now()))
+        await publish_to_work(amqp, scope, "cx", backfill_message(scope, "cx", epoch, later, now()))
 
         async def later_done() -> bool:
             row = await status_of(pool, scope, later)
@@ -87,17 +96,13 @@ async def test_a_waiting_slot_that_meets_a_later_slots_run_gives_up_without_aski
 ) -> None:
     scope = cleanup_scope
     control = Control(pool, amqp, scope)
-    seeded = await control.seed(job_id="cx", interval_seconds=HOUR, overlap="cancel_other", misfire_grace_sec=600)
-    earlier = now().replace(microsecond=0) - timedelta(seconds=20)
-    later = earlier + timedelta(seconds=10)
-    holder = await pool.acquire()
-    try:
-        peer = await live_peer(holder, scope)  # the later slot's worker: it holds the lock and runs
-        running = slot_row(scope, seeded.epoch, later)
+    epoch, earlier, later = await seed_cx(control)
+    async with live_peer(pool, scope) as (holder, peer):  # the later slot's worker: it holds the lock and runs
+        running = slot_row(scope, epoch, later)
         assert await runs.claim(holder, running, RunStatus.CLAIMED, peer)
-        assert await runs.claim(holder, slot_row(scope, seeded.epoch, earlier), RunStatus.BUFFERED, peer)
+        assert await runs.claim(holder, slot_row(scope, epoch, earlier), RunStatus.BUFFERED, peer)
         async with running_worker(fast_settings(settings, scope), {"cx": (probe, ProbeParams)}):
-            await publish(amqp, scope, "cx", backfill_message(scope, "cx", seeded.epoch, earlier, now()))
+            await publish_to_work(amqp, scope, "cx", backfill_message(scope, "cx", epoch, earlier, now()))
 
             async def superseded() -> bool:
                 row = await status_of(pool, scope, earlier)
@@ -105,9 +110,6 @@ async def test_a_waiting_slot_that_meets_a_later_slots_run_gives_up_without_aski
 
             await wait_until(superseded, 20, "the waiting slot skipped")
         asked = await pool.fetchval("SELECT count(*) FROM scheduler.run_cancels WHERE scope = $1", scope)
-    finally:
-        await holder.execute("SELECT pg_advisory_unlock_all()")
-        await pool.release(holder)
     row = await status_of(pool, scope, earlier)
     assert row is not None and row["error"] == overlaps_store.SUPERSEDED
     assert asked == 0, "the later slot's run was asked to stop for an earlier slot"
@@ -121,16 +123,12 @@ async def test_an_earlier_run_in_the_way_is_still_asked_to_stop(
     """The other side of the rule: a waiting slot asks the run of an earlier slot to stop, and keeps waiting."""
     scope = cleanup_scope
     control = Control(pool, amqp, scope)
-    seeded = await control.seed(job_id="cx", interval_seconds=HOUR, overlap="cancel_other", misfire_grace_sec=600)
-    earlier = now().replace(microsecond=0) - timedelta(seconds=20)
-    later = earlier + timedelta(seconds=10)
-    holder = await pool.acquire()
-    try:
-        peer = await live_peer(holder, scope)
-        running = slot_row(scope, seeded.epoch, earlier)
+    epoch, earlier, later = await seed_cx(control)
+    async with live_peer(pool, scope) as (holder, peer):
+        running = slot_row(scope, epoch, earlier)
         assert await runs.claim(holder, running, RunStatus.CLAIMED, peer)
         async with running_worker(fast_settings(settings, scope), {"cx": (probe, ProbeParams)}):
-            await publish(amqp, scope, "cx", backfill_message(scope, "cx", seeded.epoch, later, now()))
+            await publish_to_work(amqp, scope, "cx", backfill_message(scope, "cx", epoch, later, now()))
 
             async def asked() -> bool:
                 return bool(
@@ -140,6 +138,3 @@ async def test_an_earlier_run_in_the_way_is_still_asked_to_stop(
             await wait_until(asked, 20, "the earlier run asked to stop")
             row = await status_of(pool, scope, later)
             assert row is not None and row["status"] == RunStatus.BUFFERED
-    finally:
-        await holder.execute("SELECT pg_advisory_unlock_all()")
-        await pool.release(holder)

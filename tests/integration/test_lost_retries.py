@@ -10,8 +10,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from shared.messages import JobMessage, backfill_message
-from shared.publisher import Publisher
+from shared.messages import backfill_message
 from shared.settings import Settings
 from shared.store import retries
 from shared.vocabulary import RunStatus
@@ -19,6 +18,7 @@ from shared.worker import Worker
 from tests.support.lost import purge_the_retry
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, now, running_worker, wait_until
+from tests.support.service_process import publish_to_work
 
 pytestmark = pytest.mark.integration
 Amqp = aio_pika.abc.AbstractRobustConnection
@@ -30,14 +30,6 @@ def reposted(worker: Worker, scope: str, job_id: str) -> float:
     assert registry is not None
     labels = {"scope": scope, "job_id": job_id}
     return registry.get_sample_value("scheduler_retries_reposted_total", labels) or 0.0
-
-
-async def publish(amqp: Amqp, scope: str, message: JobMessage) -> None:
-    channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-    try:
-        await Publisher(channel, scope).to_work("flaky", message)
-    finally:
-        await channel.close()
 
 
 @pytest.mark.parametrize("how", ["run_now", "slot"])
@@ -56,7 +48,7 @@ async def test_a_lost_retry_is_published_again_and_runs(
                 await c.run_now("flaky")
         else:
             slot = now().replace(microsecond=0) - timedelta(seconds=10)
-            await publish(amqp, scope, backfill_message(scope, "flaky", seeded.epoch, slot, now()))
+            await publish_to_work(amqp, scope, "flaky", backfill_message(scope, "flaky", seeded.epoch, slot, now()))
         await purge_the_retry(amqp, scope, "flaky")
         assert [r["attempt"] for r in await retries.owed_in(pool, scope)] == [1]  # recorded before it was lost
 

@@ -13,25 +13,17 @@ import pytest
 from shared import topology
 from shared.locks import run_lock_keys, watchdog_lock_key
 from shared.messages import JobMessage, backfill_message, chain_message
-from shared.publisher import Publisher
 from shared.settings import Settings
 from shared.store import runs
 from shared.vocabulary import DropReason, RunStatus, TriggerSource
 from shared.worker import Worker
 from tests.support.probe import ProbeParams, probe
 from tests.support.runtime import Control, fast_settings, now, overlaps, running_worker, wait_until
+from tests.support.service_process import publish_to_work
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Amqp = aio_pika.abc.AbstractRobustConnection
 HOUR = 3600
-
-
-async def publish(amqp: Amqp, scope: str, queue: str, message: JobMessage) -> None:
-    channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-    try:
-        await Publisher(channel, scope).to_work(queue, message)
-    finally:
-        await channel.close()
 
 
 async def first_parked(amqp: Amqp, scope: str, timeout: float = 15) -> tuple[str, str]:
@@ -77,7 +69,7 @@ async def test_stale_epoch_message_is_dropped_without_a_run(
     seeded = await control.seed(job_id="hourly", interval_seconds=HOUR)
     slot = now().replace(microsecond=0) - timedelta(seconds=1)
     async with running_worker(fast_settings(settings, scope), {"hourly": (probe, ProbeParams)}) as worker:
-        await publish(amqp, scope, "hourly", chain_message(scope, "hourly", seeded.epoch - 1, slot, now()))
+        await publish_to_work(amqp, scope, "hourly", chain_message(scope, "hourly", seeded.epoch - 1, slot, now()))
         await wait_until(lambda: _true(dropped(worker, scope, DropReason.STALE_EPOCH) == 1), 15, "the drop")
     assert await row_of(pool, scope, "hourly", slot) is None
 
@@ -91,7 +83,7 @@ async def test_wrong_queue_message_is_parked(
     await control.seed(job_id="right", interval_seconds=HOUR)
     handlers = {"left": (probe, ProbeParams), "right": (probe, ProbeParams)}
     async with running_worker(fast_settings(settings, scope), handlers):
-        await publish(amqp, scope, "right", JobMessage(job_id="left"))  # left's message on right's queue
+        await publish_to_work(amqp, scope, "right", JobMessage(job_id="left"))  # left's message on right's queue
         reason, detail = await first_parked(amqp, scope)
         assert reason == "wrong_queue" and "served by queue 'left'" in detail
     assert [r for r in await control.runs("left") if r["trigger_source"] == "manual"] == []
@@ -113,7 +105,7 @@ async def test_take_over_of_a_dead_owners_claim(
         claim = runs.NewRun(message.run_id, scope, "orphan", seeded.epoch, "scheduler", slot, 1, {})
         assert await runs.claim(watchdog_elsewhere, claim, RunStatus.CLAIMED, "orphan-worker-that-died")
         async with running_worker(fast_settings(settings, scope), {"orphan": (probe, ProbeParams)}) as worker:
-            await publish(amqp, scope, "orphan", message)
+            await publish_to_work(amqp, scope, "orphan", message)
 
             async def ran() -> bool:
                 row = await row_of(pool, scope, "orphan", slot)
@@ -150,7 +142,7 @@ async def test_carried_over_chain_posts_the_next_slot(
     finally:
         await channel.close()
     async with running_worker(fast_settings(settings, scope), {"carry": (probe, ProbeParams)}):
-        await publish(amqp, scope, "carry", chain_message(scope, "carry", resumed.epoch, slot, now()))
+        await publish_to_work(amqp, scope, "carry", chain_message(scope, "carry", resumed.epoch, slot, now()))
 
         async def chain_went_on() -> bool:
             rows = await control.runs("carry")
@@ -172,7 +164,7 @@ async def test_backfill_revives_a_skipped_slot(
         skipped = runs.NewRun(message.run_id, scope, "gap", seeded.epoch, "scheduler", slot, 1, {})
         assert await runs.claim(conn, skipped, RunStatus.SKIPPED_MISFIRE, "some-worker")
     async with running_worker(fast_settings(settings, scope), {"gap": (probe, ProbeParams)}):
-        await publish(amqp, scope, "gap", message)
+        await publish_to_work(amqp, scope, "gap", message)
 
         async def revived() -> bool:
             row = await row_of(pool, scope, "gap", slot)
@@ -198,7 +190,7 @@ async def test_buffered_slot_gives_up_after_the_grace(
         buffered = runs.NewRun(message.run_id, scope, "wait", seeded.epoch, "scheduler", slot, 1, {})
         assert await runs.claim(holder, buffered, RunStatus.BUFFERED, "some-worker")
         async with running_worker(fast_settings(settings, scope), {"wait": (probe, ProbeParams)}) as worker:
-            await publish(amqp, scope, "wait", message)
+            await publish_to_work(amqp, scope, "wait", message)
             await wait_until(lambda: _true(dropped(worker, scope, DropReason.BUFFER_GAVE_UP) == 1), 15, "the give-up")
     finally:
         await holder.execute("SELECT pg_advisory_unlock_all()")
@@ -239,7 +231,7 @@ async def test_a_message_asking_for_next_delay_sec_is_parked_not_run(
     control = Control(pool, amqp, scope)
     await control.seed(job_id="scan", interval_seconds=HOUR)
     async with running_worker(fast_settings(settings, scope), {"scan": (probe, ProbeParams)}):
-        await publish(amqp, scope, "scan", JobMessage(job_id="scan", next_delay_sec=600))
+        await publish_to_work(amqp, scope, "scan", JobMessage(job_id="scan", next_delay_sec=600))
         reason, detail = await first_parked(amqp, scope)
         assert reason == "next_delay_sec" and "not honoured" in detail
     assert [r for r in await control.runs("scan") if r["trigger_source"] == "manual"] == []
@@ -254,13 +246,13 @@ async def test_a_queued_run_now_waits_behind_a_lock_group_peer(
     for job_id in ("left", "right"):
         await control.seed(job_id=job_id, cron_expr="0 0 1 1 *", queue="pair", lock_group="pair")
     async with running_worker(fast_settings(settings, scope), {"pair": (probe, ProbeParams)}):
-        await publish(amqp, scope, "pair", JobMessage(job_id="left", params={"sleep_sec": 2.0}))
+        await publish_to_work(amqp, scope, "pair", JobMessage(job_id="left", params={"sleep_sec": 2.0}))
 
         async def left_running() -> bool:
             return any(r["status"] == RunStatus.RUNNING for r in await control.runs("left"))
 
         await wait_until(left_running, 15, "the peer's run")
-        await publish(amqp, scope, "pair", JobMessage(job_id="right", wait_for_lock=True))
+        await publish_to_work(amqp, scope, "pair", JobMessage(job_id="right", wait_for_lock=True))
 
         async def right_done() -> bool:
             return any(r["status"] == RunStatus.SUCCEEDED for r in await control.runs("right"))

@@ -109,12 +109,19 @@ async def publish_manual(
 ) -> uuid.UUID:
     """A manual message straight to the work queue (what run-now does); returns its run_id."""
     message = JobMessage(job_id=job_id, scope=scope, params=params or {}, **_when(scheduled_for))
+    await publish_to_work(amqp, scope, queue, message)
+    return message.run_id
+
+
+async def publish_to_work(
+    amqp: aio_pika.abc.AbstractRobustConnection, scope: str, queue: str, message: JobMessage
+) -> None:
+    """`message` straight to the work queue `queue` of `scope`, confirmed, on a channel of its own."""
     channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
     try:
         await Publisher(channel, scope).to_work(queue, message)
     finally:
         await channel.close()
-    return message.run_id
 
 
 def _when(scheduled_for: datetime | None) -> dict[str, datetime]:
