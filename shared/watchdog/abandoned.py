@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 
 from shared import backoff
-from shared.dependencies import AMQP_ERRORS, classify, describe
+from shared.dependencies import AMQP_ERRORS, describe
 from shared.events import outcomes
 from shared.messages import JobMessage, retry_message
 from shared.metrics import Metrics
@@ -21,6 +21,7 @@ from shared.store import retries, sweeps
 from shared.store.jobs import JobRow
 from shared.store.runs import RELEASED_CLAIM_GRACE_SEC, RunRow
 from shared.vocabulary import RunStatus
+from shared.watchdog.loop import each_alone
 
 log = structlog.get_logger("shared.watchdog")
 
@@ -65,15 +66,9 @@ class AbandonedRuns:
     async def run(self, conn: asyncpg.Connection) -> None:
         """One sweep: abandon, then retry what may be retried."""
         for row in await sweeps.abandon_orphans(conn, self.scope, self.released_grace_sec):
-            try:
+            # one row's problem: the others are abandoned already and still owed their retries
+            with each_alone("watchdog.abandoned_run_failed", job_id=row.job_id, run_id=str(row.run_id)):
                 await self._settle(conn, row)
-            except Exception as exc:
-                if classify(exc) is not None:
-                    raise  # a server is gone: the rest of the rows would fail the same way
-                # one row's problem: the others are abandoned already and still owed their retries
-                log.error(
-                    "watchdog.abandoned_run_failed", job_id=row.job_id, run_id=str(row.run_id), error=describe(exc)
-                )
 
     async def _settle(self, conn: asyncpg.Connection, row: RunRow) -> None:
         job = await jobs_store.get_job(conn, self.scope, row.job_id)

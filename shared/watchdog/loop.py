@@ -7,16 +7,30 @@ session stops a pass: the scope's lock went with it, and no sweep may run until 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
-from shared.dependencies import SESSION_LOST, describe
+from shared.dependencies import SESSION_LOST, classify, describe
 from shared.watchdog.leadership import Leadership
 
 log = structlog.get_logger("shared.watchdog")
+
+
+@contextlib.contextmanager
+def each_alone(event: str, **context: Any) -> Iterator[None]:
+    """One item of a sweep (a run, a chain, a retry): its own failure is logged as `event` with `context` and the
+    sweep goes on with the next item; a server that is gone is raised, as every other item would fail the same way
+    (the next pass tries again)."""
+    try:
+        yield
+    except Exception as exc:
+        if classify(exc) is not None:
+            raise
+        log.error(event, error=describe(exc), **context)
 
 
 class Sweep(Protocol):

@@ -18,13 +18,13 @@ import structlog
 from aio_pika.abc import AbstractChannel
 
 from shared import chain, ledger
-from shared.dependencies import classify, describe
 from shared.metrics import Metrics
 from shared.publisher import Publisher
 from shared.store import jobs as jobs_store
 from shared.store import workers
 from shared.store.jobs import BadJob, JobRow
 from shared.vocabulary import ReseedReason
+from shared.watchdog.loop import each_alone
 
 log = structlog.get_logger("shared.watchdog")
 
@@ -78,12 +78,8 @@ class LostChains:
         jobs, bad = await jobs_store.list_jobs_checked(conn, self.scope)
         self.note_bad(bad)
         for job in lost_chains(jobs, live, now, self.lost_after):
-            try:
+            with each_alone("chain.reseed_failed", job_id=job.job_id):
                 await self.reseed(conn, job)
-            except Exception as exc:
-                if classify(exc) is not None:
-                    raise  # a server is gone: every other job would fail the same way
-                log.error("chain.reseed_failed", job_id=job.job_id, error=describe(exc))
 
     def note_bad(self, bad: Sequence[BadJob]) -> None:
         """Log each bad job once (not every pass), and once more when it is good again."""

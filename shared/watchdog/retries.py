@@ -17,7 +17,6 @@ import asyncpg
 import pydantic
 import structlog
 
-from shared.dependencies import classify, describe
 from shared.messages import JobMessage
 from shared.metrics import Metrics
 from shared.publisher import Publisher
@@ -25,6 +24,7 @@ from shared.store import jobs as jobs_store
 from shared.store import retries, workers
 from shared.store.jobs import JobRow
 from shared.store.retries import OwedRetry
+from shared.watchdog.loop import each_alone
 
 log = structlog.get_logger("shared.watchdog")
 
@@ -98,13 +98,8 @@ class LostRetries:
             if owed.job_id not in jobs:
                 jobs[owed.job_id] = await jobs_store.get_job(conn, self.scope, owed.job_id)
             job = jobs[owed.job_id]
-            try:
+            with each_alone("watchdog.lost_retry_failed", job_id=owed.job_id, run_id=str(owed.run_id)):
                 await self._settle(conn, owed, job, consumed=job is not None and job.queue in live)
-            except Exception as exc:
-                if classify(exc) is not None:
-                    raise  # a server is gone: the next pass tries again
-                run_id = str(owed.run_id)
-                log.error("watchdog.lost_retry_failed", job_id=owed.job_id, run_id=run_id, error=describe(exc))
 
     async def _settle(self, conn: asyncpg.Connection, owed: OwedRetry, job: JobRow | None, consumed: bool) -> None:
         message = stored_message(owed)
