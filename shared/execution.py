@@ -210,12 +210,11 @@ async def _finish(turn: Turn, result: RunResult, on_run_connection: bool, releas
 
 
 async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool) -> bool:
-    conn, lock, run = turn.conn, turn.lock, turn.run
+    lock, run = turn.lock, turn.run
     assert lock is not None and run is not None
     key = lock.key if release else None
-    try:
-        if conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
-            return False
+
+    async def write(conn: asyncpg.Connection) -> None:
         if isinstance(conn, Shift):  # a run started with others: recorded with those that end with it
             slot = run_slot(turn)
             assert slot is not None
@@ -228,8 +227,8 @@ async def _finish_on_run_connection(turn: Turn, result: RunResult, release: bool
                 conn, run.run_id, result.status, result.error, result.duration_ms, result.finished_at,
                 release_key=key, slot=run_slot(turn),
             )  # fmt: skip
-    except DB_ERRORS as exc:
-        log.warning("run.finish_retrying", error=error_text(exc))
+
+    if not await _on_run_connection(turn, write, "run.finish_retrying"):
         return False
     if key is not None:
         lock.key = None  # released by that statement
@@ -256,22 +255,25 @@ async def retry_if_due(turn: Turn, result: RunResult, on_run_connection: bool = 
         retries.owe, run_id=run.run_id, slot=slot, scope=env.scope, job_id=job.job_id, attempt=msg.attempt,
         epoch=msg.epoch, message=body.decode(), due_at=due_at,
     )  # fmt: skip
-    if not (on_run_connection and await _on_run_connection(turn, owe)):
+    if not (on_run_connection and await _on_run_connection(turn, owe, "retry.owe_retrying")):
         await persist(env, "retry.owe", lambda: owe(env.pool))
     await persist(env, "retry.publish", lambda: env.publisher.to_retry(retry, delay))
     env.metrics.retries.labels(env.scope, job.job_id).inc()
     log.info("run.retry_scheduled", next_attempt=retry.attempt, retry_in_sec=round(delay, 3))
 
 
-async def _on_run_connection(turn: Turn, write: Callable[[asyncpg.Connection], Awaitable[None]]) -> bool:
-    """A write on the run's own connection (no second connection from the pool while the turn holds one); False
-    when that connection is gone or the write failed on it: the caller writes on the pool instead."""
+async def _on_run_connection(
+    turn: Turn, write: Callable[[asyncpg.Connection], Awaitable[None]], failed_event: str
+) -> bool:
+    """A write on the run's own connection (no second connection from the pool while the turn holds one). False
+    when that connection is gone or the write failed on it (logged as `failed_event`): the caller writes on the
+    pool instead."""
     try:
-        if turn.conn.is_closed():
+        if turn.conn.is_closed():  # raises too once PostgreSQL dropped it: the pool has taken the proxy back
             return False
         await write(turn.conn)
     except DB_ERRORS as exc:
-        log.warning("run.connection_lost", error=error_text(exc))
+        log.warning(failed_event, error=error_text(exc))
         return False
     return True
 
